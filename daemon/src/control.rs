@@ -1,0 +1,155 @@
+//! The control socket: how `mesh` and the shims talk to `meshd`.
+//!
+//! One task per connection, at most [`MAX_CONNECTIONS`] at once. A peer of
+//! another uid is refused on accept. Frames are decoded with
+//! [`mesh_protocol::control`]; a malformed frame gets an error answer and
+//! closes that connection and nothing else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mesh_protocol::control::{
+    self, DaemonStatus, FrameError, Listener, MAX_FRAME, Request, Response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// How many control connections may be open at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What the control frontend knows about the daemon.
+#[derive(Debug)]
+pub struct State {
+    /// When the daemon started.
+    pub started: Instant,
+    /// The only uid whose clients are served.
+    pub uid: u32,
+    /// The directory that holds the sockets.
+    pub runtime_dir: PathBuf,
+    /// Every socket the daemon serves.
+    pub listeners: Vec<Listener>,
+    /// Notified when a client asks the daemon to stop.
+    pub stop: Arc<Notify>,
+}
+
+/// Accept control connections until the future is dropped.
+///
+/// Each connection is a task in a `JoinSet` owned here, so dropping this
+/// future (when the daemon stops) aborts every connection with it.
+pub async fn serve(listener: UnixListener, state: Arc<State>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "control accept failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    tracing::warn!("too many control connections; refusing one");
+                    continue;
+                };
+                let Some(span) = admit(&stream, state.uid) else { continue };
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    if let Err(err) = handle(stream, &state).await {
+                        tracing::debug!(error = %err, "control connection closed");
+                    }
+                    drop(permit);
+                }.instrument(span));
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// Check the peer's uid; return the connection's span if it is ours.
+fn admit(stream: &UnixStream, uid: u32) -> Option<tracing::Span> {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read peer credentials; refusing");
+            return None;
+        }
+    };
+    let span = tracing::info_span!(
+        "connection",
+        frontend = "control",
+        peer.pid = cred.pid(),
+        peer.uid = cred.uid()
+    );
+    if cred.uid() != uid {
+        span.in_scope(|| tracing::warn!("refusing a client of another uid"));
+        return None;
+    }
+    Some(span)
+}
+
+/// Serve one connection: read a request, answer it, until the peer leaves.
+async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        let request = match control::decode::<Request>(&buf) {
+            Ok(Some((request, used))) => {
+                buf.drain(..used);
+                request
+            }
+            Ok(None) => {
+                if buf.len() > MAX_FRAME + 4 {
+                    return Err(FrameError::TooLong { len: buf.len() });
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return if buf.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(FrameError::Truncated)
+                    };
+                }
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                continue;
+            }
+            Err(err) => {
+                let answer = Response::Error {
+                    message: err.to_string(),
+                };
+                stream.write_all(&control::encode(&answer)?).await?;
+                return Err(err);
+            }
+        };
+        tracing::debug!(?request, "control request");
+        let (response, stop) = respond(&request, state);
+        stream.write_all(&control::encode(&response)?).await?;
+        if stop {
+            state.stop.notify_one();
+            return Ok(());
+        }
+    }
+}
+
+/// The answer to one request, and whether the daemon should stop after it.
+fn respond(request: &Request, state: &State) -> (Response, bool) {
+    match request {
+        Request::Status => (
+            Response::Status(DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").into(),
+                protocol: control::VERSION,
+                pid: std::process::id(),
+                uptime_seconds: state.started.elapsed().as_secs(),
+                runtime_dir: state.runtime_dir.clone(),
+                listeners: state.listeners.clone(),
+            }),
+            false,
+        ),
+        Request::Shutdown => (Response::ShuttingDown, true),
+    }
+}

@@ -1,0 +1,85 @@
+//! `meshd`: the per-user Mesh daemon, as a library.
+//!
+//! The binary is a thin `main` around [`run`]: it resolves [`Paths`], sets
+//! up logging, hardens the process and hands over a shutdown future. Tests
+//! call the same function.
+//!
+//! Today the daemon owns its runtime directory and serves the control
+//! socket ([`control`]). The SSH agent, the gpg-agent (Assuan) server, the
+//! keystore and the sync client join it here; decrypted private keys will
+//! live in this crate and nowhere else.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mesh_protocol::paths::Paths;
+use tokio::sync::Notify;
+
+pub mod control;
+pub mod runtime_dir;
+
+/// What the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where everything lives.
+    pub paths: Paths,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The runtime directory cannot be trusted with sockets.
+    #[error("refusing runtime directory {dir}: {reason}")]
+    UnsafeRuntimeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it, and how to fix it.
+        reason: String,
+    },
+    /// Another daemon answers on the socket already.
+    #[error("meshd is already running (it answers on {0})")]
+    AlreadyRunning(PathBuf),
+    /// A file system or socket call failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error from the OS.
+        source: std::io::Error,
+    },
+}
+
+/// Run the daemon until `shutdown` completes or a client asks it to stop.
+///
+/// On return every socket it created has been removed.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let paths = &config.paths;
+    runtime_dir::prepare(&paths.runtime_dir)?;
+    let control_path = paths.control_socket();
+    let listener = runtime_dir::bind(&control_path)?;
+    tracing::info!(socket = %control_path.display(), "meshd listening");
+
+    let stop = Arc::new(Notify::new());
+    let state = Arc::new(control::State {
+        started: Instant::now(),
+        uid: rustix::process::getuid().as_raw(),
+        runtime_dir: paths.runtime_dir.clone(),
+        listeners: vec![mesh_protocol::control::Listener {
+            frontend: "control".into(),
+            path: control_path.clone(),
+        }],
+        stop: Arc::clone(&stop),
+    });
+    tokio::select! {
+        () = shutdown => tracing::info!("meshd stopping on signal"),
+        () = stop.notified() => tracing::info!("meshd stopping on request"),
+        () = control::serve(listener, state) => {}
+    }
+    runtime_dir::remove_socket(&control_path);
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `meshd`, the per-user Mesh daemon: parse arguments, set up logging,
+//! harden the process, then run [`mesh_daemon::run`] until a signal.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mesh_daemon::Config;
+use mesh_protocol::paths::Paths;
+use tracing_subscriber::EnvFilter;
+
+/// The Mesh daemon: keeps your Mesh in sync and serves its keys to ssh,
+/// git and gpg. `mesh daemon start` runs it in the background; systemd or
+/// launchd start it at login.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {}
+
+fn main() -> ExitCode {
+    let _args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match daemon() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("meshd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn daemon() -> anyhow::Result<()> {
+    harden();
+    let uid = rustix::process::getuid().as_raw();
+    let paths = Paths::resolve(|name| std::env::var_os(name), uid)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(mesh_daemon::run(Config { paths }, signal()))?;
+    Ok(())
+}
+
+/// Keep secrets out of core files and away from same-uid debuggers.
+fn harden() {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let none = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(err) = setrlimit(Resource::Core, none) {
+        tracing::warn!(error = %err, "cannot disable core dumps");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(err) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %err, "cannot forbid ptrace");
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop meshd with `mesh daemon stop`");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

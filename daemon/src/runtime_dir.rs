@@ -1,0 +1,170 @@
+//! The runtime directory that holds `meshd`'s sockets.
+//!
+//! Sockets are only as safe as the directory they are in, so the directory
+//! must be ours and closed to everyone else (mode 0700), and is never a
+//! symbolic link: a directory that fails either test is refused rather than
+//! repaired, because someone else may already have put something in it.
+//! Each socket is made 0600 as well. A socket file left by a daemon that was
+//! killed is replaced; one that still answers means a daemon is running.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tokio::net::UnixListener;
+
+use crate::DaemonError;
+
+/// Create `dir` (mode 0700) if it is missing, then check that it is a real
+/// directory, owned by us, that no one else can enter.
+pub fn prepare(dir: &Path) -> Result<(), DaemonError> {
+    let refuse = |reason: String| DaemonError::UnsafeRuntimeDir {
+        dir: dir.to_owned(),
+        reason,
+    };
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(DaemonError::Io {
+                what: "cannot create",
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|source| DaemonError::Io {
+        what: "cannot inspect",
+        path: dir.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory (a symbolic link?)".into()));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(refuse(format!(
+            "it belongs to uid {}, not to us ({uid})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "other users can reach it (mode {mode:04o}); fix with: chmod 700 {}",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Listen on the socket `path`, mode 0600, replacing a stale socket file.
+pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(DaemonError::AlreadyRunning(path.to_owned()));
+            }
+            tracing::info!(socket = %path.display(), "replacing a stale socket");
+            fs::remove_file(path).map_err(|source| DaemonError::Io {
+                what: "cannot remove stale socket",
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        Ok(_) => {
+            return Err(DaemonError::Io {
+                what: "refusing to replace",
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "not a socket"),
+            });
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(DaemonError::Io {
+                what: "cannot inspect",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|source| DaemonError::Io {
+        what: "cannot listen on",
+        path: path.to_owned(),
+        source,
+    })?;
+    // The directory is 0700 already, so there is no window in which another
+    // user could connect before this chmod.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
+        DaemonError::Io {
+            what: "cannot restrict",
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Remove a socket file on the way out; a failure is logged, not fatal.
+pub fn remove_socket(path: &Path) {
+    if let Err(err) = fs::remove_file(path)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(socket = %path.display(), error = %err, "cannot remove socket");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_is_made_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("mesh");
+        prepare(&dir).expect("prepared");
+        let mode = fs::metadata(&dir).expect("exists").mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        prepare(&dir).expect("an existing private directory is fine");
+    }
+
+    #[test]
+    fn an_open_directory_is_refused_not_repaired() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("mesh");
+        DirBuilder::new().mode(0o755).create(&dir).expect("made");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = prepare(&dir).expect_err("refused").to_string();
+        assert!(
+            err.contains("mode 0755") && err.contains("chmod 700"),
+            "{err}"
+        );
+        assert_eq!(fs::metadata(&dir).expect("exists").mode() & 0o777, 0o755);
+    }
+
+    #[test]
+    fn a_symlink_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = tmp.path().join("real");
+        DirBuilder::new().mode(0o700).create(&real).expect("made");
+        let link = tmp.path().join("mesh");
+        std::os::unix::fs::symlink(&real, &link).expect("linked");
+        let err = prepare(&link).expect_err("refused").to_string();
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_file_in_the_sockets_place_is_not_removed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("control.sock");
+        fs::write(&path, b"keep me").expect("written");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let err = runtime.block_on(async { bind(&path).map(drop) });
+        assert!(err.is_err());
+        assert_eq!(fs::read(&path).expect("still there"), b"keep me");
+    }
+}

@@ -1,0 +1,348 @@
+//! The control protocol: what `mesh` and the shims say to `meshd`.
+//!
+//! The control socket carries frames: a 4-byte big-endian length, then that
+//! many bytes of one JSON object. A frame is at most [`MAX_FRAME`] bytes; the
+//! length is checked before anything is allocated. Each connection is a
+//! sequence of request/response pairs. The JSON of [`Request`] and
+//! [`Response`] is this protocol's wire format: renaming a variant or a
+//! field breaks older clients, so add, never rename, and bump [`VERSION`]
+//! when the meaning of a message changes.
+//!
+//! The codec is sans-I/O: [`decode`] works on a buffer and tells "need more
+//! bytes" (`Ok(None)`) apart from "this is wrong" (`Err`); [`read_frame`]
+//! and [`write_frame`] drive any `std::io::Read`/`Write` for the blocking
+//! clients.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The version of the control protocol that this build speaks.
+pub const VERSION: u32 = 1;
+
+/// The largest frame body, in bytes, either way.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// The size of the length prefix.
+const HEADER: usize = 4;
+
+/// A request from a client to `meshd`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Report what the daemon is and where it listens.
+    Status,
+    /// Answer, then stop: close every listener, remove the sockets, exit.
+    Shutdown,
+}
+
+/// The answer `meshd` gives to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// The answer to [`Request::Status`].
+    Status(DaemonStatus),
+    /// The answer to [`Request::Shutdown`]: the daemon is stopping.
+    ShuttingDown,
+    /// The request was understood but refused, with a one-line reason that
+    /// holds no secret.
+    Error {
+        /// What went wrong, for a person to read.
+        message: String,
+    },
+}
+
+/// What a running `meshd` says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonStatus {
+    /// The daemon's release, e.g. `0.1.0`.
+    pub version: String,
+    /// The control protocol version it speaks ([`VERSION`]).
+    pub protocol: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// Seconds since it started.
+    pub uptime_seconds: u64,
+    /// The directory that holds its sockets.
+    pub runtime_dir: PathBuf,
+    /// The sockets it serves, one for each frontend, in the order started.
+    pub listeners: Vec<Listener>,
+}
+
+/// One socket `meshd` serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// The frontend behind it: `control`, `ssh-agent`, `gpg-agent`.
+    pub frontend: String,
+    /// The socket's path.
+    pub path: PathBuf,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix names more than [`MAX_FRAME`] bytes.
+    #[error("control frame of {len} bytes is over the limit of {MAX_FRAME}")]
+    TooLong {
+        /// The length the prefix announced.
+        len: usize,
+    },
+    /// The body is not the JSON of a message we know. Only the position is
+    /// kept: the bytes themselves are never echoed back.
+    #[error("malformed control message ({kind} error at line {line}, column {column})")]
+    Malformed {
+        /// What kind of JSON error: `syntax`, `data` or `eof`.
+        kind: &'static str,
+        /// The line where the error was found.
+        line: usize,
+        /// The column where the error was found.
+        column: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("the connection closed in the middle of a control frame")]
+    Truncated,
+    /// The transport failed.
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<serde_json::Error> for FrameError {
+    fn from(err: serde_json::Error) -> Self {
+        if err.is_io() {
+            return FrameError::Io(err.into());
+        }
+        let kind = match err.classify() {
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Eof => "eof",
+            _ => "data",
+        };
+        FrameError::Malformed {
+            kind,
+            line: err.line(),
+            column: err.column(),
+        }
+    }
+}
+
+/// Encode one message as a frame: its length, then its JSON.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(message)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|_| body.len() <= MAX_FRAME)
+        .ok_or(FrameError::TooLong { len: body.len() })?;
+    let mut frame = Vec::with_capacity(HEADER + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Decode the frame at the start of `buf`.
+///
+/// Returns `Ok(None)` while `buf` holds less than a whole frame, and the
+/// message with the number of bytes it used once it holds one. Bytes after
+/// the frame are left for the next call.
+pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(len) = body_len(buf)? else {
+        return Ok(None);
+    };
+    let Some(body) = buf.get(HEADER..HEADER + len) else {
+        return Ok(None);
+    };
+    let message = serde_json::from_slice(body)?;
+    Ok(Some((message, HEADER + len)))
+}
+
+/// The body length announced by the header at the start of `buf`, checked
+/// against the limit, or `None` while the header is incomplete.
+fn body_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(header) = buf.first_chunk::<HEADER>() else {
+        return Ok(None);
+    };
+    let len = usize::try_from(u32::from_be_bytes(*header)).unwrap_or(usize::MAX);
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong { len });
+    }
+    Ok(Some(len))
+}
+
+/// Write one message as a frame and flush it.
+pub fn write_frame<T: Serialize>(writer: &mut impl Write, message: &T) -> Result<(), FrameError> {
+    writer.write_all(&encode(message)?)?;
+    writer.flush()?;
+    Ok(())
+}
+
+/// Read one whole frame. Returns `Ok(None)` if the stream ended cleanly
+/// before its first byte, and [`FrameError::Truncated`] if it ended inside.
+pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read) -> Result<Option<T>, FrameError> {
+    let mut header = [0u8; HEADER];
+    let mut filled = 0;
+    while filled < HEADER {
+        let Some(rest) = header.get_mut(filled..) else {
+            break;
+        };
+        match reader.read(rest) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let len = body_len(&header)?.ok_or(FrameError::Truncated)?;
+    let mut body = vec![0u8; len];
+    reader
+        .read_exact(&mut body)
+        .map_err(|err| match err.kind() {
+            io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(err),
+        })?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn status() -> Response {
+        Response::Status(DaemonStatus {
+            version: "0.1.0".into(),
+            protocol: VERSION,
+            pid: 4242,
+            uptime_seconds: 7,
+            runtime_dir: "/run/user/1000/mesh".into(),
+            listeners: vec![Listener {
+                frontend: "control".into(),
+                path: "/run/user/1000/mesh/control.sock".into(),
+            }],
+        })
+    }
+
+    #[test]
+    fn the_wire_form_is_stable() {
+        let frame = encode(&Request::Status).expect("encodes");
+        assert_eq!(frame, b"\0\0\0\x13{\"request\":\"status\"}");
+        let frame = encode(&Response::Error {
+            message: "no".into(),
+        })
+        .expect("encodes");
+        assert_eq!(&frame[4..], br#"{"response":"error","message":"no"}"#);
+    }
+
+    #[test]
+    fn a_frame_round_trips_through_decode_and_read() {
+        let frame = encode(&status()).expect("encodes");
+        let (decoded, used) = decode::<Response>(&frame).expect("valid").expect("whole");
+        assert_eq!(decoded, status());
+        assert_eq!(used, frame.len());
+        let read: Option<Response> = read_frame(&mut frame.as_slice()).expect("valid");
+        assert_eq!(read, Some(status()));
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_incomplete_not_invalid() {
+        let frame = encode(&status()).expect("encodes");
+        for cut in 0..frame.len() {
+            let partial = frame.get(..cut).expect("in range");
+            assert!(
+                matches!(decode::<Response>(partial), Ok(None)),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_after_a_frame_are_left_for_the_next() {
+        let mut two = encode(&Request::Status).expect("encodes");
+        let first = two.len();
+        two.extend(encode(&Request::Shutdown).expect("encodes"));
+        let (req, used) = decode::<Request>(&two).expect("valid").expect("whole");
+        assert_eq!((req, used), (Request::Status, first));
+        let rest = two.get(used..).expect("in range");
+        let (req, _) = decode::<Request>(rest).expect("valid").expect("whole");
+        assert_eq!(req, Request::Shutdown);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocation() {
+        let header = u32::MAX.to_be_bytes();
+        assert!(matches!(
+            decode::<Request>(&header),
+            Err(FrameError::TooLong { len }) if len == u32::MAX as usize
+        ));
+        let just_over = u32::try_from(MAX_FRAME + 1).expect("fits").to_be_bytes();
+        assert!(matches!(
+            read_frame::<Request>(&mut just_over.as_slice()),
+            Err(FrameError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_not_encoded() {
+        let big = Response::Error {
+            message: "x".repeat(MAX_FRAME),
+        };
+        assert!(matches!(encode(&big), Err(FrameError::TooLong { .. })));
+    }
+
+    #[test]
+    fn malformed_bodies_are_invalid_and_not_echoed() {
+        for body in [
+            &b"{\"request\":\"secret-passphrase\"}"[..],
+            b"{\"request\":\"status\",\"extra\":1}",
+            b"not json",
+            b"{\"request\":\"status\"} trailing",
+            b"",
+        ] {
+            let mut frame = u32::try_from(body.len())
+                .expect("fits")
+                .to_be_bytes()
+                .to_vec();
+            frame.extend_from_slice(body);
+            let err = decode::<Request>(&frame).expect_err("invalid");
+            assert!(matches!(err, FrameError::Malformed { .. }), "{err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_is_truncated() {
+        let frame = encode(&Request::Status).expect("encodes");
+        for cut in 1..frame.len() {
+            let partial = frame.get(..cut).expect("in range");
+            assert!(
+                matches!(
+                    read_frame::<Request>(&mut &partial[..]),
+                    Err(FrameError::Truncated)
+                ),
+                "cut at {cut}"
+            );
+        }
+        assert!(matches!(read_frame::<Request>(&mut &b""[..]), Ok(None)));
+    }
+
+    proptest! {
+        #[test]
+        fn error_messages_round_trip(message in ".{0,200}") {
+            let response = Response::Error { message };
+            let frame = encode(&response).expect("encodes");
+            let (decoded, used) = decode::<Response>(&frame).expect("valid").expect("whole");
+            prop_assert_eq!(used, frame.len());
+            prop_assert_eq!(encode(&decoded).expect("encodes"), frame);
+            prop_assert_eq!(decoded, response);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = read_frame::<Request>(&mut bytes.as_slice());
+        }
+    }
+}

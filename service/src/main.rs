@@ -1,0 +1,56 @@
+//! `mesh-service`: parse arguments, set up logging, bind, then serve with
+//! [`mesh_service::run`] until a signal.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// The Mesh service: stores and relays a Mesh's encrypted catalogs. It
+/// never sees a private key or a plaintext catalog entry.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("mesh-service: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        // The one line a script or test reads to find the service.
+        println!("mesh-service listening on http://{addr}/.well-known/mmm/");
+        mesh_service::run(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("service failed")
+    })
+}

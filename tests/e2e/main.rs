@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `mesh`, `meshd` and `mesh-service` binaries,
+//! each test in a throwaway home, on loopback only. One test binary, one
+//! module per area.
+
+mod daemon;
+mod service;
+mod workspace;
