@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn the_wire_form_is_stable() {
         let frame = encode(&Request::Status).expect("encodes");
-        assert_eq!(frame, b"\0\0\0\x13{\"request\":\"status\"}");
+        assert_eq!(frame, b"\0\0\0\x14{\"request\":\"status\"}");
         let frame = encode(&Response::Error {
             message: "no".into(),
         })
@@ -296,7 +296,7 @@ mod tests {
     fn malformed_bodies_are_invalid_and_not_echoed() {
         for body in [
             &b"{\"request\":\"secret-passphrase\"}"[..],
-            b"{\"request\":\"status\",\"extra\":1}",
+            b"{\"response\":\"status\",\"version\":\"1\"}",
             b"not json",
             b"{\"request\":\"status\"} trailing",
             b"",
