@@ -19,3 +19,5 @@
 pub mod control;
 pub mod paths;
 pub mod service;
+pub mod shamir;
+pub mod udf;

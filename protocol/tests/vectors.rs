@@ -1,0 +1,272 @@
+//! The test vectors under `tests/vectors/<area>/<case>.txt`, one case a
+//! file (see `tests/vectors/README.md` for the format and where each case
+//! comes from). Every file must be understood and must pass.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use mesh_protocol::shamir::{self, ShamirError};
+use mesh_protocol::udf::{DigestAlg, Kind, Udf, UdfError, digest, keyed};
+
+/// One vector file: its header fields and its payload.
+struct Case {
+    path: PathBuf,
+    fields: BTreeMap<String, String>,
+    payload: Vec<u8>,
+}
+
+impl Case {
+    fn read(path: &Path) -> Case {
+        let bytes = fs::read(path).expect("readable");
+        let split = bytes
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .unwrap_or_else(|| panic!("{}: no blank line after the header", path.display()));
+        let header = std::str::from_utf8(&bytes[..split]).expect("the header is UTF-8");
+        let fields = header
+            .lines()
+            .map(|line| {
+                let (key, value) = line.split_once(": ").unwrap_or_else(|| {
+                    panic!("{}: header line without ': ': {line}", path.display())
+                });
+                (key.to_owned(), value.to_owned())
+            })
+            .collect();
+        let mut payload = bytes[split + 2..].to_vec();
+        if payload.last() == Some(&b'\n') {
+            payload.pop();
+        }
+        Case {
+            path: path.to_owned(),
+            fields,
+            payload,
+        }
+    }
+
+    fn field(&self, name: &str) -> &str {
+        self.fields
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no '{name}:' field", self.path.display()))
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.payload).expect("the payload is UTF-8")
+    }
+
+    /// The payload's non-empty lines.
+    fn lines(&self) -> Vec<&str> {
+        self.text().lines().filter(|l| !l.is_empty()).collect()
+    }
+
+    fn expect_match(&self) -> bool {
+        match self.field("expect") {
+            "match" => true,
+            "mismatch" => false,
+            other => panic!(
+                "{}: expect must be match or mismatch, not {other}",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn alg(name: &str) -> DigestAlg {
+    match name {
+        "sha2" => DigestAlg::Sha2_512,
+        "sha3" => DigestAlg::Sha3_512,
+        other => panic!("unknown alg {other}"),
+    }
+}
+
+/// A computed UDF matches the claimed one: at the claim's precision the
+/// presentations agree, and the claim has enough bits to be trusted.
+fn matches(computed: &Udf, claimed: &str) -> bool {
+    match Udf::parse(claimed) {
+        Ok(claim) => computed.matches(&claim),
+        Err(_) => false,
+    }
+}
+
+fn udf_error_name(err: &UdfError) -> &'static str {
+    match err {
+        UdfError::BadCharacter { .. } => "bad-character",
+        UdfError::TooShort => "too-short",
+        UdfError::TooLong => "too-long",
+        UdfError::UnknownType(_) => "unknown-type",
+        UdfError::WrongType(_) => "wrong-type",
+        UdfError::BadLength => "bad-length",
+        UdfError::BadPrecision(_) => "bad-precision",
+        UdfError::NotCanonical => "not-canonical",
+        _ => "other",
+    }
+}
+
+fn shamir_error_name(err: &ShamirError) -> &'static str {
+    match err {
+        ShamirError::BadQuorum { .. } => "bad-quorum",
+        ShamirError::BadSecret => "bad-secret",
+        ShamirError::BadShare { .. } => "bad-share",
+        ShamirError::Mismatched => "mismatched",
+        ShamirError::TooFew { .. } => "too-few",
+        ShamirError::NoFit => "no-fit",
+        _ => "other",
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Authenticator(_) => "authenticator",
+        Kind::EncryptionKey { .. } => "encryption-key",
+        Kind::Digest { .. } => "digest",
+        Kind::Nonce => "nonce",
+        Kind::Oid => "oid",
+        Kind::Share => "share",
+        Kind::Seed => "seed",
+    }
+}
+
+/// Run one case; return whether it was a negative one.
+fn run(case: &Case) -> bool {
+    let expect = case.field("expect");
+    let negative = expect == "mismatch" || expect.starts_with("error");
+    match case.field("kind") {
+        "udf-digest" => {
+            let computed = digest::content_digest(
+                alg(case.field("alg")),
+                &case.payload,
+                case.field("content-type"),
+            );
+            let claimed = case.field("udf");
+            assert_eq!(matches(&computed, claimed), case.expect_match());
+            if case.expect_match() {
+                let bits = Udf::parse(claimed).expect("valid").bits();
+                assert_eq!(
+                    computed.to_string_bits(bits),
+                    claimed
+                        .to_uppercase()
+                        .replace('-', "")
+                        .chars()
+                        .collect::<Vec<_>>()
+                        .chunks(4)
+                        .map(|c| c.iter().collect::<String>())
+                        .collect::<Vec<_>>()
+                        .join("-")
+                );
+            }
+        }
+        "udf-keyed" => {
+            let computed =
+                keyed::authenticator(case.field("key"), &case.payload, case.field("content-type"));
+            assert_eq!(matches(&computed, case.field("udf")), case.expect_match());
+        }
+        "udf-parse" => match (Udf::parse(case.text()), expect.split_once(' ')) {
+            (Ok(udf), Some(("ok", kind))) => {
+                assert_eq!(kind_name(udf.kind()), kind);
+                assert_eq!(udf.to_string(), case.text(), "the presentation round-trips");
+            }
+            (Err(err), Some(("error", name))) => assert_eq!(udf_error_name(&err), name),
+            (result, _) => panic!("got {result:?}, expected {expect}"),
+        },
+        "shamir-split" => {
+            let secret = hex(case.field("secret"));
+            let coefficients: Vec<Vec<u8>> = case
+                .field("coefficients")
+                .split_whitespace()
+                .map(hex)
+                .collect();
+            let refs: Vec<&[u8]> = coefficients.iter().map(Vec::as_slice).collect();
+            let count = case
+                .fields
+                .get("shares")
+                .map_or(case.lines().len(), |n| n.parse().expect("a number"));
+            match (
+                shamir::split_with(&secret, &refs, count),
+                expect.split_once(' '),
+            ) {
+                (Ok(shares), None) => {
+                    let got: Vec<String> = shares.iter().map(|s| s.to_udf().to_string()).collect();
+                    assert_eq!(got, case.lines());
+                }
+                (Err(err), Some(("error", name))) => assert_eq!(shamir_error_name(&err), name),
+                (result, _) => panic!("got {:?}, expected {expect}", result.map(|s| s.len())),
+            }
+        }
+        "shamir-recover" => {
+            let parsed: Result<Vec<Udf>, ShamirError> = case
+                .lines()
+                .iter()
+                .enumerate()
+                .map(|(i, line)| {
+                    Udf::parse(line).map_err(|source| ShamirError::BadShare {
+                        index: i + 1,
+                        source,
+                    })
+                })
+                .collect();
+            match (
+                parsed.and_then(|udfs| shamir::recover_udfs(&udfs)),
+                expect.split_once(' '),
+            ) {
+                (Ok(secret), None) => assert_eq!(to_hex(&secret), expect),
+                (Err(err), Some(("error", name))) => assert_eq!(shamir_error_name(&err), name),
+                (Ok(_), _) => panic!("recovered a secret, expected {expect}"),
+                (Err(err), _) => panic!("{err}, expected {expect}"),
+            }
+        }
+        other => panic!("unknown kind {other}"),
+    }
+    negative
+}
+
+#[test]
+fn every_vector_passes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let mut areas = BTreeMap::new();
+    for area in fs::read_dir(&root).expect("the vectors directory") {
+        let area = area.expect("an entry").path();
+        if !area.is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = fs::read_dir(&area)
+            .expect("an area")
+            .map(|e| e.expect("an entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        files.sort();
+        let (mut positive, mut negative) = (0, 0);
+        for path in files {
+            let case = Case::read(&path);
+            let result = std::panic::catch_unwind(|| run(&case));
+            match result {
+                Ok(true) => negative += 1,
+                Ok(false) => positive += 1,
+                Err(_) => panic!("vector {} failed", path.display()),
+            }
+        }
+        areas.insert(
+            area.file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned(),
+            (positive, negative),
+        );
+    }
+    for (area, (positive, negative)) in &areas {
+        println!("{area}: {positive} positive, {negative} negative");
+        assert!(*positive > 0, "{area} has no positive case");
+    }
+    assert!(areas.contains_key("udf") && areas.contains_key("shamir"));
+}
