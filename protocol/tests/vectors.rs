@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mesh_protocol::keys;
 use mesh_protocol::shamir::{self, ShamirError};
+use mesh_protocol::udf::seed::{KeyAlg, Seed};
 use mesh_protocol::udf::{DigestAlg, Kind, Udf, UdfError, digest, keyed};
 
 /// One vector file: its header fields and its payload.
@@ -226,6 +228,31 @@ fn run(case: &Case) -> bool {
                 (Err(err), _) => panic!("{err}, expected {expect}"),
             }
         }
+        "seed-okm" => {
+            let seed = Udf::parse(case.field("seed")).and_then(|udf| Seed::from_udf(&udf));
+            match (seed, expect.split_once(' ')) {
+                (Ok(seed), None) => {
+                    let len = match seed.specifier().alg {
+                        KeyAlg::X448 | KeyAlg::Ed448 => 56,
+                        _ => 32,
+                    };
+                    let okm = match case.field("variant") {
+                        "draft" => keys::derive_okm_draft(&seed, len),
+                        "reference" => keys::derive_okm(&seed, "", len),
+                        other => panic!("unknown variant {other}"),
+                    };
+                    let prefix = hex(case.field("prefix"));
+                    assert_eq!(okm.starts_with(&prefix), case.expect_match());
+                }
+                (Err(err), Some(("error", name))) => assert_eq!(udf_error_name(&err), name),
+                (Ok(_), _) => panic!("a seed, expected {expect}"),
+                (Err(err), _) => panic!("{err}, expected {expect}"),
+            }
+        }
+        "key-oid" => {
+            let key: [u8; 32] = hex(case.field("key")).try_into().expect("32 bytes");
+            assert_eq!(keys::oid_udf_ed25519(&key).to_string(), expect);
+        }
         other => panic!("unknown kind {other}"),
     }
     negative
@@ -268,5 +295,7 @@ fn every_vector_passes() {
         println!("{area}: {positive} positive, {negative} negative");
         assert!(*positive > 0, "{area} has no positive case");
     }
-    assert!(areas.contains_key("udf") && areas.contains_key("shamir"));
+    for area in ["udf", "shamir", "keys"] {
+        assert!(areas.contains_key(area), "no {area} vectors");
+    }
 }
