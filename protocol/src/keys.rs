@@ -340,25 +340,44 @@ impl PrivateKey {
     }
 
     /// Key agreement with a peer's public key: the shared u-coordinate.
-    /// The peer's point is first multiplied by the cofactor (and the
-    /// scalar divided by it) so that a small-order component learns
-    /// nothing; a result of zero fails.
     pub fn agree(&self, peer: &PublicKey) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        match (self, peer) {
-            (PrivateKey::X25519(s), PublicKey::X25519(point)) => {
-                x25519_agree(s, &point.to_montgomery())
-            }
-            (PrivateKey::X448(s), PublicKey::X448(u)) => x448_agree(s, u),
-            _ => Err(KeyError::Mismatch),
+        if peer.alg() != self.alg() {
+            return Err(KeyError::Mismatch);
         }
+        self.agree_rfc(&peer.to_rfc_bytes())
+    }
+
+    /// Key agreement with a peer key given as its RFC 7748 u-coordinate
+    /// (as an ephemeral key travels). An X25519 peer point is first
+    /// multiplied by the cofactor (and our scalar divided by it) so that a
+    /// small-order component learns nothing; a result of zero fails.
+    pub fn agree_rfc(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        match self {
+            PrivateKey::X25519(s) => {
+                let u: [u8; 32] = peer.try_into().map_err(|_| KeyError::Invalid)?;
+                x25519_agree(s, &MontgomeryPoint(u))
+            }
+            PrivateKey::X448(s) => {
+                let u: [u8; 56] = peer.try_into().map_err(|_| KeyError::Invalid)?;
+                x448_agree(s, &u)
+            }
+            _ => Err(KeyError::Unsupported),
+        }
+    }
+
+    /// A fresh key of `alg` (for ephemeral keys).
+    pub fn generate(
+        rng: &mut impl rand_core::CryptoRngCore,
+        alg: KeyAlg,
+    ) -> Result<PrivateKey, KeyError> {
+        let mut okm = Zeroizing::new(vec![0u8; okm_len(alg)?]);
+        rng.fill_bytes(&mut okm);
+        PrivateKey::from_okm(alg, &okm)
     }
 }
 
 /// X25519 with a scalar that is not clamped: `(s / 8) · (8 · P)`.
-pub(crate) fn x25519_agree(
-    s: &Scalar,
-    peer: &MontgomeryPoint,
-) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+fn x25519_agree(s: &Scalar, peer: &MontgomeryPoint) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let eight = Scalar::from(8u8);
     let cleared = peer * eight;
     let shared = cleared * (s * eight.invert());

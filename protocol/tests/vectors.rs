@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mesh_protocol::envelope::{Envelope, OpenError};
 use mesh_protocol::keys;
 use mesh_protocol::shamir::{self, ShamirError};
 use mesh_protocol::udf::seed::{KeyAlg, Seed};
@@ -253,6 +254,31 @@ fn run(case: &Case) -> bool {
             let key: [u8; 32] = hex(case.field("key")).try_into().expect("32 bytes");
             assert_eq!(keys::oid_udf_ed25519(&key).to_string(), expect);
         }
+        "dare-open" => {
+            let recipient = keys::PrivateKey::from_okm(KeyAlg::X25519, &hex(case.field("key")))
+                .expect("a recipient key");
+            let signer = keys::PrivateKey::from_okm(KeyAlg::Ed25519, &hex(case.field("signer")))
+                .expect("a signer key");
+            let result = Envelope::from_json(&case.payload)
+                .map_err(|_| "malformed")
+                .and_then(|e| {
+                    e.open(Some(&recipient), Some(&signer.public()))
+                        .map_err(|err| match err {
+                            OpenError::Encrypted => "encrypted",
+                            OpenError::NotForThisKey => "not-for-this-key",
+                            OpenError::NotSigned => "not-signed",
+                            _ => "failed",
+                        })
+                });
+            match (result, expect.split_once(' ')) {
+                (Ok(opened), Some(("ok", text))) => {
+                    assert_eq!(opened.payload.as_slice(), text.as_bytes());
+                }
+                (Err(got), Some(("error", name))) => assert_eq!(got, name),
+                (Ok(_), _) => panic!("opened, expected {expect}"),
+                (Err(got), _) => panic!("{got}, expected {expect}"),
+            }
+        }
         other => panic!("unknown kind {other}"),
     }
     negative
@@ -295,7 +321,7 @@ fn every_vector_passes() {
         println!("{area}: {positive} positive, {negative} negative");
         assert!(*positive > 0, "{area} has no positive case");
     }
-    for area in ["udf", "shamir", "keys"] {
+    for area in ["udf", "shamir", "keys", "dare"] {
         assert!(areas.contains_key(area), "no {area} vectors");
     }
 }
