@@ -19,7 +19,9 @@
 pub mod control;
 pub mod envelope;
 pub mod keys;
+pub mod merkle;
 pub mod paths;
+pub mod sequence;
 pub mod service;
 pub mod shamir;
 pub mod udf;
