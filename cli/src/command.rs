@@ -1,4 +1,8 @@
 //! One module per subcommand.
 
 pub(crate) mod daemon;
+pub(crate) mod dare;
+pub(crate) mod input;
+pub(crate) mod key;
 pub(crate) mod status;
+pub(crate) mod udf;

@@ -30,6 +30,15 @@ enum Command {
     /// Start or stop the background daemon.
     #[command(subcommand)]
     Daemon(command::daemon::DaemonCommand),
+    /// Uniform Data Fingerprints: digests, authenticators, nonces.
+    #[command(subcommand)]
+    Udf(command::udf::UdfCommand),
+    /// Seeds, keys derived from them, and Shamir shares.
+    #[command(subcommand)]
+    Key(command::key::KeyCommand),
+    /// DARE envelopes and logs.
+    #[command(subcommand)]
+    Dare(command::dare::DareCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,11 +53,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let uid = rustix::process::getuid().as_raw();
-    let paths = Paths::resolve(|name| std::env::var_os(name), uid)
-        .context("cannot find where the Mesh lives")?;
     match cli.command {
-        Command::Status { json } => command::status::run(&paths, json),
-        Command::Daemon(command) => command::daemon::run(&paths, command),
+        Command::Status { json } => command::status::run(&paths()?, json),
+        Command::Daemon(command) => command::daemon::run(&paths()?, command),
+        Command::Udf(command) => command::udf::run(command),
+        Command::Key(command) => command::key::run(command),
+        Command::Dare(command) => command::dare::run(command),
     }
+}
+
+/// Where this user's Mesh lives, from the environment.
+fn paths() -> anyhow::Result<Paths> {
+    let uid = rustix::process::getuid().as_raw();
+    Paths::resolve(|name| std::env::var_os(name), uid).context("cannot find where the Mesh lives")
 }

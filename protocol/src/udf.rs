@@ -156,8 +156,8 @@ pub enum UdfError {
     /// The UDF's data has the wrong length for its kind.
     #[error("the UDF's data has the wrong length")]
     BadLength,
-    /// A key, nonce, share or seed written with padding bits set or with
-    /// a character too many.
+    /// A share, seed or OID written with padding bits set or with a
+    /// character too many.
     #[error("the UDF is not in canonical form")]
     NotCanonical,
     /// A precision outside what the operation allows.
@@ -246,9 +246,10 @@ impl Udf {
         }
         let mut udf = Udf::from_binary(bytes)?;
         udf.bits = chars * 5;
-        if udf.kind().fixed_length() {
-            // Keys, nonces, shares and seeds are whole bytes: the last
-            // character only pads, and its padding bits must be zero.
+        if matches!(udf.kind(), Kind::Share | Kind::Seed | Kind::Oid) {
+            // Shares, seeds and OIDs are whole bytes: the last character
+            // only pads, and its padding bits must be zero. (Nonces and
+            // keys are bit strings: the reference's nonces have 132 bits.)
             let whole = udf.bits / 8;
             if udf.bytes.get(whole).is_some_and(|partial| *partial != 0)
                 || udf.bits - whole * 8 >= 5

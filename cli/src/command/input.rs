@@ -1,0 +1,43 @@
+//! Reading the files commands work on.
+
+use std::io::Read as _;
+
+use anyhow::Context as _;
+
+/// The most a command reads from one file or standard input.
+pub(crate) const MAX_INPUT: u64 = 256 * 1024 * 1024;
+
+/// Read a file, or standard input for `-`.
+pub(crate) fn read_input(path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if path == "-" {
+        std::io::stdin()
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut data)
+            .context("cannot read standard input")?;
+    } else {
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot open {path}"))?
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut data)
+            .with_context(|| format!("cannot read {path}"))?;
+    }
+    anyhow::ensure!(
+        data.len() as u64 <= MAX_INPUT,
+        "{path} is larger than {MAX_INPUT} bytes"
+    );
+    Ok(data)
+}
+
+/// Write a file, or standard output for `-`.
+pub(crate) fn write_output(path: &str, data: &[u8]) -> anyhow::Result<()> {
+    if path == "-" {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(data)
+            .context("cannot write standard output")?;
+        out.flush().context("cannot write standard output")
+    } else {
+        std::fs::write(path, data).with_context(|| format!("cannot write {path}"))
+    }
+}

@@ -1,0 +1,240 @@
+//! `mesh key`: seeds, keys derived from them, and Shamir shares.
+//!
+//! Public keys are written `<alg>:<base64url>` (an X25519 key as its
+//! Edwards point, the form co-generation needs), e.g. `ed25519:Gz0...`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::{Subcommand, ValueEnum};
+use mesh_protocol::keys::{PrivateKey, PublicKey, Suite};
+use mesh_protocol::shamir;
+use mesh_protocol::udf::Udf;
+use mesh_protocol::udf::seed::{KeyAlg, KeySpecifier, Seed};
+use serde_json::json;
+
+use super::udf::print;
+
+/// What a seed is for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SeedKind {
+    /// An account: every account key derives from it.
+    Account,
+    /// A device's base keys.
+    Device,
+    /// One Ed25519 key.
+    Ed25519,
+    /// One X25519 key.
+    X25519,
+    /// One Ed448 key.
+    Ed448,
+    /// One X448 key.
+    X448,
+}
+
+/// A key algorithm.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Alg {
+    /// Ed25519 signatures.
+    Ed25519,
+    /// X25519 key agreement.
+    X25519,
+    /// Ed448 signatures.
+    Ed448,
+    /// X448 key agreement.
+    X448,
+}
+
+impl From<Alg> for KeyAlg {
+    fn from(alg: Alg) -> KeyAlg {
+        match alg {
+            Alg::Ed25519 => KeyAlg::Ed25519,
+            Alg::X25519 => KeyAlg::X25519,
+            Alg::Ed448 => KeyAlg::Ed448,
+            Alg::X448 => KeyAlg::X448,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// A fresh secret seed (a Z-type UDF): keep it secret.
+    Secret {
+        /// What the seed is for.
+        #[arg(long, value_enum, default_value = "account")]
+        kind: SeedKind,
+        /// Bits of secret.
+        #[arg(long, default_value_t = 256)]
+        bits: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The public key a seed gives for a key name, and its fingerprint.
+    Derive {
+        /// The seed (Z-type UDF).
+        seed: String,
+        /// The key name, e.g. CompleteAccountProfile (may be empty).
+        name: String,
+        /// The algorithm (default: the seed's own, else by the name's operation).
+        #[arg(long, value_enum)]
+        alg: Option<Alg>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split a secret (any UDF, e.g. an account seed) into Shamir shares.
+    Share {
+        /// The secret.
+        secret: String,
+        /// How many shares to make (1 to 15).
+        #[arg(long)]
+        shares: usize,
+        /// How many recover the secret (1 to shares).
+        #[arg(long)]
+        quorum: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover a secret from Shamir shares.
+    Recover {
+        /// The shares (at least the quorum).
+        #[arg(required = true)]
+        shares: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn run(command: KeyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeyCommand::Secret { kind, bits, json } => {
+            anyhow::ensure!(
+                bits % 8 == 0 && (128..=512).contains(&bits),
+                "--bits must be a multiple of 8 from 128 to 512"
+            );
+            let alg = match kind {
+                SeedKind::Account => KeyAlg::MeshProfileAccount,
+                SeedKind::Device => KeyAlg::MeshProfileDevice,
+                SeedKind::Ed25519 => KeyAlg::Ed25519,
+                SeedKind::X25519 => KeyAlg::X25519,
+                SeedKind::Ed448 => KeyAlg::Ed448,
+                SeedKind::X448 => KeyAlg::X448,
+            };
+            let seed = Seed::generate(&mut rand_core::OsRng, KeySpecifier::new(alg), bits / 8)?;
+            let text = seed.to_udf().to_string();
+            print(json, &text, json!({ "seed": text }));
+        }
+        KeyCommand::Derive {
+            seed,
+            name,
+            alg,
+            json,
+        } => {
+            let seed = parse_seed(&seed)?;
+            let alg = alg.map_or_else(|| default_alg(&seed, &name), |a| Ok(a.into()))?;
+            let key = PrivateKey::derive(&seed, alg, &name).context("cannot derive that key")?;
+            let public = format_public(&key.public());
+            let fingerprint = key.public().fingerprint().to_string();
+            print(
+                json,
+                &format!("{public}\n{fingerprint}"),
+                json!({ "name": name, "public": public, "fingerprint": fingerprint }),
+            );
+        }
+        KeyCommand::Share {
+            secret,
+            shares,
+            quorum,
+            json,
+        } => {
+            let secret = Udf::parse(&secret).context("the secret is not a UDF")?;
+            let split = shamir::split(&mut rand_core::OsRng, secret.as_bytes(), shares, quorum)?;
+            let texts: Vec<String> = split.iter().map(|s| s.to_udf().to_string()).collect();
+            print(
+                json,
+                &texts.join("\n"),
+                json!({ "quorum": quorum, "shares": texts }),
+            );
+        }
+        KeyCommand::Recover { shares, json } => {
+            let udfs = shares
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    Udf::parse(s).with_context(|| format!("share {} is not a UDF", i + 1))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let secret = shamir::recover_udfs(&udfs)?;
+            let text = Udf::from_binary(secret.to_vec())
+                .map(|udf| udf.to_string())
+                .unwrap_or_else(|_| secret.iter().map(|b| format!("{b:02X}")).collect());
+            print(json, &text, json!({ "secret": text }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parse a seed UDF.
+pub(crate) fn parse_seed(text: &str) -> anyhow::Result<Seed> {
+    let udf = Udf::parse(text).context("the seed is not a UDF")?;
+    Seed::from_udf(&udf).context("not a secret seed (Z-type UDF)")
+}
+
+/// The algorithm of a seed's own specifier, or for Mesh seeds the one a
+/// key name's operation calls for in the 25519 suite.
+pub(crate) fn default_alg(seed: &Seed, name: &str) -> anyhow::Result<KeyAlg> {
+    match seed.specifier().alg {
+        alg @ (KeyAlg::Ed25519 | KeyAlg::X25519 | KeyAlg::Ed448 | KeyAlg::X448) => Ok(alg),
+        KeyAlg::Any
+        | KeyAlg::MeshProfileDevice
+        | KeyAlg::MeshActivationDevice
+        | KeyAlg::MeshProfileAccount
+        | KeyAlg::MeshActivationAccount
+        | KeyAlg::MeshProfileService
+        | KeyAlg::MeshActivationService => {
+            let agreement = ["Encrypt", "Escrow", "Authenticate"]
+                .iter()
+                .any(|op| name.contains(op));
+            Ok(Suite::Curve25519.alg_for(if agreement { "Encrypt" } else { "Sign" }))
+        }
+        _ => anyhow::bail!("seeds for that algorithm are not supported; give --alg"),
+    }
+}
+
+fn alg_label(alg: KeyAlg) -> &'static str {
+    match alg {
+        KeyAlg::Ed25519 => "ed25519",
+        KeyAlg::X25519 => "x25519",
+        KeyAlg::Ed448 => "ed448",
+        _ => "x448",
+    }
+}
+
+/// `<alg>:<base64url>`.
+pub(crate) fn format_public(key: &PublicKey) -> String {
+    format!(
+        "{}:{}",
+        alg_label(key.alg()),
+        URL_SAFE_NO_PAD.encode(key.to_mesh_bytes())
+    )
+}
+
+/// Parse `<alg>:<base64url>`.
+pub(crate) fn parse_public(text: &str) -> anyhow::Result<PublicKey> {
+    let (label, b64) = text
+        .split_once(':')
+        .context("a public key is written <alg>:<base64url>")?;
+    let alg = [KeyAlg::Ed25519, KeyAlg::X25519, KeyAlg::Ed448, KeyAlg::X448]
+        .into_iter()
+        .find(|alg| alg_label(*alg) == label)
+        .with_context(|| format!("unknown key algorithm {label}"))?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(b64)
+        .context("the public key is not base64url")?;
+    PublicKey::from_mesh_bytes(alg, &bytes).context("not a valid public key")
+}
