@@ -746,4 +746,21 @@ mod tests {
             Some(SequenceError::BadEvent(5, "Update of a missing object"))
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn frames_round_trip(
+            header in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70_000),
+            trailer in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)),
+        ) {
+            let frame = RawFrame { header, payload, trailer };
+            let bytes = encode_frame(&frame);
+            let (decoded, used) = decode_frame(&bytes, 0).expect("valid").expect("whole");
+            proptest::prop_assert_eq!(used, bytes.len());
+            proptest::prop_assert_eq!(encode_frame(&decoded), bytes.clone());
+            proptest::prop_assert_eq!(decoded, frame);
+            proptest::prop_assert_eq!(walk_backwards(&bytes).expect("walks"), vec![0]);
+        }
+    }
 }

@@ -58,7 +58,8 @@ impl fmt::Debug for ConnectUri {
 
 impl fmt::Display for ConnectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{CONNECT_SCHEME}{}/{}", self.account, self.pin)
+        let pin = self.pin.to_string_bits(self.pin.bits());
+        write!(f, "{CONNECT_SCHEME}{}/{pin}", self.account)
     }
 }
 
