@@ -54,7 +54,11 @@ fn main() {
     let data = vec![0x5Au8; 16 * 1024 * 1024];
     for alg in [DigestAlg::Sha2_512, DigestAlg::Sha3_512] {
         let t = per_op(4, || {
-            black_box(digest::content_digest(alg, black_box(&data), "application/octet-stream"));
+            black_box(digest::content_digest(
+                alg,
+                black_box(&data),
+                "application/octet-stream",
+            ));
         });
         let mib_s = 16.0 / t.as_secs_f64();
         println!("UDF digest {alg:?}: {mib_s:.0} MiB/s");
@@ -87,15 +91,26 @@ fn main() {
     let append = per_op(10_000, || {
         sequence.append(entry(sequence.len() as usize));
     });
-    println!("log append (Merkle, 128-byte entries): {:.2} µs per entry", append.as_secs_f64() * 1e6);
+    println!(
+        "log append (Merkle, 128-byte entries): {:.2} µs per entry",
+        append.as_secs_f64() * 1e6
+    );
 
     println!("\nverify a whole Merkle log (decode + every digest + every apex):");
-    println!("{:>8} {:>12} {:>14} {:>22}", "entries", "total ms", "µs per entry", "ns per (n log2 n)");
+    println!(
+        "{:>8} {:>12} {:>14} {:>22}",
+        "entries", "total ms", "µs per entry", "ns per (n log2 n)"
+    );
     for n in [1_000usize, 10_000, 100_000] {
         let bytes = log_of(n);
         let runs = (200_000 / n).max(1) as u32;
         let t = per_op(runs, || {
-            black_box(Sequence::decode(black_box(&bytes)).expect("decodes").verify().expect("verifies"));
+            black_box(
+                Sequence::decode(black_box(&bytes))
+                    .expect("decodes")
+                    .verify()
+                    .expect("verifies"),
+            );
         });
         let nlogn = n as f64 * (n as f64).log2();
         println!(

@@ -1,5 +1,7 @@
-//! Writes `tests/vectors/dare/*.txt`: one sealed envelope made with a
-//! deterministic generator, and cases made from it by one change each.
+//! Writes the generated vectors: `tests/vectors/dare/*.txt` (one sealed
+//! envelope made with a deterministic generator, and cases made from it by
+//! one change each) and `tests/vectors/sequence/log_*.txt` (a Merkle log,
+//! and logs broken in one way each).
 //! It need not run again; it records how the files were made.
 //!
 //! `cargo run -p mesh-protocol --example gen-vectors`
@@ -7,8 +9,11 @@
 use std::fs;
 use std::path::Path;
 
-use mesh_protocol::envelope::{ContentMeta, Envelope, SealOptions};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_protocol::envelope::{ContentMeta, Envelope, Header, SealOptions};
 use mesh_protocol::keys::PrivateKey;
+use mesh_protocol::sequence::{ContainerType, Sequence, walk_backwards};
 use mesh_protocol::udf::seed::KeyAlg;
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha512};
@@ -215,6 +220,176 @@ fn main() {
         "error malformed",
         "a header alone",
         "[{}]",
+    );
+    println!("wrote {}", dir.display());
+    sequences(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sequence"));
+}
+
+fn entry(id: &str, event: &str, body: &[u8]) -> Envelope {
+    let meta = ContentMeta {
+        unique_id: Some(id.into()),
+        event: Some(event.into()),
+        ..ContentMeta::default()
+    };
+    Envelope {
+        header: Header {
+            content_meta_data: Some(serde_json::to_vec(&meta).expect("json")),
+            ..Header::default()
+        },
+        body: body.to_vec(),
+        ..Envelope::default()
+    }
+}
+
+fn log(entries: &[(&str, &str, &[u8])]) -> Sequence {
+    let mut sequence = Sequence::new(ContainerType::Merkle);
+    for (id, event, body) in entries {
+        sequence.append(entry(id, event, body));
+    }
+    sequence
+}
+
+fn write_log(dir: &Path, name: &str, fields: &str, expect: &str, comment: &str, bytes: &[u8]) {
+    let mut text =
+        format!("kind: sequence-verify\n{fields}expect: {expect}\ncomment: {comment}\n\n")
+            .into_bytes();
+    text.extend_from_slice(bytes);
+    fs::write(dir.join(format!("{name}.txt")), text).expect("written");
+}
+
+fn sequences(dir: &Path) {
+    fs::create_dir_all(dir).expect("the directory");
+    let entries: [(&str, &str, &[u8]); 6] = [
+        ("alpha", "New", b"one"),
+        ("beta", "New", b"two"),
+        ("alpha", "Update", b"three"),
+        ("gamma", "New", b"four"),
+        ("beta", "Delete", b""),
+        ("delta", "New", b"five"),
+    ];
+    let honest = log(&entries);
+    let bytes = honest.encode();
+    let seen = log(&entries[..3]);
+    let seen_fields = format!("size: 3\napex: {}\n", URL_SAFE_NO_PAD.encode(seen.apex()));
+    write_log(
+        dir,
+        "log_merkle",
+        "",
+        "ok 6",
+        "a Merkle log of six frames with New, Update and Delete events",
+        &bytes,
+    );
+    write_log(
+        dir,
+        "log_extends_seen",
+        &seen_fields,
+        "ok 6",
+        "the log extends the three-frame log whose apex a client remembers",
+        &bytes,
+    );
+
+    let mut forked = entries;
+    forked[1] = ("beta", "New", b"TWO");
+    let forked = log(&forked).encode();
+    write_log(
+        dir,
+        "neg_log_forked",
+        &seen_fields,
+        "error forked",
+        "frame 2 rewritten and the log regrown: valid in itself, but not an extension of the apex seen",
+        &forked,
+    );
+    write_log(
+        dir,
+        "neg_log_rolled_back",
+        &seen_fields,
+        "error rolled-back",
+        "a two-frame log handed out after a three-frame one was seen",
+        &log(&entries[..2]).encode(),
+    );
+    let starts = walk_backwards(&bytes).expect("walks");
+    let mut tampered = bytes.clone();
+    let at = tampered
+        .windows(4)
+        .position(|w| w == b"four")
+        .expect("found");
+    tampered[at] = b'F';
+    write_log(
+        dir,
+        "neg_log_tampered_payload",
+        "",
+        "error bad-digest",
+        "one byte of frame 4's payload changed",
+        &tampered,
+    );
+    let mut dropped = bytes[..starts[2]].to_vec();
+    dropped.extend_from_slice(&bytes[starts[3]..]);
+    write_log(
+        dir,
+        "neg_log_dropped_frame",
+        "",
+        "error bad-index",
+        "frame 2 removed",
+        &dropped,
+    );
+    let mut swapped = bytes[..starts[2]].to_vec();
+    swapped.extend_from_slice(&bytes[starts[3]..starts[4]]);
+    swapped.extend_from_slice(&bytes[starts[2]..starts[3]]);
+    swapped.extend_from_slice(&bytes[starts[4]..]);
+    write_log(
+        dir,
+        "neg_log_reordered",
+        "",
+        "error bad-index",
+        "frames 2 and 3 swapped",
+        &swapped,
+    );
+    write_log(
+        dir,
+        "neg_log_truncated",
+        "",
+        "error truncated",
+        "the last frame cut short",
+        &bytes[..bytes.len() - 4],
+    );
+    let mut trailing = bytes.clone();
+    trailing.extend_from_slice(b"\xF4");
+    write_log(
+        dir,
+        "neg_log_trailing_byte",
+        "",
+        "error truncated",
+        "a frame tag after the last frame",
+        &trailing,
+    );
+    let mut garbage = bytes.clone();
+    garbage.push(0x00);
+    write_log(
+        dir,
+        "neg_log_trailing_garbage",
+        "",
+        "error malformed",
+        "a byte that is no frame tag after the last frame",
+        &garbage,
+    );
+    write_log(
+        dir,
+        "neg_log_no_frame_zero",
+        "",
+        "error bad-frame-zero",
+        "the data frames without frame 0",
+        &bytes[starts[1]..],
+    );
+    let mut bad_length = bytes.clone();
+    let end = starts[2] - 2;
+    bad_length[end] ^= 0x01;
+    write_log(
+        dir,
+        "neg_log_bad_back_length",
+        "",
+        "error malformed",
+        "frame 1's trailing (reversed) length does not match its leading one",
+        &bad_length,
     );
     println!("wrote {}", dir.display());
 }

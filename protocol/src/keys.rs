@@ -159,6 +159,47 @@ fn expand(salt: Option<&[u8]>, ikm: &[u8], info: &[u8], len: usize) -> Zeroizing
     okm
 }
 
+/// The private scalar of an ECDSA key on P-256, P-384 or P-521 from an
+/// OKM, big-endian: `d = (c mod (p − 1)) + 1` with c the OKM as a
+/// big-endian integer and p the curve's *field* prime, as the drafts'
+/// examples compute it (research digest §1.6; the prose says the group
+/// order).
+pub fn ecdsa_scalar(alg: KeyAlg, okm: &[u8]) -> Result<Vec<u8>, KeyError> {
+    use crypto_bigint::{Encoding, NonZero, U640};
+    let (p, len) = match alg {
+        KeyAlg::P256 => (
+            U640::from_be_hex(concat!(
+                "000000000000000000000000000000000000000000000000",
+                "000000000000000000000000000000000000000000000000",
+                "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff"
+            )),
+            32,
+        ),
+        KeyAlg::P384 => (
+            U640::from_be_hex(concat!(
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "ffffffffffffffffffffffffffffffffffffffffffffffff",
+                "fffffffffffffffeffffffff0000000000000000ffffffff"
+            )),
+            48,
+        ),
+        KeyAlg::P521 => (U640::ONE.shl_vartime(521).wrapping_sub(&U640::ONE), 66),
+        _ => return Err(KeyError::Unsupported),
+    };
+    if okm.len() > 80 {
+        return Err(KeyError::Invalid);
+    }
+    let mut wide = Zeroizing::new([0u8; 80]);
+    wide[80 - okm.len()..].copy_from_slice(okm);
+    let c = U640::from_be_slice(wide.as_ref());
+    // CtOption::unwrap_or_else runs its closure in every case (constant
+    // time), so go through Option.
+    let modulus: NonZero<U640> =
+        Option::from(NonZero::new(p.wrapping_sub(&U640::ONE))).ok_or(KeyError::Unsupported)?;
+    let d = c.rem(&modulus).wrapping_add(&U640::ONE);
+    Ok(d.to_be_bytes()[80 - len..].to_vec())
+}
+
 /// The OKM length for an algorithm.
 fn okm_len(alg: KeyAlg) -> Result<usize, KeyError> {
     match alg {

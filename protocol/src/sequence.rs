@@ -552,8 +552,6 @@ fn envelope_of(raw: &RawFrame) -> Result<Envelope, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn entry(id: &str, event: &str, body: &[u8]) -> Envelope {
         let meta = ContentMeta {
@@ -569,25 +567,6 @@ mod tests {
             body: body.to_vec(),
             trailer: Trailer::default(),
         }
-    }
-
-    #[test]
-    fn dare12_chain_vector() {
-        let payload: Vec<u8> = (0..300).map(|i| i as u8).collect();
-        let mut seq = Sequence::new(ContainerType::Chain);
-        seq.append(Envelope {
-            body: payload,
-            ..Envelope::default()
-        });
-        let frame = seq.frame(1).expect("a frame");
-        assert_eq!(
-            URL_SAFE_NO_PAD.encode(frame.trailer.payload_digest.expect("a digest")),
-            "8dyi62d7MDJlsLm6_w4GEgKBjzXBRwppu6qbtmAl6UjZDlZeaWQlBsYhOu88-ekpNXpZ2iY96zTRI229zaJ5sw"
-        );
-        assert_eq!(
-            URL_SAFE_NO_PAD.encode(frame.trailer.chain_digest.expect("a chain digest")),
-            "T7S1FcrgY3AaWD4L-t5W1K-3XYkPTcOdGEGyjglTD6yMYVRVz9tn_KQc6GdA-P4VSRigBygV65OEd2Vv3YDhww"
-        );
     }
 
     #[test]

@@ -6,11 +6,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use mesh_protocol::envelope::{Envelope, OpenError};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_protocol::envelope::{self, Envelope, OpenError};
 use mesh_protocol::keys;
+use mesh_protocol::merkle;
+use mesh_protocol::sequence::{ContainerType, Sequence, SequenceError, Unverified};
 use mesh_protocol::shamir::{self, ShamirError};
 use mesh_protocol::udf::seed::{KeyAlg, Seed};
 use mesh_protocol::udf::{DigestAlg, Kind, Udf, UdfError, digest, keyed};
+use sha2::{Digest as _, Sha512};
 
 /// One vector file: its header fields and its payload.
 struct Case {
@@ -86,6 +91,10 @@ fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn alg(name: &str) -> DigestAlg {
     match name {
         "sha2" => DigestAlg::Sha2_512,
@@ -144,7 +153,7 @@ fn kind_name(kind: Kind) -> &'static str {
 /// Run one case; return whether it was a negative one.
 fn run(case: &Case) -> bool {
     let expect = case.field("expect");
-    let negative = expect == "mismatch" || expect.starts_with("error");
+    let negative = expect.starts_with("mismatch") || expect.starts_with("error");
     match case.field("kind") {
         "udf-digest" => {
             let computed = digest::content_digest(
@@ -279,6 +288,87 @@ fn run(case: &Case) -> bool {
                 (Err(got), _) => panic!("{got}, expected {expect}"),
             }
         }
+        "seed-ecdsa" => {
+            let seed =
+                Seed::from_udf(&Udf::parse(case.field("seed")).expect("a UDF")).expect("a seed");
+            assert_eq!(case.field("alg"), "p256");
+            let okm = keys::derive_okm_draft(&seed, 40);
+            let d = to_hex(&keys::ecdsa_scalar(KeyAlg::P256, &okm).expect("a scalar"));
+            match expect.split_once(' ') {
+                Some(("mismatch", other)) => assert_ne!(d, other),
+                _ => assert_eq!(d, expect),
+            }
+        }
+        "dare-payload" => {
+            let (seed, salt) = (hex(case.field("base-seed")), hex(case.field("salt")));
+            let (key, iv) = envelope::payload_keys(&seed, &salt);
+            let body = b64(&envelope::encrypt_payload(&seed, &salt, &case.payload));
+            let all = to_hex(key.as_ref()) == case.field("key")
+                && to_hex(iv.as_ref()) == case.field("iv")
+                && body == case.field("body");
+            assert_eq!(all, case.expect_match());
+        }
+        "dare-kek" => {
+            let kek = to_hex(envelope::kek(&hex(case.field("agreement"))).as_ref());
+            assert_eq!(kek == case.field("kek"), case.expect_match());
+        }
+        "dare-digest" => {
+            let digest = b64(&Sha512::digest(&case.payload));
+            assert_eq!(digest == case.field("digest"), case.expect_match());
+        }
+        "sequence-chain" => {
+            let len: usize = case.field("length").parse().expect("a length");
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut log = Sequence::new(ContainerType::Chain);
+            log.append(Envelope {
+                body: payload,
+                ..Envelope::default()
+            });
+            let trailer = log.frame(1).expect("a frame").trailer;
+            let pd = b64(&trailer.payload_digest.expect("a digest"));
+            let chain = b64(&trailer.chain_digest.expect("a chain digest"));
+            let both = pd == case.field("payload-digest") && chain == case.field("chain-digest");
+            assert_eq!(both, case.expect_match());
+        }
+        "sequence-verify" => {
+            let result = Sequence::decode(&case.payload)
+                .and_then(Unverified::verify)
+                .map_err(|err| match err {
+                    SequenceError::Truncated(_) => "truncated",
+                    SequenceError::Malformed(_) => "malformed",
+                    SequenceError::TooLarge(_) => "too-large",
+                    SequenceError::BadFrameZero => "bad-frame-zero",
+                    SequenceError::BadIndex(_) => "bad-index",
+                    SequenceError::BadDigest(_) => "bad-digest",
+                    _ => "other",
+                })
+                .and_then(|log| {
+                    let Some(size) = case.fields.get("size") else {
+                        return Ok(log);
+                    };
+                    let size: u64 = size.parse().expect("a size");
+                    let apex: merkle::Hash = URL_SAFE_NO_PAD
+                        .decode(case.field("apex"))
+                        .expect("base64url")
+                        .try_into()
+                        .expect("64 bytes");
+                    if size > log.len() {
+                        return Err("rolled-back");
+                    }
+                    let proof = log.consistency_proof(size).expect("a proof");
+                    if merkle::verify_consistency(size, &apex, log.len(), &log.apex(), &proof) {
+                        Ok(log)
+                    } else {
+                        Err("forked")
+                    }
+                });
+            match (result, expect.split_once(' ')) {
+                (Ok(log), Some(("ok", n))) => assert_eq!(log.len().to_string(), n),
+                (Err(got), Some(("error", name))) => assert_eq!(got, name),
+                (Ok(_), _) => panic!("verified, expected {expect}"),
+                (Err(got), _) => panic!("{got}, expected {expect}"),
+            }
+        }
         other => panic!("unknown kind {other}"),
     }
     negative
@@ -321,7 +411,7 @@ fn every_vector_passes() {
         println!("{area}: {positive} positive, {negative} negative");
         assert!(*positive > 0, "{area} has no positive case");
     }
-    for area in ["udf", "shamir", "keys", "dare"] {
+    for area in ["udf", "shamir", "keys", "dare", "sequence"] {
         assert!(areas.contains_key(area), "no {area} vectors");
     }
 }
