@@ -389,12 +389,7 @@ impl Envelope {
         key: Option<&PrivateKey>,
         signer: Option<&PublicKey>,
     ) -> Result<Opened, OpenError> {
-        let digest = Sha512::digest(&self.body);
-        if let Some(claimed) = &self.trailer.payload_digest
-            && !bool::from(claimed.as_slice().ct_eq(digest.as_slice()))
-        {
-            return Err(OpenError::Failed);
-        }
+        let digest = self.checked_digest()?;
         let verified_signer = match signer {
             Some(signer) => Some(self.verify_signature(signer, &digest)?),
             None => None,
@@ -422,6 +417,26 @@ impl Envelope {
             meta,
             verified_signer,
         })
+    }
+
+    /// Check the PayloadDigest and a signature by `signer`, without
+    /// opening the payload (an encrypted envelope needs no key for this:
+    /// the signature covers the body as carried). Returns the signer's
+    /// fingerprint.
+    pub fn verify(&self, signer: &PublicKey) -> Result<String, OpenError> {
+        let digest = self.checked_digest()?;
+        self.verify_signature(signer, &digest)
+    }
+
+    /// The body's digest, checked against the trailer's if it has one.
+    fn checked_digest(&self) -> Result<Vec<u8>, OpenError> {
+        let digest = Sha512::digest(&self.body).to_vec();
+        if let Some(claimed) = &self.trailer.payload_digest
+            && !bool::from(claimed.as_slice().ct_eq(&digest))
+        {
+            return Err(OpenError::Failed);
+        }
+        Ok(digest)
     }
 
     /// Check that `signer` signed the body's digest; return its

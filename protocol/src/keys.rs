@@ -29,6 +29,12 @@
 //!   RFC 7748 u-coordinate follows, because u alone cannot be added; the
 //!   reference solves the same problem for X448 with a 57th byte.
 //!
+//! X448 keys derive and agree as RFC 7748 says, but are not co-generated
+//! yet: with ed448-goldilocks-plus 0.16, multiplying the base point by a
+//! scalar reduced modulo q does not always give the same point as the
+//! unreduced RFC 7748 scalar (RFC 7748's own Alice key shows it), so sums
+//! of X448 scalars cannot be trusted until that is understood.
+//!
 //! Fingerprints are SHA-2-512 UDFs of the key's RFC 8410
 //! SubjectPublicKeyInfo with content type `application/pkix-keyinfo`
 //! (the reference's own bytes could not be reproduced; see the digest).

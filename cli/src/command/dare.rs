@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Subcommand, ValueEnum};
 use mesh_protocol::envelope::{ContentMeta, Envelope, SealOptions};
-use mesh_protocol::keys::{PrivateKey, PublicKey};
+use mesh_protocol::keys::PrivateKey;
 use mesh_protocol::merkle;
 use mesh_protocol::sequence::{ContainerType, Sequence};
 use serde_json::json;
@@ -186,13 +186,7 @@ pub(crate) fn run(command: DareCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let envelope = read_envelope(&input)?;
-            let signer: PublicKey = parse_public(&signer)?;
-            // The signature covers the digest of the body as carried, so an
-            // encrypted envelope verifies without its key.
-            let mut public_view = envelope.clone();
-            public_view.header.enc = None;
-            public_view.open(None, Some(&signer))?;
-            let fingerprint = signer.fingerprint().to_string();
+            let fingerprint = envelope.verify(&parse_public(&signer)?)?;
             print(
                 json,
                 &format!("good signature by {fingerprint}"),
