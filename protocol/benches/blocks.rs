@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use mesh_protocol::envelope::{ContentMeta, Envelope, Header, SealOptions, Trailer};
+use mesh_protocol::envelope::{ContentMeta, Envelope, SealOptions};
 use mesh_protocol::keys::PrivateKey;
 use mesh_protocol::sequence::{ContainerType, Sequence};
 use mesh_protocol::udf::seed::KeyAlg;
@@ -25,19 +25,8 @@ fn per_op(n: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn entry(i: usize) -> Envelope {
-    let meta = ContentMeta {
-        unique_id: Some(format!("entry-{i}")),
-        event: Some("New".into()),
-        ..ContentMeta::default()
-    };
-    Envelope {
-        header: Header {
-            content_meta_data: Some(serde_json::to_vec(&meta).expect("json")),
-            ..Header::default()
-        },
-        body: vec![(i % 251) as u8; 128],
-        trailer: Trailer::default(),
-    }
+    let meta = ContentMeta::for_event(&format!("entry-{i}"), "New");
+    Envelope::unsealed(vec![(i % 251) as u8; 128], Some(&meta))
 }
 
 fn log_of(n: usize) -> Vec<u8> {

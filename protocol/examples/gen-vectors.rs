@@ -11,7 +11,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mesh_protocol::envelope::{ContentMeta, Envelope, Header, SealOptions};
+use mesh_protocol::envelope::{ContentMeta, Envelope, SealOptions};
 use mesh_protocol::keys::PrivateKey;
 use mesh_protocol::sequence::{ContainerType, Sequence, walk_backwards};
 use mesh_protocol::udf::seed::KeyAlg;
@@ -226,19 +226,7 @@ fn main() {
 }
 
 fn entry(id: &str, event: &str, body: &[u8]) -> Envelope {
-    let meta = ContentMeta {
-        unique_id: Some(id.into()),
-        event: Some(event.into()),
-        ..ContentMeta::default()
-    };
-    Envelope {
-        header: Header {
-            content_meta_data: Some(serde_json::to_vec(&meta).expect("json")),
-            ..Header::default()
-        },
-        body: body.to_vec(),
-        ..Envelope::default()
-    }
+    Envelope::unsealed(body.to_vec(), Some(&ContentMeta::for_event(id, event)))
 }
 
 fn log(entries: &[(&str, &str, &[u8])]) -> Sequence {

@@ -224,6 +224,18 @@ pub struct ContentMeta {
     pub filename: Option<String>,
 }
 
+impl ContentMeta {
+    /// The metadata of a persistence event (`New`, `Update`, `Delete`) on
+    /// the object `unique_id`, as catalog entries carry it.
+    pub fn for_event(unique_id: &str, event: &str) -> ContentMeta {
+        ContentMeta {
+            unique_id: Some(unique_id.into()),
+            event: Some(event.into()),
+            ..ContentMeta::default()
+        }
+    }
+}
+
 /// A DARE envelope as it travels: untrusted until opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Envelope {
@@ -326,6 +338,21 @@ pub struct SealOptions<'a> {
 }
 
 impl Envelope {
+    /// An envelope that is neither signed nor encrypted: the payload and
+    /// its metadata, for a sequence to add its digests to.
+    pub fn unsealed(payload: Vec<u8>, meta: Option<&ContentMeta>) -> Envelope {
+        Envelope {
+            header: Header {
+                content_meta_data: meta.map(|m| {
+                    serde_json::to_vec(m).unwrap_or_else(|_| unreachable!("metadata serializes"))
+                }),
+                ..Header::default()
+            },
+            body: payload,
+            trailer: Trailer::default(),
+        }
+    }
+
     /// Seal `payload`: encrypt it to every recipient, sign it, or both.
     pub fn seal(
         rng: &mut impl CryptoRngCore,

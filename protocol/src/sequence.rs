@@ -554,19 +554,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, event: &str, body: &[u8]) -> Envelope {
-        let meta = ContentMeta {
-            unique_id: Some(id.into()),
-            event: Some(event.into()),
-            ..ContentMeta::default()
-        };
-        Envelope {
-            header: Header {
-                content_meta_data: Some(serde_json::to_vec(&meta).expect("json")),
-                ..Header::default()
-            },
-            body: body.to_vec(),
-            trailer: Trailer::default(),
-        }
+        Envelope::unsealed(body.to_vec(), Some(&ContentMeta::for_event(id, event)))
     }
 
     #[test]

@@ -223,19 +223,8 @@ fn log(command: LogCommand) -> anyhow::Result<ExitCode> {
                 Some(id) => id,
                 None => mesh_protocol::udf::Udf::nonce(&mut rand_core::OsRng, 16)?.to_string(),
             };
-            let meta = ContentMeta {
-                unique_id: Some(id.clone()),
-                event: Some(format!("{event:?}")),
-                ..ContentMeta::default()
-            };
-            let envelope = Envelope::seal(
-                &mut rand_core::OsRng,
-                &payload,
-                &SealOptions {
-                    meta: Some(&meta),
-                    ..SealOptions::default()
-                },
-            )?;
+            let meta = ContentMeta::for_event(&id, &format!("{event:?}"));
+            let envelope = Envelope::unsealed(payload, Some(&meta));
             let mut trial = sequence.clone();
             let index = trial.append(envelope);
             trial.replay().context("the event does not fit the log")?;
