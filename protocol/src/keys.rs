@@ -574,6 +574,37 @@ impl PublicKey {
         }
     }
 
+    /// The key as text: `<alg>:<base64url of the Mesh form>`, e.g.
+    /// `ed25519:Gz0...`. Records and the command line write keys this way.
+    pub fn to_text(&self) -> String {
+        use base64::Engine as _;
+        let label = match self.alg() {
+            KeyAlg::Ed25519 => "ed25519",
+            KeyAlg::X25519 => "x25519",
+            KeyAlg::Ed448 => "ed448",
+            _ => "x448",
+        };
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.to_mesh_bytes());
+        format!("{label}:{b64}")
+    }
+
+    /// Read a key written by [`PublicKey::to_text`].
+    pub fn from_text(text: &str) -> Result<PublicKey, KeyError> {
+        use base64::Engine as _;
+        let (label, b64) = text.split_once(':').ok_or(KeyError::Invalid)?;
+        let alg = match label {
+            "ed25519" => KeyAlg::Ed25519,
+            "x25519" => KeyAlg::X25519,
+            "ed448" => KeyAlg::Ed448,
+            "x448" => KeyAlg::X448,
+            _ => return Err(KeyError::Unsupported),
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| KeyError::Invalid)?;
+        PublicKey::from_mesh_bytes(alg, &bytes)
+    }
+
     /// The key's RFC 8410 SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> Vec<u8> {
         let prefix = match self {

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod account;
 pub mod control;
 pub mod envelope;
 pub mod keys;

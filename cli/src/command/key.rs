@@ -6,8 +6,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Subcommand, ValueEnum};
 use mesh_protocol::keys::{PrivateKey, PublicKey, Suite};
 use mesh_protocol::shamir;
@@ -206,35 +204,16 @@ pub(crate) fn default_alg(seed: &Seed, name: &str) -> anyhow::Result<KeyAlg> {
     }
 }
 
-fn alg_label(alg: KeyAlg) -> &'static str {
-    match alg {
-        KeyAlg::Ed25519 => "ed25519",
-        KeyAlg::X25519 => "x25519",
-        KeyAlg::Ed448 => "ed448",
-        _ => "x448",
-    }
-}
-
 /// `<alg>:<base64url>`.
 pub(crate) fn format_public(key: &PublicKey) -> String {
-    format!(
-        "{}:{}",
-        alg_label(key.alg()),
-        URL_SAFE_NO_PAD.encode(key.to_mesh_bytes())
-    )
+    key.to_text()
 }
 
 /// Parse `<alg>:<base64url>`.
 pub(crate) fn parse_public(text: &str) -> anyhow::Result<PublicKey> {
-    let (label, b64) = text
-        .split_once(':')
-        .context("a public key is written <alg>:<base64url>")?;
-    let alg = [KeyAlg::Ed25519, KeyAlg::X25519, KeyAlg::Ed448, KeyAlg::X448]
-        .into_iter()
-        .find(|alg| alg_label(*alg) == label)
-        .with_context(|| format!("unknown key algorithm {label}"))?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(b64)
-        .context("the public key is not base64url")?;
-    PublicKey::from_mesh_bytes(alg, &bytes).context("not a valid public key")
+    PublicKey::from_text(text).with_context(|| {
+        format!(
+            "not a public key (<alg>:<base64url>, alg one of ed25519, x25519, ed448, x448): {text}"
+        )
+    })
 }
