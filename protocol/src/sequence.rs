@@ -123,6 +123,13 @@ pub struct RawFrame {
     pub trailer: Option<Vec<u8>>,
 }
 
+impl RawFrame {
+    /// The frame as an envelope (nothing is verified).
+    pub fn to_envelope(&self) -> Result<Envelope, SequenceError> {
+        envelope_of(self).map_err(|_| SequenceError::Malformed(0))
+    }
+}
+
 /// The length width code for `len`: 0..3 for 1, 2, 4, 8 bytes.
 fn width(len: usize) -> (u8, usize) {
     match len {
@@ -268,6 +275,24 @@ pub fn walk_backwards(bytes: &[u8]) -> Result<Vec<usize>, SequenceError> {
     Ok(starts)
 }
 
+/// The running integrity values, advanced one frame at a time.
+struct State {
+    chain: Hash,
+    frontier: Frontier,
+    leaf: Hash,
+}
+
+impl State {
+    fn advance(&mut self, header: &[u8], digest: &Hash) {
+        let mut h = Sha512::new();
+        h.update(self.chain);
+        h.update(digest);
+        self.chain = h.finalize().into();
+        self.leaf = merkle::leaf_hash(&leaf_data(header, digest));
+        self.frontier.push(self.leaf);
+    }
+}
+
 /// A sequence whose frames decoded but whose digests are not yet checked.
 #[derive(Debug, Clone)]
 pub struct Unverified {
@@ -357,13 +382,57 @@ impl Sequence {
 
     /// Fold a frame into the chain and the tree.
     fn advance(&mut self, header: &[u8], digest: &Hash) {
-        let mut h = Sha512::new();
-        h.update(self.chain);
-        h.update(digest);
-        self.chain = h.finalize().into();
-        let leaf = merkle::leaf_hash(&leaf_data(header, digest));
-        self.leaves.push(leaf);
-        self.frontier.push(leaf);
+        let mut next = self.clone_state();
+        next.advance(header, digest);
+        self.chain = next.chain;
+        self.frontier = next.frontier;
+        self.leaves.push(next.leaf);
+    }
+
+    /// Append a frame made elsewhere (downloaded, or sent to a service),
+    /// after checking that it is the next frame of this sequence: its
+    /// index, and every digest the sequence's type keeps, recomputed over
+    /// the frames already here. A frame that does not fit changes nothing.
+    pub fn push_verified(&mut self, raw: RawFrame) -> Result<u64, SequenceError> {
+        let index = self.len() + 1;
+        let envelope = envelope_of(&raw).map_err(|_| SequenceError::BadDigest(index))?;
+        if envelope.header.sequence_info.map(|i| i.index) != Some(index) {
+            return Err(SequenceError::BadIndex(index));
+        }
+        let digest: Hash = Sha512::digest(&raw.payload).into();
+        let mut next = self.clone_state();
+        next.advance(&raw.header, &digest);
+        let trailer = &envelope.trailer;
+        let matches = |claimed: &Option<Vec<u8>>, actual: &[u8]| claimed.as_deref() == Some(actual);
+        let ok = match self.container {
+            ContainerType::List => true,
+            ContainerType::Digest => matches(&trailer.payload_digest, &digest),
+            ContainerType::Chain => {
+                matches(&trailer.payload_digest, &digest)
+                    && matches(&trailer.chain_digest, &next.chain)
+            }
+            ContainerType::Merkle => {
+                matches(&trailer.payload_digest, &digest)
+                    && matches(&trailer.tree_digest, &next.frontier.root())
+            }
+        };
+        if !ok {
+            return Err(SequenceError::BadDigest(index));
+        }
+        self.chain = next.chain;
+        self.frontier = next.frontier;
+        self.leaves.push(next.leaf);
+        self.frames.push(raw);
+        Ok(index)
+    }
+
+    /// The integrity state, to try a frame on without touching `self`.
+    fn clone_state(&self) -> State {
+        State {
+            chain: self.chain,
+            frontier: self.frontier.clone(),
+            leaf: [0u8; 64],
+        }
     }
 
     /// Frame `index` as an envelope (0 is the sequence's own frame).
@@ -495,32 +564,7 @@ impl Unverified {
             chain: [0u8; 64],
         };
         for raw in frames {
-            let index = sequence.len() + 1;
-            let envelope = envelope_of(&raw).map_err(|_| SequenceError::Malformed(0))?;
-            if envelope.header.sequence_info.map(|i| i.index) != Some(index) {
-                return Err(SequenceError::BadIndex(index));
-            }
-            let digest: Hash = Sha512::digest(&raw.payload).into();
-            sequence.advance(&raw.header, &digest);
-            let trailer = &envelope.trailer;
-            let matches =
-                |claimed: &Option<Vec<u8>>, actual: &[u8]| claimed.as_deref() == Some(actual);
-            let ok = match container {
-                ContainerType::List => true,
-                ContainerType::Digest => matches(&trailer.payload_digest, &digest),
-                ContainerType::Chain => {
-                    matches(&trailer.payload_digest, &digest)
-                        && matches(&trailer.chain_digest, &sequence.chain)
-                }
-                ContainerType::Merkle => {
-                    matches(&trailer.payload_digest, &digest)
-                        && matches(&trailer.tree_digest, &sequence.frontier.root())
-                }
-            };
-            if !ok {
-                return Err(SequenceError::BadDigest(index));
-            }
-            sequence.frames.push(raw);
+            sequence.push_verified(raw)?;
         }
         Ok(sequence)
     }

@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::udf::Udf;
+
 /// The fixed request path of the Mesh service.
 pub const SERVICE_PATH: &str = "/.well-known/mmm/";
 
@@ -32,6 +34,22 @@ pub const STATUS_SUCCESS: u16 = 201;
 pub enum ServiceRequest {
     /// Hello: public; asks what the service is and what it supports.
     Hello(HelloRequest),
+    /// Create an account on the service (authenticated by the binding
+    /// device, whose capability the request carries).
+    BindAccount(BindRequest),
+    /// Delete an account (an administrator).
+    UnbindAccount(AccountRequest),
+    /// Public: a device asks to join an account.
+    Connect(ConnectRequest),
+    /// The joining device asks for its answer (authenticated by its
+    /// profile key).
+    Complete(CompleteRequest),
+    /// Where each store stands.
+    Status(StatusRequest),
+    /// Frames of a store after a given index.
+    Download(DownloadRequest),
+    /// Append frames to stores, all or none, and post connection answers.
+    Transact(TransactRequest),
 }
 
 /// A response from the service: one member named after its class.
@@ -39,8 +57,288 @@ pub enum ServiceRequest {
 pub enum ServiceResponse {
     /// The answer to Hello.
     MeshHelloResponse(HelloResponse),
-    /// A refusal of any request: only the status fields.
+    /// A refusal of any request, or a plain success: only the status.
     MeshResponse(StatusOnly),
+    /// The answer to Connect.
+    ConnectResponse(ConnectResponse),
+    /// The answer to Complete.
+    CompleteResponse(CompleteResponse),
+    /// The answer to Status and to Transact.
+    StatusResponse(StatusResponse),
+    /// The answer to Download.
+    DownloadResponse(DownloadResponse),
+}
+
+/// BindAccount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct BindRequest {
+    /// The account's address.
+    pub account_address: String,
+    /// Its self-signed profile.
+    pub enveloped_profile_user: String,
+    /// The binding device's Access catalog entry (signed by the profile's
+    /// administrator key): the first frame of MMM_Access.
+    pub access_frame: String,
+    /// The binding device's Device catalog entry: the first frame of MMM_Device.
+    pub device_frame: String,
+}
+
+/// A request that names only the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct AccountRequest {
+    /// The account's address.
+    pub account_address: String,
+}
+
+/// Connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The account to join.
+    pub account_address: String,
+    /// The signed `RequestConnection`.
+    pub enveloped_request_connection: String,
+}
+
+/// The answer to Connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ConnectResponse {
+    /// [`STATUS_SUCCESS`].
+    pub status: u16,
+    /// The service's nonce (base64url), an input of the witness.
+    pub server_nonce: String,
+    /// The witness code both devices show.
+    pub witness: String,
+    /// Where the answer will be.
+    pub response_id: String,
+    /// The account's profile, so the device can check what it joins.
+    pub enveloped_profile_user: String,
+}
+
+/// Complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The account.
+    pub account_address: String,
+    /// From [`ConnectResponse::response_id`].
+    pub response_id: String,
+}
+
+/// The answer to Complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CompleteResponse {
+    /// [`STATUS_SUCCESS`], or 202 while no administrator has answered.
+    pub status: u16,
+    /// The administrator's signed `RespondConnection`, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enveloped_respond_connection: Option<String>,
+}
+
+/// Status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StatusRequest {
+    /// The account.
+    pub account_address: String,
+}
+
+/// Where one store stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StoreStatus {
+    /// The store.
+    pub store: String,
+    /// Its last frame's index.
+    pub index: u64,
+    /// Its Merkle apex (base64url).
+    pub apex: String,
+}
+
+/// The answer to Status and Transact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StatusResponse {
+    /// [`STATUS_SUCCESS`].
+    pub status: u16,
+    /// The account's profile.
+    pub enveloped_profile_user: String,
+    /// Each store the device may read.
+    pub stores: Vec<StoreStatus>,
+}
+
+/// Download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DownloadRequest {
+    /// The account.
+    pub account_address: String,
+    /// The store.
+    pub store: String,
+    /// Frames after this index.
+    pub after: u64,
+}
+
+/// The answer to Download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DownloadResponse {
+    /// [`STATUS_SUCCESS`].
+    pub status: u16,
+    /// Frames `after + 1 ..`, each the base64url of its bytes; at most
+    /// [`MAX_DOWNLOAD`] bytes of them: ask again for the rest.
+    pub frames: Vec<String>,
+    /// Whether more frames follow.
+    pub more: bool,
+}
+
+/// Frames to append to one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StoreUpdate {
+    /// The store.
+    pub store: String,
+    /// The index the client believes is the store's last.
+    pub index: u64,
+    /// The apex the client believes the store has (base64url).
+    pub apex: String,
+    /// The new frames (base64url of each frame's bytes).
+    pub frames: Vec<String>,
+}
+
+/// An administrator's answer to a connection request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct PostedResponse {
+    /// The request's [`ConnectResponse::response_id`].
+    pub response_id: String,
+    /// The signed `RespondConnection`.
+    pub envelope: String,
+}
+
+/// Transact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct TransactRequest {
+    /// The account.
+    pub account_address: String,
+    /// The frames to append, store by store.
+    pub updates: Vec<StoreUpdate>,
+    /// Answers to connection requests.
+    #[serde(default)]
+    pub responses: Vec<PostedResponse>,
+}
+
+/// The most frame bytes one Download answer carries.
+pub const MAX_DOWNLOAD: usize = 4 * 1024 * 1024;
+
+/// The header that authenticates a request.
+pub const AUTH_HEADER: &str = "mesh-auth";
+
+/// How a device proves a request is its own (our binding; the drafts
+/// leave it open). Every request but Hello and Connect carries the
+/// header `mesh-auth: device=<UDF>; time=<ms>; sig=<base64url>`, where
+/// `sig` is the device's Ed25519 signature over [`auth_message`]: a
+/// label, the account, the device, the time and SHA-512 of the body. The
+/// key is the one the account's Access catalog names for the device (for
+/// Complete, the joining device's profile key). The service keeps each
+/// device's last time and refuses one that is not later, so a request
+/// cannot be replayed, even across a restart of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The device's profile fingerprint.
+    pub device: String,
+    /// Milliseconds since the epoch, strictly increasing per device.
+    pub time: u64,
+    /// The signature.
+    pub signature: Vec<u8>,
+}
+
+impl Auth {
+    /// The header's value.
+    pub fn to_header(&self) -> String {
+        use base64::Engine as _;
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.signature);
+        format!("device={}; time={}; sig={sig}", self.device, self.time)
+    }
+
+    /// Read a header's value.
+    pub fn parse(value: &str) -> Option<Auth> {
+        use base64::Engine as _;
+        let mut device = None;
+        let mut time = None;
+        let mut signature = None;
+        for part in value.split(';') {
+            let (key, val) = part.trim().split_once('=')?;
+            match key {
+                "device" => device = Some(val.to_owned()),
+                "time" => time = val.parse().ok(),
+                "sig" => {
+                    signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(val)
+                        .ok();
+                }
+                _ => return None,
+            }
+        }
+        Some(Auth {
+            device: device?,
+            time: time?,
+            signature: signature?,
+        })
+    }
+}
+
+/// What an [`Auth`] signature covers.
+pub fn auth_message(account: &str, device: &str, time: u64, body: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut message = b"mesh-request\0".to_vec();
+    message.extend_from_slice(account.as_bytes());
+    message.push(0);
+    message.extend_from_slice(device.as_bytes());
+    message.push(0);
+    message.extend_from_slice(&time.to_be_bytes());
+    message.extend_from_slice(&sha2::Sha512::digest(body));
+    message
+}
+
+/// The witness code of a connection (research digest §1.7):
+/// `SHA-512(SHA-512(account fingerprint || server nonce) ||
+/// SHA-512(device fingerprint || client nonce))`, shown as Base32 at 100
+/// bits with no type byte. Both devices compute it and the person checks
+/// they match.
+pub fn witness(
+    account_udf: &Udf,
+    server_nonce: &[u8],
+    device_udf: &Udf,
+    client_nonce: &[u8],
+) -> String {
+    use sha2::Digest as _;
+    let a = sha2::Sha512::new()
+        .chain_update(account_udf.as_bytes())
+        .chain_update(server_nonce)
+        .finalize();
+    let d = sha2::Sha512::new()
+        .chain_update(device_udf.as_bytes())
+        .chain_update(client_nonce)
+        .finalize();
+    let w = sha2::Sha512::new()
+        .chain_update(a)
+        .chain_update(d)
+        .finalize();
+    crate::udf::present_raw(w.get(..13).unwrap_or_default())
+        .chars()
+        .filter(|c| *c != '-')
+        .take(20)
+        .collect::<Vec<_>>()
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// The Hello request. Its optional `CallsignBinding` is not used yet;
@@ -76,11 +374,16 @@ pub struct Version {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StatusOnly {
-    /// An HTTP-like status code: 400 malformed, 404 unknown transaction,
-    /// 413 too large.
+    /// An HTTP-like status code: 400 malformed, 401 not authenticated,
+    /// 403 refused, 404 unknown, 409 conflict, 410 device revoked, 413
+    /// too large.
     pub status: u16,
     /// One line, for a person, that never echoes the request.
     pub status_description: String,
+    /// For programs: `DeviceRevoked`, `Conflict`, `NotAuthorized`,
+    /// `NotFound`, `Refused`, `TooLarge`, `AccountRegistered`, `Malformed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl HelloResponse {

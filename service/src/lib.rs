@@ -1,54 +1,71 @@
 //! `mesh-service`: the Mesh service, as a library.
 //!
 //! It answers the Mesh service protocol ([`mesh_protocol::service`]) over
-//! HTTP POST at `/.well-known/mmm/`. The service is untrusted by design: it
-//! will store and relay only envelopes it cannot open, and clients verify
-//! everything it returns. This build answers Hello; accounts, connection
-//! and catalog transactions, the embedded store and TLS join it here.
+//! HTTP POST at `/.well-known/mmm/`: Hello, BindAccount, UnbindAccount,
+//! Connect, Complete, Status, Download and Transact ([`handler`]). It is
+//! untrusted by design: it stores and relays envelopes it cannot open, and
+//! clients verify everything it returns. Accounts live in a [`Storage`]
+//! ([`storage::RedbStorage`], one file, by default).
 //!
 //! Every refusal is an HTTP status with a JSON `MeshResponse` body, never a
 //! dropped connection; bodies over [`MAX_MESSAGE`] bytes are refused
 //! unread.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use mesh_protocol::service::{
-    HelloResponse, MAX_MESSAGE, SERVICE_PATH, ServiceRequest, ServiceResponse, StatusOnly,
+    AUTH_HEADER, MAX_MESSAGE, SERVICE_PATH, ServiceRequest, ServiceResponse, StatusOnly,
 };
 use tokio::net::TcpListener;
 
-/// Serve the Mesh service on `listener` until `shutdown` completes.
+pub mod handler;
+pub mod storage;
+
+pub use handler::{Hostile, Limits, Service};
+pub use storage::{RedbStorage, Storage};
+
+/// Serve `service` on `listener` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
+    service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router())
+    axum::serve(listener, router(Arc::new(service)))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 /// The service's routes: the one protocol path, and JSON 404s elsewhere.
-pub fn router() -> Router {
+pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route(SERVICE_PATH, post(transaction))
         .fallback(|| async {
             refuse(
                 StatusCode::NOT_FOUND,
+                "NotFound",
                 "no such resource; POST to /.well-known/mmm/",
             )
         })
+        .with_state(service)
 }
 
 /// Dispatch one transaction.
-async fn transaction(body: Body) -> Response {
+async fn transaction(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Ok(bytes) = to_bytes(body, MAX_MESSAGE).await else {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
             &format!("request body over {MAX_MESSAGE} bytes"),
         );
     };
@@ -57,25 +74,52 @@ async fn transaction(body: Body) -> Response {
         Err(err) if err.is_data() => {
             return refuse(
                 StatusCode::NOT_FOUND,
+                "NotFound",
                 "unknown transaction or malformed fields",
             );
         }
-        Err(_) => return refuse(StatusCode::BAD_REQUEST, "request body is not a JSON object"),
-    };
-    match request {
-        ServiceRequest::Hello(_) => {
-            tracing::debug!("hello");
-            let hello = ServiceResponse::MeshHelloResponse(HelloResponse::current());
-            (StatusCode::OK, Json(hello)).into_response()
+        Err(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "Malformed",
+                "request body is not a JSON object",
+            );
         }
+    };
+    let auth = match headers.get(AUTH_HEADER).map(|v| v.to_str()) {
+        Some(Ok(value)) => Some(value.to_owned()),
+        Some(Err(_)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "Malformed",
+                "malformed mesh-auth header",
+            );
+        }
+        None => None,
+    };
+    let result =
+        tokio::task::spawn_blocking(move || service.handle(request, auth.as_deref(), &bytes)).await;
+    match result {
+        Ok(Ok(response)) => (StatusCode::OK, Json(response)).into_response(),
+        Ok(Err(refusal)) => {
+            let status =
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, Json(refusal.body())).into_response()
+        }
+        Err(_) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            "the transaction failed",
+        ),
     }
 }
 
 /// A refusal: the HTTP status, and the same status with a reason in JSON.
-fn refuse(status: StatusCode, reason: &str) -> Response {
+fn refuse(status: StatusCode, reason: &str, description: &str) -> Response {
     let body = ServiceResponse::MeshResponse(StatusOnly {
         status: status.as_u16(),
-        status_description: reason.to_owned(),
+        status_description: description.to_owned(),
+        reason: Some(reason.to_owned()),
     });
     (status, Json(body)).into_response()
 }

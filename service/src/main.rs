@@ -2,6 +2,7 @@
 //! [`mesh_service::run`] until a signal.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -16,6 +17,15 @@ struct Args {
     /// Address and port to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8088")]
     listen: SocketAddr,
+    /// The store file (one redb file; made if missing).
+    #[arg(long, default_value = "mesh-service.redb")]
+    data: PathBuf,
+    /// Most entries one account may hold.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_entries: u64,
+    /// Misbehave on purpose, to test that clients catch it.
+    #[arg(long, value_enum, hide = true)]
+    hostile: Option<mesh_service::Hostile>,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +49,12 @@ fn main() -> ExitCode {
 fn serve(args: &Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let storage = mesh_service::RedbStorage::open(&args.data)
+            .with_context(|| format!("cannot open {}", args.data.display()))?;
+        let limits = mesh_service::Limits {
+            entries_per_account: args.max_entries,
+        };
+        let service = mesh_service::Service::new(Box::new(storage), limits, args.hostile);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -47,7 +63,7 @@ fn serve(args: &Args) -> anyhow::Result<()> {
             .context("cannot read the bound address")?;
         // The one line a script or test reads to find the service.
         println!("mesh-service listening on http://{addr}/.well-known/mmm/");
-        mesh_service::run(listener, async {
+        mesh_service::run(listener, service, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

@@ -1,0 +1,916 @@
+//! The transactions of the Mesh service, over a [`Storage`].
+//!
+//! The service is untrusted by design, but it still guards what it serves:
+//! it authenticates every request but Hello and Connect ([`Auth`]), serves
+//! a device only the stores its roles allow, keeps each store a valid
+//! Merkle sequence (a frame that does not extend it is refused), accepts
+//! Access catalog entries only when the account's administrator key signed
+//! them (it learns from them whom to serve), and applies each transaction
+//! all or nothing, stating Conflict when the client's view is stale.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_protocol::account::{
+    self, AccessCapability, ProfileDevice, ProfileUser, RequestConnection, Role, STORE_ACCESS,
+    STORE_DEVICE, STORE_INBOUND, STORE_LOCAL, STORES,
+};
+use mesh_protocol::envelope::{ContentMeta, Envelope};
+use mesh_protocol::keys::PublicKey;
+use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence};
+use mesh_protocol::service::{
+    Auth, BindRequest, CompleteRequest, CompleteResponse, ConnectRequest, ConnectResponse,
+    DownloadRequest, DownloadResponse, HelloResponse, MAX_DOWNLOAD, STATUS_SUCCESS, ServiceRequest,
+    ServiceResponse, StatusOnly, StatusResponse, StoreStatus, TransactRequest, auth_message,
+    witness,
+};
+use mesh_protocol::udf::Udf;
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{Commit, Storage, StorageError};
+
+/// A refusal: HTTP status, machine reason, and a line for people.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// `DeviceRevoked`, `Conflict`, ...
+    pub reason: &'static str,
+    /// One line that echoes nothing of the request.
+    pub description: String,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &'static str, description: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            description: description.into(),
+        }
+    }
+
+    /// The refusal as a response body.
+    pub fn body(&self) -> ServiceResponse {
+        ServiceResponse::MeshResponse(StatusOnly {
+            status: self.status,
+            status_description: self.description.clone(),
+            reason: Some(self.reason.to_owned()),
+        })
+    }
+}
+
+impl From<StorageError> for Refusal {
+    fn from(err: StorageError) -> Refusal {
+        tracing::error!(error = %err, "storage failed");
+        Refusal::new(
+            500,
+            "Storage",
+            "the service could not store or read the account",
+        )
+    }
+}
+
+fn malformed(what: &str) -> Refusal {
+    Refusal::new(400, "Malformed", format!("malformed {what}"))
+}
+
+/// How a deliberately hostile service misbehaves (for testing clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hostile {
+    /// Report and serve each store one frame shorter than it is.
+    Rollback,
+    /// Serve a history whose first data frame was rewritten.
+    Fork,
+    /// Serve the last two frames of a download swapped.
+    Reorder,
+    /// Flip a byte in the payload of every frame served.
+    Alter,
+}
+
+/// Limits on what one account may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Frames in all of an account's stores together.
+    pub entries_per_account: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            entries_per_account: 1_000_000,
+        }
+    }
+}
+
+/// What the service keeps about an account besides its stores.
+#[derive(Debug, Serialize, Deserialize)]
+struct AccountRecord {
+    profile: String,
+}
+
+/// The Inbound spool entry the service writes for a connection request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InboundConnection {
+    /// The device's signed request.
+    pub enveloped_request_connection: String,
+    /// The service's nonce (base64url).
+    pub server_nonce: String,
+    /// The witness code.
+    pub witness: String,
+    /// Where the answer goes.
+    pub response_id: String,
+}
+
+/// The service's state: storage, plus each store loaded once as a
+/// verified sequence.
+pub struct Service {
+    storage: Box<dyn Storage>,
+    stores: Mutex<HashMap<(String, String), Sequence>>,
+    limits: Limits,
+    hostile: Option<Hostile>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("hostile", &self.hostile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who made an authenticated request.
+struct Caller {
+    device: String,
+    roles: Vec<Role>,
+}
+
+impl Caller {
+    fn may_read(&self, store: &str) -> bool {
+        account::stores_for(&self.roles).contains(&store)
+    }
+
+    fn may_write(&self, store: &str) -> bool {
+        match store {
+            STORE_ACCESS | STORE_DEVICE | STORE_LOCAL => self.roles.contains(&Role::Admin),
+            STORE_INBOUND => false,
+            _ => self.may_read(store),
+        }
+    }
+}
+
+impl Service {
+    /// A service over `storage`.
+    pub fn new(storage: Box<dyn Storage>, limits: Limits, hostile: Option<Hostile>) -> Service {
+        Service {
+            storage,
+            stores: Mutex::new(HashMap::new()),
+            limits,
+            hostile,
+        }
+    }
+
+    /// Handle one transaction; `auth` is the request's `mesh-auth` header.
+    pub fn handle(
+        &self,
+        request: ServiceRequest,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Result<ServiceResponse, Refusal> {
+        // One transaction at a time: the stores' cache is the lock.
+        let mut stores = self
+            .stores
+            .lock()
+            .map_err(|_| Refusal::new(500, "Internal", "service state lost"))?;
+        let auth = auth
+            .map(|a| Auth::parse(a).ok_or_else(|| malformed("mesh-auth header")))
+            .transpose()?;
+        match request {
+            ServiceRequest::Hello(_) => {
+                Ok(ServiceResponse::MeshHelloResponse(HelloResponse::current()))
+            }
+            ServiceRequest::BindAccount(bind) => self.bind(&mut stores, bind, auth, body),
+            ServiceRequest::UnbindAccount(req) => {
+                let (caller, mut commit) = self.authenticate(
+                    &mut stores,
+                    &req.account_address,
+                    auth.as_ref(),
+                    body,
+                    None,
+                )?;
+                if !caller.roles.contains(&Role::Admin) {
+                    return Err(Refusal::new(
+                        403,
+                        "NotAdministrator",
+                        "only an administrator may delete the account",
+                    ));
+                }
+                commit.delete_account = Some(req.account_address.clone());
+                self.storage.commit(commit)?;
+                stores.retain(|(a, _), _| *a != req.account_address);
+                Ok(success("account deleted"))
+            }
+            ServiceRequest::Connect(req) => self.connect(&mut stores, req),
+            ServiceRequest::Complete(req) => self.complete(req, auth.as_ref(), body),
+            ServiceRequest::Status(req) => {
+                let (caller, commit) = self.authenticate(
+                    &mut stores,
+                    &req.account_address,
+                    auth.as_ref(),
+                    body,
+                    None,
+                )?;
+                self.storage.commit(commit)?;
+                self.status(&mut stores, &req.account_address, &caller)
+            }
+            ServiceRequest::Download(req) => {
+                let (caller, commit) = self.authenticate(
+                    &mut stores,
+                    &req.account_address,
+                    auth.as_ref(),
+                    body,
+                    None,
+                )?;
+                self.storage.commit(commit)?;
+                self.download(&mut stores, req, &caller)
+            }
+            ServiceRequest::Transact(req) => self.transact(&mut stores, req, auth.as_ref(), body),
+        }
+    }
+
+    fn profile(&self, address: &str) -> Result<ProfileUser, Refusal> {
+        let record = self
+            .storage
+            .account(address)?
+            .ok_or_else(|| Refusal::new(404, "NotFound", "no such account on this service"))?;
+        let record: AccountRecord =
+            serde_json::from_slice(&record).map_err(|_| malformed("account record"))?;
+        account::verify_profile::<ProfileUser>(&record.profile)
+            .map(|(p, _)| p)
+            .map_err(|_| Refusal::new(500, "Internal", "stored profile does not verify"))
+    }
+
+    fn profile_json(&self, address: &str) -> Result<String, Refusal> {
+        let record = self
+            .storage
+            .account(address)?
+            .ok_or_else(|| Refusal::new(404, "NotFound", "no such account on this service"))?;
+        let record: AccountRecord =
+            serde_json::from_slice(&record).map_err(|_| malformed("account record"))?;
+        Ok(record.profile)
+    }
+
+    /// The store, loaded from storage on first use.
+    fn store<'a>(
+        &self,
+        stores: &'a mut HashMap<(String, String), Sequence>,
+        address: &str,
+        store: &str,
+    ) -> Result<&'a mut Sequence, Refusal> {
+        let key = (address.to_owned(), store.to_owned());
+        if !stores.contains_key(&key) {
+            let bytes: Vec<u8> = self.storage.frames(address, store)?.concat();
+            let sequence = Sequence::decode(&bytes)
+                .and_then(sequence::Unverified::verify)
+                .map_err(|_| Refusal::new(500, "Internal", "a stored log does not verify"))?;
+            stores.insert(key.clone(), sequence);
+        }
+        stores
+            .get_mut(&key)
+            .ok_or_else(|| Refusal::new(500, "Internal", "store vanished"))
+    }
+
+    /// The live Access capabilities of an account, and the devices that
+    /// once had one (revoked).
+    fn capabilities(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        address: &str,
+    ) -> Result<(HashMap<String, AccessCapability>, Vec<String>), Refusal> {
+        let admin = self
+            .profile(address)?
+            .administrator_signature
+            .key()
+            .map_err(|_| malformed("profile"))?;
+        let access = self.store(stores, address, STORE_ACCESS)?;
+        let mut live = HashMap::new();
+        let mut revoked = Vec::new();
+        for index in 1..=access.len() {
+            let Some(frame) = access.frame(index) else {
+                continue;
+            };
+            let meta = meta_of(&frame);
+            let Some(id) = meta.unique_id else { continue };
+            if meta.event.as_deref() == Some("Delete") {
+                live.remove(&id);
+                revoked.push(id);
+                continue;
+            }
+            let Ok(opened) = frame.open(None, Some(&admin)) else {
+                continue;
+            };
+            if let Ok(capability) = serde_json::from_slice::<AccessCapability>(&opened.payload) {
+                revoked.retain(|r| *r != capability.device_udf);
+                live.insert(capability.device_udf.clone(), capability);
+            }
+        }
+        Ok((live, revoked))
+    }
+
+    /// Check a request's signature and freshness against the device's
+    /// capability (or, for a recovering administrator, against a
+    /// capability the request itself brings); return the caller and the
+    /// commit that records its time.
+    fn authenticate(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        address: &str,
+        auth: Option<&Auth>,
+        body: &[u8],
+        brought: Option<&AccessCapability>,
+    ) -> Result<(Caller, Commit), Refusal> {
+        let auth = auth.ok_or_else(|| {
+            Refusal::new(
+                401,
+                "NotAuthorized",
+                "this request must be signed by a device",
+            )
+        })?;
+        let (live, revoked) = self.capabilities(stores, address)?;
+        let capability = match (live.get(&auth.device), brought) {
+            (Some(c), _) => c.clone(),
+            (None, Some(c)) if c.device_udf == auth.device => c.clone(),
+            (None, _) if revoked.contains(&auth.device) => {
+                return Err(Refusal::new(
+                    410,
+                    "DeviceRevoked",
+                    "this device was revoked from the account",
+                ));
+            }
+            (None, _) => {
+                return Err(Refusal::new(
+                    401,
+                    "NotAuthorized",
+                    "this device is not connected to the account",
+                ));
+            }
+        };
+        let key = capability
+            .signature
+            .key()
+            .map_err(|_| malformed("capability"))?;
+        self.check_signature(address, auth, &key, body)?;
+        let commit = Commit {
+            times: vec![(address.to_owned(), auth.device.clone(), auth.time)],
+            ..Commit::default()
+        };
+        Ok((
+            Caller {
+                device: auth.device.clone(),
+                roles: capability.roles,
+            },
+            commit,
+        ))
+    }
+
+    fn check_signature(
+        &self,
+        address: &str,
+        auth: &Auth,
+        key: &PublicKey,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        let message = auth_message(address, &auth.device, auth.time, body);
+        key.verify(&message, &auth.signature).map_err(|_| {
+            Refusal::new(
+                401,
+                "NotAuthorized",
+                "the request's signature does not verify",
+            )
+        })?;
+        if auth.time <= self.storage.time(address, &auth.device)? {
+            return Err(Refusal::new(
+                401,
+                "Replayed",
+                "the request is a replay (its time is not later than the last)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn bind(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        bind: BindRequest,
+        auth: Option<Auth>,
+        body: &[u8],
+    ) -> Result<ServiceResponse, Refusal> {
+        let address = bind.account_address.clone();
+        if address.is_empty()
+            || address.len() > 256
+            || address.chars().any(|c| c.is_control() || c == '/')
+        {
+            return Err(malformed("account address"));
+        }
+        if self.storage.account(&address)?.is_some() {
+            return Err(Refusal::new(
+                409,
+                "AccountRegistered",
+                "an account with that address exists",
+            ));
+        }
+        let (profile, _) = account::verify_profile::<ProfileUser>(&bind.enveloped_profile_user)
+            .map_err(|_| Refusal::new(400, "Malformed", "the profile does not verify"))?;
+        if profile.account_address != address {
+            return Err(Refusal::new(
+                400,
+                "Malformed",
+                "the profile is for another address",
+            ));
+        }
+        let admin = profile
+            .administrator_signature
+            .key()
+            .map_err(|_| malformed("profile"))?;
+        let access = Envelope::from_json(bind.access_frame.as_bytes())
+            .map_err(|_| malformed("access entry"))?;
+        let capability: AccessCapability = open_admin(&access, &admin)?;
+        let device = Envelope::from_json(bind.device_frame.as_bytes())
+            .map_err(|_| malformed("device entry"))?;
+        let auth = auth.ok_or_else(|| {
+            Refusal::new(
+                401,
+                "NotAuthorized",
+                "this request must be signed by a device",
+            )
+        })?;
+        if auth.device != capability.device_udf {
+            return Err(Refusal::new(
+                401,
+                "NotAuthorized",
+                "the request is not signed by the binding device",
+            ));
+        }
+        self.check_signature(
+            &address,
+            &auth,
+            &capability
+                .signature
+                .key()
+                .map_err(|_| malformed("capability"))?,
+            body,
+        )?;
+        let mut commit = Commit {
+            new_account: Some((
+                address.clone(),
+                serde_json::to_vec(&AccountRecord {
+                    profile: bind.enveloped_profile_user.clone(),
+                })
+                .map_err(|_| malformed("profile"))?,
+            )),
+            times: vec![(address.clone(), auth.device.clone(), auth.time)],
+            ..Commit::default()
+        };
+        let mut fresh = Vec::new();
+        for store in STORES {
+            let mut sequence = Sequence::new(ContainerType::Merkle);
+            match store {
+                STORE_ACCESS => {
+                    sequence.append(access.clone());
+                }
+                STORE_DEVICE => {
+                    sequence.append(device.clone());
+                }
+                _ => {}
+            }
+            for (index, raw) in sequence.raw_frames().iter().enumerate() {
+                commit.frames.push((
+                    address.clone(),
+                    store.to_owned(),
+                    index as u64,
+                    sequence::encode_frame(raw),
+                ));
+            }
+            fresh.push((store, sequence));
+        }
+        self.storage.commit(commit)?;
+        for (store, sequence) in fresh {
+            stores.insert((address.clone(), store.to_owned()), sequence);
+        }
+        tracing::info!("account bound");
+        Ok(success("account created"))
+    }
+
+    fn connect(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        req: ConnectRequest,
+    ) -> Result<ServiceResponse, Refusal> {
+        let address = req.account_address;
+        let profile = self.profile(&address)?;
+        let request_envelope = Envelope::from_json(req.enveloped_request_connection.as_bytes())
+            .map_err(|_| malformed("request"))?;
+        let unchecked: RequestConnection =
+            serde_json::from_slice(&request_envelope.body).map_err(|_| malformed("request"))?;
+        let (device, device_key) = account::verify_profile::<ProfileDevice>(
+            &unchecked.enveloped_profile_device,
+        )
+        .map_err(|_| Refusal::new(400, "Malformed", "the device profile does not verify"))?;
+        request_envelope
+            .open(None, Some(&device_key))
+            .map_err(|_| {
+                Refusal::new(400, "Malformed", "the request is not signed by the device")
+            })?;
+        if unchecked.account_address != address {
+            return Err(malformed("request"));
+        }
+        let client_nonce = URL_SAFE_NO_PAD
+            .decode(&unchecked.client_nonce)
+            .map_err(|_| malformed("nonce"))?;
+        let mut server_nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut server_nonce);
+        let account_udf =
+            Udf::parse(&profile.profile_signature.udf).map_err(|_| malformed("profile"))?;
+        let device_udf =
+            Udf::parse(&device.profile_signature.udf).map_err(|_| malformed("profile"))?;
+        let code = witness(&account_udf, &server_nonce, &device_udf, &client_nonce);
+        let response_id = Udf::nonce(&mut OsRng, 16)
+            .map_err(|_| malformed("nonce"))?
+            .to_string();
+        let entry = InboundConnection {
+            enveloped_request_connection: req.enveloped_request_connection.clone(),
+            server_nonce: URL_SAFE_NO_PAD.encode(server_nonce),
+            witness: code.clone(),
+            response_id: response_id.clone(),
+        };
+        let json = serde_json::to_vec(&entry).map_err(|_| malformed("request"))?;
+        let meta = ContentMeta {
+            message_type: Some(account::message_type::REQUEST_CONNECTION.into()),
+            ..ContentMeta::for_event(&response_id, "New")
+        };
+        let inbound = self.store(stores, &address, STORE_INBOUND)?;
+        let mut next = inbound.clone();
+        let index = next.append(Envelope::unsealed(json, Some(&meta)));
+        let raw = next
+            .raw_frames()
+            .last()
+            .cloned()
+            .ok_or_else(|| malformed("request"))?;
+        let commit = Commit {
+            frames: vec![(
+                address.clone(),
+                STORE_INBOUND.to_owned(),
+                index,
+                sequence::encode_frame(&raw),
+            )],
+            pending: vec![(
+                address.clone(),
+                response_id.clone(),
+                unchecked.enveloped_profile_device.into_bytes(),
+            )],
+            ..Commit::default()
+        };
+        self.storage.commit(commit)?;
+        *inbound = next;
+        Ok(ServiceResponse::ConnectResponse(ConnectResponse {
+            status: STATUS_SUCCESS,
+            server_nonce: URL_SAFE_NO_PAD.encode(server_nonce),
+            witness: code,
+            response_id,
+            enveloped_profile_user: self.profile_json(&address)?,
+        }))
+    }
+
+    fn complete(
+        &self,
+        req: CompleteRequest,
+        auth: Option<&Auth>,
+        body: &[u8],
+    ) -> Result<ServiceResponse, Refusal> {
+        let address = req.account_address;
+        let device = self
+            .storage
+            .pending(&address, &req.response_id)?
+            .ok_or_else(|| Refusal::new(404, "NotFound", "no such connection request"))?;
+        let device = String::from_utf8(device).map_err(|_| malformed("pending"))?;
+        let (profile, key) =
+            account::verify_profile::<ProfileDevice>(&device).map_err(|_| malformed("pending"))?;
+        let auth = auth.ok_or_else(|| {
+            Refusal::new(
+                401,
+                "NotAuthorized",
+                "this request must be signed by the device",
+            )
+        })?;
+        if auth.device != profile.profile_signature.udf {
+            return Err(Refusal::new(
+                401,
+                "NotAuthorized",
+                "the request is not from the device that asked",
+            ));
+        }
+        self.check_signature(&address, auth, &key, body)?;
+        let response = self.storage.response(&address, &req.response_id)?;
+        self.storage.commit(Commit {
+            times: vec![(address, auth.device.clone(), auth.time)],
+            ..Commit::default()
+        })?;
+        let envelope = response
+            .map(String::from_utf8)
+            .transpose()
+            .map_err(|_| malformed("response"))?;
+        Ok(ServiceResponse::CompleteResponse(CompleteResponse {
+            status: if envelope.is_some() {
+                STATUS_SUCCESS
+            } else {
+                202
+            },
+            enveloped_respond_connection: envelope,
+        }))
+    }
+
+    fn status(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        address: &str,
+        caller: &Caller,
+    ) -> Result<ServiceResponse, Refusal> {
+        let mut out = Vec::new();
+        for store in STORES {
+            if !caller.may_read(store) {
+                continue;
+            }
+            let sequence = self.store(stores, address, store)?;
+            let (index, apex) = match self.hostile {
+                Some(Hostile::Rollback) if !sequence.is_empty() => {
+                    let size = sequence.len() - 1;
+                    (size, sequence.apex_at(size).unwrap_or([0u8; 64]))
+                }
+                Some(Hostile::Fork) if !sequence.is_empty() => {
+                    (sequence.len(), forked(sequence).apex())
+                }
+                _ => (sequence.len(), sequence.apex()),
+            };
+            out.push(StoreStatus {
+                store: store.to_owned(),
+                index,
+                apex: URL_SAFE_NO_PAD.encode(apex),
+            });
+        }
+        tracing::debug!(device = %caller.device, "status");
+        Ok(ServiceResponse::StatusResponse(StatusResponse {
+            status: STATUS_SUCCESS,
+            enveloped_profile_user: self.profile_json(address)?,
+            stores: out,
+        }))
+    }
+
+    fn download(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        req: DownloadRequest,
+        caller: &Caller,
+    ) -> Result<ServiceResponse, Refusal> {
+        if !STORES.contains(&req.store.as_str()) {
+            return Err(Refusal::new(404, "NotFound", "no such store"));
+        }
+        if !caller.may_read(&req.store) {
+            return Err(Refusal::new(
+                403,
+                "Refused",
+                "this device may not read that store",
+            ));
+        }
+        let sequence = self.store(stores, &req.account_address, &req.store)?;
+        let served = match self.hostile {
+            Some(Hostile::Fork) if !sequence.is_empty() => forked(sequence),
+            _ => sequence.clone(),
+        };
+        let mut frames: Vec<RawFrame> = served
+            .raw_frames()
+            .iter()
+            .skip(
+                usize::try_from(req.after)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            )
+            .cloned()
+            .collect();
+        let len = match self.hostile {
+            Some(Hostile::Rollback) => served.len().saturating_sub(1),
+            _ => served.len(),
+        };
+        frames.truncate(usize::try_from(len.saturating_sub(req.after)).unwrap_or(0));
+        match self.hostile {
+            Some(Hostile::Reorder) if frames.len() >= 2 => {
+                let n = frames.len();
+                frames.swap(n - 1, n - 2);
+            }
+            Some(Hostile::Alter) => {
+                for frame in &mut frames {
+                    if let Some(byte) = frame.payload.first_mut() {
+                        *byte ^= 0x20;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for frame in &frames {
+            let encoded = sequence::encode_frame(frame);
+            if bytes + encoded.len() > MAX_DOWNLOAD && !out.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += encoded.len();
+            out.push(URL_SAFE_NO_PAD.encode(encoded));
+        }
+        Ok(ServiceResponse::DownloadResponse(DownloadResponse {
+            status: STATUS_SUCCESS,
+            frames: out,
+            more,
+        }))
+    }
+
+    fn transact(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        req: TransactRequest,
+        auth: Option<&Auth>,
+        body: &[u8],
+    ) -> Result<ServiceResponse, Refusal> {
+        let address = req.account_address.clone();
+        let admin = self
+            .profile(&address)?
+            .administrator_signature
+            .key()
+            .map_err(|_| malformed("profile"))?;
+        // Decode every frame first; Access entries must be the
+        // administrator's, and one of them may introduce the caller.
+        let mut decoded: Vec<(String, u64, String, Vec<RawFrame>)> = Vec::new();
+        let mut brought = None;
+        for update in &req.updates {
+            if !STORES.contains(&update.store.as_str()) {
+                return Err(Refusal::new(404, "NotFound", "no such store"));
+            }
+            let mut frames = Vec::new();
+            for text in &update.frames {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(text)
+                    .map_err(|_| malformed("frame"))?;
+                let (raw, used) = sequence::decode_frame(&bytes, 0)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| malformed("frame"))?;
+                if used != bytes.len() {
+                    return Err(malformed("frame"));
+                }
+                if update.store == STORE_ACCESS {
+                    let envelope = raw.to_envelope().map_err(|_| malformed("frame"))?;
+                    if let Ok(capability) = open_admin(&envelope, &admin) {
+                        brought = Some(capability);
+                    } else if meta_of(&envelope).event.as_deref() != Some("Delete")
+                        || envelope.open(None, Some(&admin)).is_err()
+                    {
+                        return Err(Refusal::new(
+                            403,
+                            "Refused",
+                            "Access entries must be signed by the account's administrator",
+                        ));
+                    }
+                }
+                frames.push(raw);
+            }
+            decoded.push((
+                update.store.clone(),
+                update.index,
+                update.apex.clone(),
+                frames,
+            ));
+        }
+        let (caller, mut commit) =
+            self.authenticate(stores, &address, auth, body, brought.as_ref())?;
+        let mut total: u64 = 0;
+        for store in STORES {
+            total += self.store(stores, &address, store)?.len();
+        }
+        let mut next: Vec<(String, Sequence)> = Vec::new();
+        let mut conflicts = Vec::new();
+        for (store, index, apex, frames) in decoded {
+            if !caller.may_write(&store) {
+                return Err(Refusal::new(
+                    403,
+                    "Refused",
+                    format!("this device may not write {store}"),
+                ));
+            }
+            let current = self.store(stores, &address, &store)?;
+            if current.len() != index || URL_SAFE_NO_PAD.encode(current.apex()) != apex {
+                conflicts.push(store);
+                continue;
+            }
+            let mut sequence = current.clone();
+            for raw in frames {
+                let at = sequence.push_verified(raw.clone()).map_err(|_| {
+                    Refusal::new(400, "Malformed", format!("a frame does not extend {store}"))
+                })?;
+                commit.frames.push((
+                    address.clone(),
+                    store.clone(),
+                    at,
+                    sequence::encode_frame(&raw),
+                ));
+                total += 1;
+            }
+            next.push((store, sequence));
+        }
+        if !conflicts.is_empty() {
+            return Err(Refusal::new(
+                409,
+                "Conflict",
+                format!("stale view of {}: sync and try again", conflicts.join(", ")),
+            ));
+        }
+        if total > self.limits.entries_per_account {
+            return Err(Refusal::new(
+                413,
+                "TooLarge",
+                "the account holds too many entries",
+            ));
+        }
+        if !req.responses.is_empty() && !caller.roles.contains(&Role::Admin) {
+            return Err(Refusal::new(
+                403,
+                "NotAdministrator",
+                "only an administrator may answer a connection request",
+            ));
+        }
+        for response in &req.responses {
+            if self
+                .storage
+                .pending(&address, &response.response_id)?
+                .is_none()
+            {
+                return Err(Refusal::new(404, "NotFound", "no such connection request"));
+            }
+            commit.responses.push((
+                address.clone(),
+                response.response_id.clone(),
+                response.envelope.clone().into_bytes(),
+            ));
+        }
+        self.storage.commit(commit)?;
+        for (store, sequence) in next {
+            stores.insert((address.clone(), store), sequence);
+        }
+        self.status(stores, &address, &caller)
+    }
+}
+
+/// The same store with its first data frame's payload changed and every
+/// later frame re-treed: a consistent-looking, rewritten history.
+fn forked(sequence: &Sequence) -> Sequence {
+    let mut fork = Sequence::new(sequence.container());
+    for index in 1..=sequence.len() {
+        if let Some(mut frame) = sequence.frame(index) {
+            if index == 1 {
+                frame.body.push(b'!');
+            }
+            fork.append(frame);
+        }
+    }
+    fork
+}
+
+fn meta_of(frame: &Envelope) -> ContentMeta {
+    frame
+        .header
+        .content_meta_data
+        .as_deref()
+        .and_then(|m| serde_json::from_slice(m).ok())
+        .unwrap_or_default()
+}
+
+fn open_admin(envelope: &Envelope, admin: &PublicKey) -> Result<AccessCapability, Refusal> {
+    let opened = envelope.open(None, Some(admin)).map_err(|_| {
+        Refusal::new(
+            403,
+            "Refused",
+            "Access entries must be signed by the account's administrator",
+        )
+    })?;
+    serde_json::from_slice(&opened.payload).map_err(|_| malformed("access entry"))
+}
+
+fn success(description: &str) -> ServiceResponse {
+    ServiceResponse::MeshResponse(StatusOnly {
+        status: STATUS_SUCCESS,
+        status_description: description.to_owned(),
+        reason: None,
+    })
+}
