@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod account;
 pub(crate) mod daemon;
 pub(crate) mod dare;
 pub(crate) mod input;

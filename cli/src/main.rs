@@ -30,6 +30,15 @@ enum Command {
     /// Start or stop the background daemon.
     #[command(subcommand)]
     Daemon(command::daemon::DaemonCommand),
+    /// Your Mesh account: create, status, sync, escrow, recover, PIN.
+    #[command(subcommand)]
+    Account(command::account::AccountCommand),
+    /// The account's devices: connect, approve, list, revoke.
+    #[command(subcommand)]
+    Device(command::account::DeviceCommand),
+    /// The account's catalogs (application, credential).
+    #[command(subcommand)]
+    Catalog(command::account::CatalogCommand),
     /// Uniform Data Fingerprints: digests, authenticators, nonces.
     #[command(subcommand)]
     Udf(command::udf::UdfCommand),
@@ -56,6 +65,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status { json } => command::status::run(&paths()?, json),
         Command::Daemon(command) => command::daemon::run(&paths()?, command),
+        Command::Account(command) => command::account::account(&paths()?, command),
+        Command::Device(command) => command::account::device(&paths()?, command),
+        Command::Catalog(command) => command::account::catalog(&paths()?, command),
         Command::Udf(command) => command::udf::run(command),
         Command::Key(command) => command::key::run(command),
         Command::Dare(command) => command::dare::run(command),

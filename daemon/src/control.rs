@@ -18,6 +18,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::mesh::{Mesh, MeshError};
+
 /// How many control connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -34,6 +36,8 @@ pub struct State {
     pub listeners: Vec<Listener>,
     /// Notified when a client asks the daemon to stop.
     pub stop: Arc<Notify>,
+    /// The account this device holds.
+    pub mesh: Arc<tokio::sync::Mutex<Mesh>>,
 }
 
 /// Accept control connections until the future is dropped.
@@ -126,8 +130,8 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
                 return Err(err);
             }
         };
-        tracing::debug!(?request, "control request");
-        let (response, stop) = respond(&request, state);
+        tracing::debug!(request = request_name(&request), "control request");
+        let (response, stop) = respond(request, state).await;
         stream.write_all(&control::encode(&response)?).await?;
         if stop {
             state.stop.notify_one();
@@ -136,20 +140,93 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
     }
 }
 
-/// The answer to one request, and whether the daemon should stop after it.
-fn respond(request: &Request, state: &State) -> (Response, bool) {
+/// The request's kind, for logs (never its fields: some hold secrets).
+fn request_name(request: &Request) -> &'static str {
     match request {
-        Request::Status => (
-            Response::Status(DaemonStatus {
+        Request::Status => "status",
+        Request::Shutdown => "shutdown",
+        Request::AccountCreate { .. } => "account-create",
+        Request::AccountStatus => "account-status",
+        Request::AccountSync => "account-sync",
+        Request::AccountEscrow { .. } => "account-escrow",
+        Request::AccountRecover { .. } => "account-recover",
+        Request::AccountPin { .. } => "account-pin",
+        Request::DeviceConnect { .. } => "device-connect",
+        Request::DeviceConnectStatus => "device-connect-status",
+        Request::DevicePending => "device-pending",
+        Request::DeviceAccept { .. } => "device-accept",
+        Request::DeviceReject { .. } => "device-reject",
+        Request::DeviceList => "device-list",
+        Request::DeviceRevoke { .. } => "device-revoke",
+        Request::CatalogPut { .. } => "catalog-put",
+        Request::CatalogList { .. } => "catalog-list",
+        Request::CatalogDelete { .. } => "catalog-delete",
+    }
+}
+
+/// The answer to one request, and whether the daemon should stop after it.
+async fn respond(request: Request, state: &State) -> (Response, bool) {
+    let result = match request {
+        Request::Status => {
+            let status = DaemonStatus {
                 version: env!("CARGO_PKG_VERSION").into(),
                 protocol: control::VERSION,
                 pid: std::process::id(),
                 uptime_seconds: state.started.elapsed().as_secs(),
                 runtime_dir: state.runtime_dir.clone(),
                 listeners: state.listeners.clone(),
-            }),
-            false,
-        ),
-        Request::Shutdown => (Response::ShuttingDown, true),
+            };
+            return (Response::Status(status), false);
+        }
+        Request::Shutdown => return (Response::ShuttingDown, true),
+        request => {
+            let mut mesh = state.mesh.lock().await;
+            account_request(&mut mesh, request).await
+        }
+    };
+    let response = match result {
+        Ok(value) => Response::Value { value },
+        Err(e) => Response::Error { message: e.0 },
+    };
+    (response, false)
+}
+
+async fn account_request(
+    mesh: &mut Mesh,
+    request: Request,
+) -> Result<serde_json::Value, MeshError> {
+    match request {
+        Request::AccountCreate {
+            address,
+            service,
+            name,
+        } => mesh.create(&address, &service, &name).await,
+        Request::AccountStatus => Ok(mesh.account_status()),
+        Request::AccountSync => Ok(mesh.sync().await),
+        Request::AccountEscrow { shares, quorum } => mesh.escrow(shares, quorum),
+        Request::AccountRecover { shares } => mesh.recover(&shares),
+        Request::AccountPin { roles } => mesh.pin(&roles).await,
+        Request::DeviceConnect {
+            address,
+            service,
+            name,
+            pin,
+        } => {
+            mesh.connect(&address, &service, &name, pin.as_deref())
+                .await
+        }
+        Request::DeviceConnectStatus => mesh.poll_connection().await,
+        Request::DevicePending => mesh.pending(),
+        Request::DeviceAccept { code, roles, name } => {
+            let roles = crate::mesh::parse_roles(&roles, mesh_protocol::account::Role::Device)?;
+            mesh.answer(&code, Some((roles, name))).await
+        }
+        Request::DeviceReject { code } => mesh.answer(&code, None).await,
+        Request::DeviceList => mesh.list(),
+        Request::DeviceRevoke { name } => mesh.revoke(&name).await,
+        Request::CatalogPut { store, name, value } => mesh.catalog_put(&store, &name, &value).await,
+        Request::CatalogList { store } => mesh.catalog_list(&store),
+        Request::CatalogDelete { store, name } => mesh.catalog_delete(&store, &name).await,
+        Request::Status | Request::Shutdown => Err(MeshError("not an account request".into())),
     }
 }

@@ -18,13 +18,35 @@ use mesh_protocol::paths::Paths;
 use tokio::sync::Notify;
 
 pub mod control;
+pub mod mesh;
+pub mod remote;
+pub mod replica;
 pub mod runtime_dir;
+pub mod secrets;
 
 /// What the daemon needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where everything lives.
     pub paths: Paths,
+    /// How often to sync with the service.
+    pub sync_interval: std::time::Duration,
+}
+
+/// Sync the account every `interval`, for as long as the daemon runs.
+async fn sync_loop(mesh: Arc<tokio::sync::Mutex<mesh::Mesh>>, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut mesh = mesh.lock().await;
+        if mesh.should_sync() {
+            let report = mesh.sync().await;
+            if report["ok"] != true {
+                tracing::warn!(errors = %report["errors"], "sync found problems");
+            }
+        }
+    }
 }
 
 /// Why the daemon could not start or had to stop.
@@ -39,6 +61,9 @@ pub enum DaemonError {
         /// What is wrong with it, and how to fix it.
         reason: String,
     },
+    /// The account state could not be loaded.
+    #[error("cannot load the account: {0}")]
+    Account(String),
     /// Another daemon answers on the socket already.
     #[error("meshd is already running (it answers on {0})")]
     AlreadyRunning(PathBuf),
@@ -64,6 +89,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = runtime_dir::bind(&control_path)?;
     tracing::info!(socket = %control_path.display(), "meshd listening");
 
+    let mesh = mesh::Mesh::open(paths.clone()).map_err(|e| DaemonError::Account(e.0))?;
+    let mesh = Arc::new(tokio::sync::Mutex::new(mesh));
     let stop = Arc::new(Notify::new());
     let state = Arc::new(control::State {
         started: Instant::now(),
@@ -74,11 +101,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             path: control_path.clone(),
         }],
         stop: Arc::clone(&stop),
+        mesh: Arc::clone(&mesh),
     });
     tokio::select! {
         () = shutdown => tracing::info!("meshd stopping on signal"),
         () = stop.notified() => tracing::info!("meshd stopping on request"),
         () = control::serve(listener, state) => {}
+        () = sync_loop(mesh, config.sync_interval) => {}
     }
     runtime_dir::remove_socket(&control_path);
     Ok(())

@@ -39,7 +39,21 @@ fn daemon() -> anyhow::Result<()> {
     let uid = rustix::process::getuid().as_raw();
     let paths = Paths::resolve(|name| std::env::var_os(name), uid)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(mesh_daemon::run(Config { paths }, signal()))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sync_interval = std::env::var("MESH_SYNC_INTERVAL_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_millis,
+        );
+    runtime.block_on(mesh_daemon::run(
+        Config {
+            paths,
+            sync_interval,
+        },
+        signal(),
+    ))?;
     Ok(())
 }
 

@@ -518,15 +518,17 @@ impl AccountKeys {
             )?
             .to_json(),
         };
-        let store_key = self.store_key(STORE_DEVICE)?.public();
+        // Readable by every device of the Device store, and by the device
+        // itself before it has any store key.
+        let recipients = [self.store_key(STORE_DEVICE)?.public(), base_encrypt];
         let entry = seal_entry(
             rng,
             &cataloged,
             message_type::CATALOGED_DEVICE,
-            &name_id(&cataloged.device_udf),
+            &cataloged.device_udf,
             "New",
             &self.admin,
-            &[store_key],
+            &recipients,
         )?;
         let capability = AccessCapability {
             device_udf: cataloged.device_udf.clone(),
@@ -538,18 +540,13 @@ impl AccountKeys {
             rng,
             &capability,
             message_type::ACCESS_CAPABILITY,
-            &name_id(&capability.device_udf),
+            &capability.device_udf,
             "New",
             &self.admin,
             &[],
         )?;
         Ok((entry, access))
     }
-}
-
-/// The UniqueId of a device's entries: its profile fingerprint.
-fn name_id(device_udf: &str) -> String {
-    device_udf.to_owned()
 }
 
 /// The keys of a device, from its seed.

@@ -36,6 +36,94 @@ pub enum Request {
     Status,
     /// Answer, then stop: close every listener, remove the sockets, exit.
     Shutdown,
+    /// Make an account with this device as its first administrator, and
+    /// bind it to a service.
+    AccountCreate {
+        /// `alice@example.com`.
+        address: String,
+        /// The service's URL.
+        service: String,
+        /// This device's name in the account.
+        name: String,
+    },
+    /// The account, this device, and how the last sync went.
+    AccountStatus,
+    /// Sync now, and say how it went.
+    AccountSync,
+    /// Split the account seed into recovery shares.
+    AccountEscrow {
+        /// How many shares.
+        shares: usize,
+        /// How many recover the account.
+        quorum: usize,
+    },
+    /// Rebuild the account seed from recovery shares.
+    AccountRecover {
+        /// The shares.
+        shares: Vec<String>,
+    },
+    /// Register a PIN that lets a device join without approval.
+    AccountPin {
+        /// Roles a device joining with it gets.
+        roles: Vec<String>,
+    },
+    /// Ask to join an account.
+    DeviceConnect {
+        /// The account.
+        address: String,
+        /// The account's service.
+        service: String,
+        /// This device's name.
+        name: String,
+        /// A PIN from `mesh account pin`, to skip approval.
+        pin: Option<String>,
+    },
+    /// How a connection request stands.
+    DeviceConnectStatus,
+    /// Connection requests waiting for an administrator.
+    DevicePending,
+    /// Approve the request showing this witness code.
+    DeviceAccept {
+        /// The code both devices show.
+        code: String,
+        /// The roles to grant.
+        roles: Vec<String>,
+        /// The device's name in the account (default: its own).
+        name: Option<String>,
+    },
+    /// Refuse the request showing this witness code.
+    DeviceReject {
+        /// The code.
+        code: String,
+    },
+    /// The account's devices.
+    DeviceList,
+    /// Revoke a device.
+    DeviceRevoke {
+        /// Its name.
+        name: String,
+    },
+    /// Add or replace an entry in a catalog.
+    CatalogPut {
+        /// `application` or `credential`.
+        store: String,
+        /// The entry's name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// The entries of a catalog.
+    CatalogList {
+        /// `application` or `credential`.
+        store: String,
+    },
+    /// Delete an entry.
+    CatalogDelete {
+        /// `application` or `credential`.
+        store: String,
+        /// The entry's name.
+        name: String,
+    },
 }
 
 /// The answer `meshd` gives to a [`Request`].
@@ -51,6 +139,11 @@ pub enum Response {
     Error {
         /// What went wrong, for a person to read.
         message: String,
+    },
+    /// The result of an account, device or catalog request, as JSON.
+    Value {
+        /// The result.
+        value: serde_json::Value,
     },
 }
 

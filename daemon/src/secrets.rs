@@ -1,0 +1,184 @@
+//! Where the device's seed is kept: the OS keyring, or a file.
+//!
+//! The seed is the device's one long-term secret (every other key is
+//! derived from it or delivered encrypted to it). [`SecretStore::open`]
+//! picks the Secret Service (gnome-keyring, KeePassXC ...) through
+//! keyring-core when the session has one and it answers, and otherwise an
+//! explicit file fallback: one file per secret, mode 0600, in a 0700
+//! directory under the XDG data directory. `mesh` says which is in use,
+//! and warns about the file. `MESH_KEYRING=file|secret-service` forces the
+//! choice.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use keyring_core::api::CredentialStoreApi;
+use zeroize::Zeroizing;
+
+/// The keyring "service" our secrets are filed under.
+const SERVICE: &str = "mesh";
+
+/// A failure to read or write a secret; the message names no secret.
+#[derive(Debug, thiserror::Error)]
+#[error("secret store: {0}")]
+pub struct SecretError(String);
+
+/// Where secrets live.
+pub enum SecretStore {
+    /// The Secret Service, over D-Bus.
+    SecretService(std::sync::Arc<zbus_secret_service_keyring_store::Store>),
+    /// Files in this directory.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl SecretStore {
+    /// The Secret Service if the session has one that answers, else files
+    /// in `dir`; `choice` (from `MESH_KEYRING`) forces one.
+    pub fn open(dir: &Path, choice: Option<&str>) -> Result<SecretStore, SecretError> {
+        let file = || SecretStore::File(dir.to_owned());
+        match choice {
+            Some("file") => return Ok(file()),
+            Some("secret-service") => return secret_service().map_err(SecretError),
+            Some(other) => {
+                return Err(SecretError(format!(
+                    "MESH_KEYRING={other}: use file or secret-service"
+                )));
+            }
+            None => {}
+        }
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+            return Ok(file());
+        }
+        match secret_service() {
+            Ok(store) => Ok(store),
+            Err(err) => {
+                tracing::warn!(error = %err, "no usable Secret Service; keeping secrets in files");
+                Ok(file())
+            }
+        }
+    }
+
+    /// What a person should know about where secrets are.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretStore::SecretService(_) => "the Secret Service (OS keyring)".into(),
+            SecretStore::File(dir) => format!(
+                "files in {} (mode 0600; no OS keyring was available: protect this directory)",
+                dir.display()
+            ),
+        }
+    }
+
+    /// Whether this is the file fallback.
+    pub fn is_file(&self) -> bool {
+        matches!(self, SecretStore::File(_))
+    }
+
+    /// Read a secret, `None` if there is none.
+    pub fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        match self {
+            SecretStore::SecretService(store) => {
+                let entry = store.build(SERVICE, name, None).map_err(keyring_error)?;
+                match entry.get_secret() {
+                    Ok(secret) => Ok(Some(Zeroizing::new(secret))),
+                    Err(keyring_core::Error::NoEntry) => Ok(None),
+                    Err(err) => Err(keyring_error(err)),
+                }
+            }
+            SecretStore::File(dir) => match fs::read(dir.join(name)) {
+                Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(err) => Err(SecretError(format!(
+                    "cannot read {}: {err}",
+                    dir.join(name).display()
+                ))),
+            },
+        }
+    }
+
+    /// Store a secret, replacing any before it.
+    pub fn set(&self, name: &str, secret: &[u8]) -> Result<(), SecretError> {
+        match self {
+            SecretStore::SecretService(store) => store
+                .build(SERVICE, name, None)
+                .and_then(|entry| entry.set_secret(secret))
+                .map_err(keyring_error),
+            SecretStore::File(dir) => write_private(dir, name, secret).map_err(|err| {
+                SecretError(format!("cannot write {}: {err}", dir.join(name).display()))
+            }),
+        }
+    }
+}
+
+fn secret_service() -> Result<SecretStore, String> {
+    let store = zbus_secret_service_keyring_store::Store::new().map_err(|e| e.to_string())?;
+    // A store that cannot be read (locked, no daemon) is no store: probe.
+    let probe = store
+        .build(SERVICE, "probe", None)
+        .map_err(|e| e.to_string())?;
+    match probe.get_secret() {
+        Ok(_) | Err(keyring_core::Error::NoEntry) => Ok(SecretStore::SecretService(store)),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn keyring_error(err: keyring_core::Error) -> SecretError {
+    SecretError(err.to_string())
+}
+
+/// Write `dir/name` with mode 0600 (the directory 0700), atomically.
+fn write_private(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_file_fallback_is_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("secrets");
+        let store = SecretStore::open(&dir, Some("file")).expect("a store");
+        assert!(store.get("seed").expect("reads").is_none());
+        store.set("seed", b"secret").expect("writes");
+        assert_eq!(
+            store
+                .get("seed")
+                .expect("reads")
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"secret"[..])
+        );
+        let mode = fs::metadata(dir.join("seed"))
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let mode = fs::metadata(&dir).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}
