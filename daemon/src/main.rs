@@ -39,7 +39,6 @@ fn daemon() -> anyhow::Result<()> {
     let uid = rustix::process::getuid().as_raw();
     let paths = Paths::resolve(|name| std::env::var_os(name), uid)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let sync_interval = std::env::var("MESH_SYNC_INTERVAL_MS")
         .ok()
         .and_then(|ms| ms.parse().ok())

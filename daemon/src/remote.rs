@@ -66,6 +66,9 @@ pub fn endpoint(service: &str) -> String {
 impl Remote {
     /// A client of `service` for `account`.
     pub fn new(service: &str, account: &str) -> Result<Remote, RemoteError> {
+        // TLS through rustls with ring, the one provider we build; a
+        // provider set before (by us) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -2,6 +2,7 @@
 //! each test in a throwaway home, on loopback only. One test binary, one
 //! module per area.
 
+mod account;
 mod blocks;
 mod daemon;
 mod service;

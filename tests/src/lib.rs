@@ -20,6 +20,7 @@ use std::process::{Command, Output};
 #[derive(Debug)]
 pub struct TestEnv {
     root: tempfile::TempDir,
+    extra: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -30,7 +31,10 @@ impl TestEnv {
             .prefix("mesh-e2e.")
             .tempdir_in("/tmp")
             .expect("cannot make a temporary directory");
-        let env = TestEnv { root };
+        let env = TestEnv {
+            root,
+            extra: Vec::new(),
+        };
         for dir in [env.home(), env.runtime_dir(), env.gnupg_home()] {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -39,6 +43,24 @@ impl TestEnv {
                 .expect("cannot make a test directory");
         }
         env
+    }
+
+    /// A home whose commands also get `vars` (e.g. `MESH_SERVICE`).
+    pub fn with(vars: &[(&str, &str)]) -> TestEnv {
+        let mut env = TestEnv::new();
+        env.extra = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env
+    }
+
+    /// A device of an account served by `service`: syncing every 200 ms.
+    pub fn device(service: &MeshService) -> TestEnv {
+        TestEnv::with(&[
+            ("MESH_SERVICE", &service.url()),
+            ("MESH_SYNC_INTERVAL_MS", "200"),
+        ])
     }
 
     /// The temporary directory that holds everything.
@@ -90,7 +112,19 @@ impl TestEnv {
             .env("XDG_CONFIG_HOME", self.home().join(".config"))
             .env("GNUPGHOME", self.gnupg_home())
             .current_dir(self.home());
+        for (key, value) in &self.extra {
+            cmd.env(key, value);
+        }
         cmd
+    }
+
+    /// Run `mesh ... --json` and return what it printed.
+    pub fn mesh_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.mesh(&args);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("mesh {args:?} printed no JSON: {}", stdout(&out)))
     }
 
     /// Run `mesh` with `args` and require success.
@@ -111,6 +145,102 @@ impl Drop for TestEnv {
         if self.control_socket().exists() {
             let _ = self.ours("mesh").args(["daemon", "stop"]).output();
         }
+    }
+}
+
+/// A real `mesh-service` on a free loopback port, its store a file in a
+/// test home; killed when dropped.
+#[derive(Debug)]
+pub struct MeshService {
+    child: std::process::Child,
+    addr: String,
+    data: PathBuf,
+}
+
+impl MeshService {
+    /// Start a service keeping its store under `env`'s root.
+    pub fn start(env: &TestEnv) -> MeshService {
+        MeshService::spawn(&env.root().join("service.redb"), "127.0.0.1:0", None)
+    }
+
+    fn spawn(data: &Path, listen: &str, hostile: Option<&str>) -> MeshService {
+        use std::io::BufRead as _;
+        let mut cmd = Command::new(bin("mesh-service"));
+        cmd.args(["--listen", listen, "--data"])
+            .arg(data)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(mode) = hostile {
+            cmd.args(["--hostile", mode]);
+        }
+        let mut child = cmd.spawn().expect("mesh-service starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("a first line");
+        let addr = line
+            .trim()
+            .strip_prefix("mesh-service listening on http://")
+            .and_then(|rest| rest.strip_suffix("/.well-known/mmm/"))
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        MeshService {
+            child,
+            addr,
+            data: data.to_owned(),
+        }
+    }
+
+    /// The address, `127.0.0.1:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The base URL devices are given.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kill the service with SIGKILL: nothing gets to flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kill it and start it again on the same port and store, optionally
+    /// misbehaving.
+    pub fn restart(&mut self, hostile: Option<&str>) {
+        self.kill();
+        let mut last = None;
+        for _ in 0..50 {
+            match std::panic::catch_unwind(|| MeshService::spawn(&self.data, &self.addr, hostile)) {
+                Ok(service) => {
+                    *self = service;
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::panic::resume_unwind(last.expect("an error"));
+    }
+}
+
+impl Drop for MeshService {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `check` until it holds, for up to 20 seconds.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

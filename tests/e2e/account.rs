@@ -1,0 +1,247 @@
+//! Accounts and devices: one real `mesh-service` on loopback, each device
+//! a home of its own with its own `meshd`.
+
+use mesh_e2e::{MeshService, TestEnv, run_err, stderr, stdout, wait_until};
+use serde_json::Value;
+
+/// A service and a first device that created `alice@example.com`.
+fn account() -> (TestEnv, MeshService, TestEnv) {
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let first = TestEnv::device(&service);
+    let created = first.mesh_json(&["account", "create", "alice@example.com", "--name", "tablet"]);
+    assert!(
+        created["profile"]
+            .as_str()
+            .expect("a profile")
+            .starts_with('M')
+    );
+    (host, service, first)
+}
+
+fn catalog(env: &TestEnv) -> Value {
+    env.mesh_json(&["catalog", "list", "application"])
+}
+
+/// Connect `device` by witness approval on `admin`; return its name.
+fn connect_by_witness(admin: &TestEnv, device: &TestEnv, name: &str, rights: &str) {
+    let asked = device.mesh_json(&[
+        "device",
+        "connect",
+        "alice@example.com",
+        "--name",
+        name,
+        "--no-wait",
+    ]);
+    let code = asked["witness"]
+        .as_str()
+        .expect("a witness code")
+        .to_owned();
+    wait_until("the request reaches the administrator", || {
+        admin
+            .mesh_json(&["device", "pending"])
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["witness"] == code))
+    });
+    admin.mesh(&["device", "accept", &code, "--rights", rights]);
+    wait_until("the device is accepted", || {
+        device.mesh_json(&["account", "status"])["status"] == "connected"
+    });
+}
+
+#[test]
+fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
+    let (_host, service, tablet) = account();
+    tablet.mesh(&[
+        "catalog",
+        "put",
+        "application",
+        "ssh-work",
+        "ssh-ed25519 AAAA work",
+    ]);
+
+    let laptop = TestEnv::device(&service);
+    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    wait_until("the laptop has the tablet's catalog", || {
+        catalog(&laptop) == catalog(&tablet)
+    });
+    assert_eq!(catalog(&laptop)["ssh-work"], "ssh-ed25519 AAAA work");
+
+    // The PIN route needs no approval: the tablet's meshd answers it.
+    let uri = tablet.mesh_json(&["account", "pin"])["uri"]
+        .as_str()
+        .expect("a URI")
+        .to_owned();
+    assert!(uri.starts_with("mcu://alice@example.com/"), "{uri}");
+    let phone = TestEnv::device(&service);
+    let out = phone.mesh(&["device", "connect", &uri, "--name", "phone"]);
+    assert!(stdout(&out).contains("accepted"), "{}", stdout(&out));
+    wait_until("the phone has the catalog", || {
+        catalog(&phone) == catalog(&tablet)
+    });
+
+    // A change on either side reaches the others.
+    laptop.mesh(&["catalog", "put", "application", "from-laptop", "1"]);
+    wait_until("the tablet sees the laptop's entry", || {
+        catalog(&tablet)["from-laptop"] == "1"
+    });
+    tablet.mesh(&["catalog", "put", "application", "from-laptop", "2"]);
+    tablet.mesh(&["catalog", "delete", "application", "ssh-work"]);
+    wait_until("the laptop and phone see the update and the delete", || {
+        let (l, p) = (catalog(&laptop), catalog(&phone));
+        l["from-laptop"] == "2" && l.get("ssh-work").is_none() && p == l
+    });
+    let devices = tablet.mesh_json(&["device", "list"]);
+    let names: Vec<&str> = devices
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["laptop", "phone", "tablet"]);
+    // A plain device is no administrator.
+    let err = stderr(&run_err(
+        laptop
+            .ours("mesh")
+            .args(["account", "escrow", "--shares", "3", "--quorum", "2"]),
+    ));
+    assert!(err.contains("not an administrator"), "{err}");
+    // A wrong code approves nothing.
+    let err = stderr(&run_err(tablet.ours("mesh").args([
+        "device",
+        "accept",
+        "AAAA-BBBB-CCCC-DDDD-EEEE",
+    ])));
+    assert!(err.contains("no pending request"), "{err}");
+}
+
+#[test]
+fn a_revoked_device_is_refused_and_knows_it() {
+    let (_host, service, tablet) = account();
+    let laptop = TestEnv::device(&service);
+    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    tablet.mesh(&["device", "revoke", "laptop"]);
+    let err = stderr(&run_err(laptop.ours("mesh").args([
+        "catalog",
+        "put",
+        "application",
+        "x",
+        "y",
+    ])));
+    assert!(err.contains("revoked"), "{err}");
+    let status = laptop
+        .ours("mesh")
+        .args(["account", "status", "--json"])
+        .output()
+        .expect("runs");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["status"], "revoked");
+    let names = tablet.mesh_json(&["device", "list"]);
+    assert_eq!(names.as_array().expect("rows").len(), 1, "{names}");
+}
+
+#[test]
+fn escrow_then_recover_on_a_third_home() {
+    let (_host, _service, tablet) = account();
+    let profile = tablet.mesh_json(&["account", "status"])["profile"]
+        .as_str()
+        .expect("profile")
+        .to_owned();
+    let escrow = tablet.mesh_json(&["account", "escrow", "--shares", "5", "--quorum", "3"]);
+    let shares: Vec<&str> = escrow["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(shares.len(), 5);
+    let fresh = TestEnv::new();
+    let mut args = vec!["account", "recover", shares[4], shares[1], shares[2]];
+    let recovered = fresh.mesh_json(&args);
+    assert_eq!(recovered["profile"], profile.as_str());
+    args.truncate(4);
+    let err = stderr(&run_err(fresh.ours("mesh").args(&args)));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("3 shares are needed, 2 given"), "{err}");
+}
+
+#[test]
+fn a_hostile_service_is_caught_every_time() {
+    for mode in ["rollback", "fork", "reorder", "alter"] {
+        let (_host, mut service, tablet) = account();
+        tablet.mesh(&["catalog", "put", "application", "one", "1"]);
+        let laptop = TestEnv::device(&service);
+        connect_by_witness(&tablet, &laptop, "laptop", "device");
+        wait_until("the laptop synced", || catalog(&laptop)["one"] == "1");
+        if mode == "rollback" {
+            // A rollback shows less than the laptop has already seen.
+            tablet.mesh(&["catalog", "put", "application", "two", "2"]);
+            tablet.mesh(&["catalog", "put", "application", "three", "3"]);
+            wait_until("the laptop has all", || catalog(&laptop)["three"] == "3");
+            laptop.mesh(&["daemon", "stop"]);
+        } else {
+            // The others corrupt what the laptop has yet to download.
+            laptop.mesh(&["daemon", "stop"]);
+            tablet.mesh(&["catalog", "put", "application", "two", "2"]);
+            tablet.mesh(&["catalog", "put", "application", "three", "3"]);
+        }
+        let before = std::fs::read(
+            laptop
+                .home()
+                .join(".local/share/mesh/stores/MMM_Application.dare"),
+        )
+        .expect("the laptop's replica");
+
+        service.restart(Some(mode));
+        let out = run_err(laptop.ours("mesh").args(["account", "sync"]));
+        let said = stdout(&out);
+        assert!(said.contains("FAILED"), "{mode}: {said}");
+        let status = run_err(laptop.ours("mesh").args(["account", "status"]));
+        let report = stdout(&status);
+        assert!(report.contains("SYNC PROBLEMS"), "{mode}: {report}");
+        let expected = match mode {
+            "rollback" => "rolled",
+            "fork" => "fork",
+            _ => "do not extend ours",
+        };
+        assert!(report.contains(expected), "{mode}: {report}");
+        let after = std::fs::read(
+            laptop
+                .home()
+                .join(".local/share/mesh/stores/MMM_Application.dare"),
+        )
+        .expect("the laptop's replica");
+        assert_eq!(
+            before, after,
+            "{mode}: nothing the hostile service sent was kept"
+        );
+
+        // Once the service is honest again, the laptop catches up.
+        service.restart(None);
+        laptop.mesh(&["account", "sync"]);
+        assert_eq!(catalog(&laptop)["three"], "3", "{mode}");
+    }
+}
+
+#[test]
+fn a_killed_service_loses_no_acknowledged_entry() {
+    let (_host, mut service, tablet) = account();
+    let laptop = TestEnv::device(&service);
+    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    let mut acknowledged = Vec::new();
+    for round in 0..3 {
+        for i in 0..5 {
+            let name = format!("entry-{round}-{i}");
+            tablet.mesh(&["catalog", "put", "application", &name, "v"]);
+            acknowledged.push(name);
+        }
+        // SIGKILL right after the last acknowledged write, mid-sync for
+        // the laptop, then start again on the same store.
+        service.restart(None);
+    }
+    wait_until("the laptop has every acknowledged entry", || {
+        let list = catalog(&laptop);
+        acknowledged.iter().all(|name| list.get(name).is_some())
+    });
+    assert_eq!(catalog(&tablet), catalog(&laptop));
+}
