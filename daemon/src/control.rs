@@ -160,6 +160,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::DeviceRevoke { .. } => "device-revoke",
         Request::CatalogPut { .. } => "catalog-put",
         Request::CatalogList { .. } => "catalog-list",
+        Request::CatalogImport { .. } => "catalog-import",
         Request::CatalogDelete { .. } => "catalog-delete",
     }
 }
@@ -226,6 +227,7 @@ async fn account_request(
         Request::DeviceRevoke { name } => mesh.revoke(&name).await,
         Request::CatalogPut { store, name, value } => mesh.catalog_put(&store, &name, &value).await,
         Request::CatalogList { store } => mesh.catalog_list(&store),
+        Request::CatalogImport { store, entries } => mesh.catalog_import(&store, &entries).await,
         Request::CatalogDelete { store, name } => mesh.catalog_delete(&store, &name).await,
         Request::Status | Request::Shutdown => Err(MeshError("not an account request".into())),
     }

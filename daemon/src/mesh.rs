@@ -263,13 +263,13 @@ impl Mesh {
             .as_ref()
             .ok_or_else(|| err("the device seed is missing from the secret store"))?;
         let udf = device.udf().to_string();
-        let replica = self.replicas.get(STORE_DEVICE);
-        let live = replica.replay().map_err(|e| err(e.to_string()))?;
+        let live = self.replicas.live(STORE_DEVICE);
         let index = live
             .get(&udf)
             .ok_or_else(|| err("this device is not in the account's Device catalog"))?;
-        let frame = replica
-            .frame(*index)
+        let frame = self
+            .replicas
+            .frame(STORE_DEVICE, *index)
             .ok_or_else(|| err("damaged Device catalog"))?;
         let opened = frame
             .open(Some(&device.encrypt), None)
@@ -373,7 +373,7 @@ impl Mesh {
             .unwrap_or_default();
         let stores: BTreeMap<&str, u64> = STORES
             .iter()
-            .filter_map(|s| self.replicas.peek(s).map(|r| (*s, r.len())))
+            .filter_map(|s| self.replicas.sequence(s).map(|r| (*s, r.len())))
             .collect();
         json!({
             "status": state.status,
@@ -618,10 +618,9 @@ impl Mesh {
             .as_ref()
             .map(|s| s.handled.clone())
             .unwrap_or_default();
-        let replica = self.replicas.get(STORE_INBOUND);
         let mut out = Vec::new();
-        for index in 1..=replica.len() {
-            let Some(frame) = replica.frame(index) else {
+        for index in 1..=self.replicas.head(STORE_INBOUND).0 {
+            let Some(frame) = self.replicas.frame(STORE_INBOUND, index) else {
                 continue;
             };
             let Ok(entry) = serde_json::from_slice::<Value>(&frame.body) else {
@@ -779,11 +778,11 @@ impl Mesh {
         let key = activation
             .store_key(STORE_DEVICE)
             .ok_or_else(|| err("no key for the Device catalog"))?;
-        let replica = self.replicas.get(STORE_DEVICE);
         let mut out = Vec::new();
-        for index in replica.replay().map_err(|e| err(e.to_string()))?.values() {
-            let frame = replica
-                .frame(*index)
+        for index in self.replicas.live(STORE_DEVICE).values() {
+            let frame = self
+                .replicas
+                .frame(STORE_DEVICE, *index)
                 .ok_or_else(|| err("damaged Device catalog"))?;
             let opened = frame
                 .open(Some(key), Some(&admin))
@@ -851,42 +850,53 @@ impl Mesh {
         name: &str,
         value: &str,
     ) -> Result<Value, MeshError> {
-        let store = catalog_store(store)?;
-        let activation = self.activation()?;
-        let key = activation
-            .store_key(store)
-            .ok_or_else(|| err(format!("this device may not use {store}")))?;
-        let exists = self
-            .replicas
-            .get(store)
-            .replay()
-            .map_err(|e| err(e.to_string()))?
-            .contains_key(name);
-        let entry = account::seal_entry(
-            &mut OsRng,
-            &json!({"Name": name, "Value": value}),
-            "CatalogEntry",
-            name,
-            if exists { "Update" } else { "New" },
-            &activation.sign,
-            &[key.public()],
-        )?;
-        self.transact(vec![(store, vec![entry])], Vec::new())
+        self.catalog_import(store, &[(name.to_owned(), value.to_owned())])
             .await?;
-        Ok(json!({"store": store, "name": name}))
+        Ok(json!({"store": catalog_store(store)?, "name": name}))
+    }
+
+    /// Add or replace many entries, in transactions of a size the
+    /// service takes.
+    pub async fn catalog_import(
+        &mut self,
+        store: &str,
+        entries: &[(String, String)],
+    ) -> Result<Value, MeshError> {
+        /// Entries per transaction: well inside the 64 KiB request limit.
+        const BATCH: usize = 24;
+        let store = catalog_store(store)?;
+        for batch in entries.chunks(BATCH) {
+            let activation = self.activation()?;
+            let key = activation
+                .store_key(store)
+                .ok_or_else(|| err(format!("this device may not use {store}")))?;
+            let live = self.replicas.live(store);
+            let mut envelopes = Vec::with_capacity(batch.len());
+            for (name, value) in batch {
+                envelopes.push(account::seal_entry(
+                    &mut OsRng,
+                    &json!({"Name": name, "Value": value}),
+                    "CatalogEntry",
+                    name,
+                    if live.contains_key(name) {
+                        "Update"
+                    } else {
+                        "New"
+                    },
+                    &activation.sign,
+                    &[key.public()],
+                )?);
+            }
+            self.transact(vec![(store, envelopes)], Vec::new()).await?;
+        }
+        Ok(json!({"store": store, "imported": entries.len()}))
     }
 
     /// Delete a catalog entry.
     pub async fn catalog_delete(&mut self, store: &str, name: &str) -> Result<Value, MeshError> {
         let store = catalog_store(store)?;
         let activation = self.activation()?;
-        if !self
-            .replicas
-            .get(store)
-            .replay()
-            .map_err(|e| err(e.to_string()))?
-            .contains_key(name)
-        {
+        if !self.replicas.live(store).contains_key(name) {
             return Err(err(format!("no entry named {name:?} in {store}")));
         }
         let entry = account::seal_entry(
@@ -918,10 +928,12 @@ impl Mesh {
                 account::verify_admin_signed(&device.enveloped_connection_device, &admin)?;
             signers.push(connection.signature.key()?);
         }
-        let replica = self.replicas.get(store);
         let mut out = BTreeMap::new();
-        for (name, index) in replica.replay().map_err(|e| err(e.to_string()))? {
-            let frame = replica.frame(index).ok_or_else(|| err("damaged catalog"))?;
+        for (name, index) in self.replicas.live(store) {
+            let frame = self
+                .replicas
+                .frame(store, index)
+                .ok_or_else(|| err("damaged catalog"))?;
             let opened = signers
                 .iter()
                 .find_map(|signer| frame.open(Some(key), Some(signer)).ok())
@@ -952,34 +964,31 @@ impl Mesh {
                 updates: Vec::new(),
                 responses: responses.clone(),
             };
-            let mut next = Vec::new();
             for (store, entries) in &updates {
-                let mut replica = self.replicas.get(store);
-                let (index, apex) = (replica.len(), URL_SAFE_NO_PAD.encode(replica.apex()));
-                let mut frames = Vec::new();
-                for entry in entries {
-                    replica.append(entry.clone());
-                    let raw = replica
-                        .raw_frames()
-                        .last()
-                        .ok_or_else(|| err("append failed"))?;
-                    frames.push(URL_SAFE_NO_PAD.encode(sequence::encode_frame(raw)));
-                }
+                let (index, apex) = self.replicas.head(store);
+                let frames = self
+                    .replicas
+                    .stage(store, entries.clone())
+                    .iter()
+                    .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
+                    .collect();
                 request.updates.push(StoreUpdate {
                     store: (*store).to_owned(),
                     index,
-                    apex,
+                    apex: URL_SAFE_NO_PAD.encode(apex),
                     frames,
                 });
-                next.push((*store, replica));
             }
-            match self.call(ServiceRequest::Transact(request)).await {
-                Ok(_) => {
-                    for (store, replica) in next {
-                        self.replicas.put(store, replica)?;
-                    }
-                    return Ok(());
+            let result = self.call(ServiceRequest::Transact(request)).await;
+            for (store, _) in &updates {
+                if result.is_ok() {
+                    self.replicas.commit(store)?;
+                } else {
+                    self.replicas.rollback(store);
                 }
+            }
+            match result {
+                Ok(_) => return Ok(()),
                 Err(e) if attempt == 0 && e.0.contains("Conflict") => {
                     Box::pin(self.sync()).await;
                 }
@@ -1052,13 +1061,7 @@ impl Mesh {
         // This device's own entry must still be there.
         if let Some(device) = &self.device {
             let udf = device.udf().to_string();
-            if !self
-                .replicas
-                .get(STORE_DEVICE)
-                .replay()
-                .map_err(|e| err(e.to_string()))?
-                .contains_key(&udf)
-            {
+            if !self.replicas.live(STORE_DEVICE).contains_key(&udf) {
                 self.note_revocation(&err("DeviceRevoked"));
                 return Err(err("this device was revoked from the account"));
             }
@@ -1071,32 +1074,54 @@ impl Mesh {
 
     /// Bring one store up to the service's, checking everything.
     async fn sync_store(&mut self, address: &str, remote: &StoreStatus) -> Result<u64, MeshError> {
-        let local = self.replicas.get(&remote.store);
-        let local_apex = URL_SAFE_NO_PAD.encode(local.apex());
-        if remote.index < local.len() {
+        let store = remote.store.as_str();
+        let (local_len, local_apex) = self.replicas.head(store);
+        if remote.index < local_len {
             return Err(err(format!(
-                "the service rolled {} back from {} to {} entries",
-                remote.store,
-                local.len(),
+                "the service rolled {store} back from {local_len} to {} entries",
                 remote.index
             )));
         }
-        if remote.index == local.len() {
-            if remote.apex != local_apex {
+        if remote.index == local_len {
+            if remote.apex != URL_SAFE_NO_PAD.encode(local_apex) {
                 return Err(err(format!(
-                    "the service's {} has another history than ours (a fork)",
-                    remote.store
+                    "the service's {store} has another history than ours (a fork)"
                 )));
             }
             return Ok(0);
         }
-        let mut next = local.clone();
-        while next.len() < remote.index {
+        let result = self.download(address, remote).await;
+        let (len, apex) = self.replicas.head(store);
+        let checked = result.and_then(|()| {
+            if URL_SAFE_NO_PAD.encode(apex) != remote.apex || len != remote.index {
+                Err(err(format!(
+                    "the service's {store} does not match what it announced"
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
+            Ok(()) => {
+                self.replicas.commit(store)?;
+                Ok(len - local_len)
+            }
+            Err(e) => {
+                self.replicas.rollback(store);
+                Err(e)
+            }
+        }
+    }
+
+    /// Download and stage the frames a store lacks; each must extend it.
+    async fn download(&mut self, address: &str, remote: &StoreStatus) -> Result<(), MeshError> {
+        let store = remote.store.as_str();
+        while self.replicas.head(store).0 < remote.index {
             let answer = self
                 .call(ServiceRequest::Download(DownloadRequest {
                     account_address: address.to_owned(),
-                    store: remote.store.clone(),
-                    after: next.len(),
+                    store: store.to_owned(),
+                    after: self.replicas.head(store).0,
                 }))
                 .await?;
             let ServiceResponse::DownloadResponse(download) = answer else {
@@ -1104,10 +1129,11 @@ impl Mesh {
             };
             if download.frames.is_empty() {
                 return Err(err(format!(
-                    "the service announced {} entries in {} but sent fewer",
-                    remote.index, remote.store
+                    "the service announced {} entries in {store} but sent fewer",
+                    remote.index
                 )));
             }
+            let mut frames = Vec::with_capacity(download.frames.len());
             for text in download.frames {
                 let bytes = URL_SAFE_NO_PAD
                     .decode(text)
@@ -1115,27 +1141,18 @@ impl Mesh {
                 let (raw, used) = sequence::decode_frame(&bytes, 0)
                     .ok()
                     .flatten()
+                    .filter(|(_, used)| *used == bytes.len())
                     .ok_or_else(|| err("the service sent a malformed frame"))?;
-                if used != bytes.len() {
-                    return Err(err("the service sent a malformed frame"));
-                }
-                next.push_verified(raw).map_err(|e| {
-                    err(format!(
-                        "the service sent {} entries that do not extend ours (forged, reordered, altered or forked): {e}",
-                        remote.store
-                    ))
-                })?;
+                let _ = used;
+                frames.push(raw);
             }
+            self.replicas.extend(store, frames).map_err(|e| {
+                err(format!(
+                    "the service sent {store} entries that do not extend ours (forged, reordered, altered or forked): {e}"
+                ))
+            })?;
         }
-        if URL_SAFE_NO_PAD.encode(next.apex()) != remote.apex || next.len() != remote.index {
-            return Err(err(format!(
-                "the service's {} does not match what it announced",
-                remote.store
-            )));
-        }
-        let count = next.len() - local.len();
-        self.replicas.put(&remote.store, next)?;
-        Ok(count)
+        Ok(())
     }
 
     /// Accept the connection requests that prove knowledge of a PIN this
@@ -1146,11 +1163,9 @@ impl Mesh {
             return;
         };
         let admin = keys.admin.public();
-        let replica = self.replicas.get(STORE_LOCAL);
-        let Ok(live) = replica.replay() else { return };
         let mut pins = BTreeMap::new();
-        for (pin_id, index) in live {
-            let Some(frame) = replica.frame(index) else {
+        for (pin_id, index) in self.replicas.live(STORE_LOCAL) {
+            let Some(frame) = self.replicas.frame(STORE_LOCAL, index) else {
                 continue;
             };
             let Ok(opened) = frame.open(Some(&local_key), Some(&admin)) else {

@@ -1,27 +1,65 @@
 //! The local replica of each catalog: one verified DARE sequence per
-//! store, in a file `<store>.dare` under the data directory.
+//! store, in a file `<store>.dare` under the data directory, and the live
+//! set of its objects.
 //!
-//! A replica only ever grows by frames that verify on top of it, and is
-//! written to a temporary file, synced and renamed into place, so a crash
-//! leaves the old replica or the new one, never half of one.
+//! A replica grows in place: frames are staged in memory ([`Replicas::stage`]
+//! for our own writes, [`Replicas::extend`] for downloaded ones, which must
+//! verify on top of it), then either committed — only the new frames are
+//! appended to the file and synced, so a sync costs in proportion to what
+//! changed — or rolled back. A crash in the middle of an append leaves a
+//! partial last frame, which the next [`Replicas::open`] drops: the service
+//! still has it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use mesh_protocol::sequence::{ContainerType, Sequence, Unverified};
+use mesh_protocol::envelope::Envelope;
+use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence, SequenceError};
+
+/// One store's replica.
+#[derive(Debug)]
+struct Replica {
+    sequence: Sequence,
+    /// UniqueId → index of the frame with its latest version.
+    live: BTreeMap<String, u64>,
+    /// Frames on disk (data frames; frame 0 counts once the file exists).
+    persisted: Option<u64>,
+}
+
+impl Replica {
+    fn empty() -> Replica {
+        Replica {
+            sequence: Sequence::new(ContainerType::Merkle),
+            live: BTreeMap::new(),
+            persisted: None,
+        }
+    }
+
+    /// Fold the events of frames after `from` into the live set.
+    fn index_from(&mut self, from: u64) {
+        for (id, event, index) in self.sequence.events_from(from) {
+            if event == "Delete" {
+                self.live.remove(&id);
+            } else {
+                self.live.insert(id, index);
+            }
+        }
+    }
+}
 
 /// The replicas of one account.
 #[derive(Debug)]
 pub struct Replicas {
     dir: PathBuf,
-    stores: HashMap<String, Sequence>,
+    stores: HashMap<String, Replica>,
 }
 
 impl Replicas {
-    /// Load every replica in `dir`, verifying each.
+    /// Load every replica in `dir`, verifying each; a partial last frame
+    /// (a crash during an append) is dropped.
     pub fn open(dir: &Path) -> io::Result<Replicas> {
         let mut stores = HashMap::new();
         if let Ok(entries) = fs::read_dir(dir) {
@@ -35,15 +73,28 @@ impl Replicas {
                     continue;
                 };
                 let bytes = fs::read(&path)?;
-                let sequence = Sequence::decode(&bytes)
-                    .and_then(Unverified::verify)
+                let whole = whole_frames(&bytes);
+                if whole < bytes.len() {
+                    tracing::warn!(store, "dropping a partial frame at the end of the replica");
+                    let file = fs::OpenOptions::new().write(true).open(&path)?;
+                    file.set_len(whole as u64)?;
+                    file.sync_all()?;
+                }
+                let sequence = Sequence::decode(&bytes[..whole])
+                    .and_then(sequence::Unverified::verify)
                     .map_err(|err| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("{}: {err}", path.display()),
                         )
                     })?;
-                stores.insert(store.to_owned(), sequence);
+                let mut replica = Replica {
+                    persisted: Some(sequence.len()),
+                    sequence,
+                    live: BTreeMap::new(),
+                };
+                replica.index_from(1);
+                stores.insert(store.to_owned(), replica);
             }
         }
         Ok(Replicas {
@@ -52,36 +103,98 @@ impl Replicas {
         })
     }
 
-    /// A store's replica (an empty Merkle sequence if there is none yet).
-    pub fn get(&self, store: &str) -> Sequence {
+    fn replica(&mut self, store: &str) -> &mut Replica {
+        self.stores
+            .entry(store.to_owned())
+            .or_insert_with(Replica::empty)
+    }
+
+    /// A store's replica, if there is one.
+    pub fn sequence(&self, store: &str) -> Option<&Sequence> {
+        self.stores.get(store).map(|r| &r.sequence)
+    }
+
+    /// The number of frames and the apex of a store (an empty one if none).
+    pub fn head(&self, store: &str) -> (u64, [u8; 64]) {
+        match self.stores.get(store) {
+            Some(r) => (r.sequence.len(), r.sequence.apex()),
+            None => (0, Sequence::new(ContainerType::Merkle).apex()),
+        }
+    }
+
+    /// The live objects of a store: UniqueId → frame index.
+    pub fn live(&self, store: &str) -> BTreeMap<String, u64> {
         self.stores
             .get(store)
-            .cloned()
-            .unwrap_or_else(|| Sequence::new(ContainerType::Merkle))
+            .map(|r| r.live.clone())
+            .unwrap_or_default()
     }
 
-    /// A store's replica, by reference, if there is one.
-    pub fn peek(&self, store: &str) -> Option<&Sequence> {
-        self.stores.get(store)
+    /// Frame `index` of a store.
+    pub fn frame(&self, store: &str, index: u64) -> Option<Envelope> {
+        self.stores.get(store)?.sequence.frame(index)
     }
 
-    /// Replace a store's replica, on disk first.
-    pub fn put(&mut self, store: &str, sequence: Sequence) -> io::Result<()> {
+    /// Stage our own entries: append them in memory and return the new
+    /// frames' bytes (commit or roll back afterwards).
+    pub fn stage(&mut self, store: &str, entries: Vec<Envelope>) -> Vec<Vec<u8>> {
+        let replica = self.replica(store);
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            replica.sequence.append(entry);
+            if let Some(raw) = replica.sequence.raw_frames().last() {
+                out.push(sequence::encode_frame(raw));
+            }
+        }
+        out
+    }
+
+    /// Stage downloaded frames: each must verify on top of the replica.
+    /// On the first that does not, everything staged is rolled back.
+    pub fn extend(&mut self, store: &str, frames: Vec<RawFrame>) -> Result<(), SequenceError> {
+        let replica = self.replica(store);
+        for raw in frames {
+            if let Err(err) = replica.sequence.push_verified(raw) {
+                self.rollback(store);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop whatever was staged and not committed.
+    pub fn rollback(&mut self, store: &str) {
+        if let Some(replica) = self.stores.get_mut(store) {
+            replica.sequence.truncate(replica.persisted.unwrap_or(0));
+        }
+    }
+
+    /// Write what was staged: only the new frames are appended and synced.
+    pub fn commit(&mut self, store: &str) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
-        let tmp = self.dir.join(format!(".{store}.tmp"));
+        let path = self.dir.join(format!("{store}.dare"));
+        let replica = self.replica(store);
+        let from = replica.persisted.map_or(0, |n| n + 1);
+        let bytes: Vec<u8> = replica
+            .sequence
+            .raw_frames()
+            .iter()
+            .skip(usize::try_from(from).unwrap_or(usize::MAX))
+            .flat_map(sequence::encode_frame)
+            .collect();
         let mut file = fs::OpenOptions::new()
-            .write(true)
             .create(true)
-            .truncate(true)
+            .append(true)
             .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&sequence.encode())?;
+            .open(&path)?;
+        file.write_all(&bytes)?;
         file.sync_all()?;
-        fs::rename(&tmp, self.dir.join(format!("{store}.dare")))?;
-        self.stores.insert(store.to_owned(), sequence);
+        let previous = replica.persisted.unwrap_or(0);
+        replica.persisted = Some(replica.sequence.len());
+        replica.index_from(previous + 1);
         Ok(())
     }
 
@@ -92,5 +205,54 @@ impl Replicas {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
         }
+    }
+}
+
+/// How many leading bytes of `bytes` are whole frames.
+fn whole_frames(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Ok(Some((_, used))) = sequence::decode_frame(bytes.get(at..).unwrap_or_default(), at)
+    {
+        at += used;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::envelope::ContentMeta;
+
+    fn entry(id: &str) -> Envelope {
+        Envelope::unsealed(
+            id.as_bytes().to_vec(),
+            Some(&ContentMeta::for_event(id, "New")),
+        )
+    }
+
+    #[test]
+    fn staged_frames_commit_by_appending_or_roll_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut replicas = Replicas::open(tmp.path()).expect("opens");
+        replicas.stage("S", vec![entry("a"), entry("b")]);
+        replicas.commit("S").expect("commits");
+        replicas.stage("S", vec![entry("c")]);
+        replicas.rollback("S");
+        assert_eq!(replicas.head("S").0, 2);
+        replicas.stage("S", vec![entry("d")]);
+        replicas.commit("S").expect("commits");
+        let again = Replicas::open(tmp.path()).expect("reopens");
+        assert_eq!(again.head("S"), replicas.head("S"));
+        assert_eq!(again.live("S").keys().collect::<Vec<_>>(), ["a", "b", "d"]);
+
+        // A crash mid-append leaves a partial frame: it is dropped.
+        let path = tmp.path().join("S.dare");
+        let mut bytes = fs::read(&path).expect("read");
+        let len = bytes.len();
+        bytes.extend_from_slice(&[0xF5, 0x01, 0x00, 0xF0]);
+        fs::write(&path, &bytes).expect("written");
+        let recovered = Replicas::open(tmp.path()).expect("reopens");
+        assert_eq!(recovered.head("S").0, 3);
+        assert_eq!(fs::metadata(&path).expect("exists").len(), len as u64);
     }
 }

@@ -112,6 +112,13 @@ pub enum Request {
         /// Its value.
         value: String,
     },
+    /// Add many entries at once (in as few service transactions as fit).
+    CatalogImport {
+        /// `application` or `credential`.
+        store: String,
+        /// `(name, value)` pairs.
+        entries: Vec<(String, String)>,
+    },
     /// The entries of a catalog.
     CatalogList {
         /// `application` or `credential`.

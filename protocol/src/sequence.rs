@@ -426,6 +426,56 @@ impl Sequence {
         Ok(index)
     }
 
+    /// Drop every frame after `len` (a write the service refused): the
+    /// integrity values are recomputed from what stays, O(n).
+    pub fn truncate(&mut self, len: u64) {
+        if len >= self.len() {
+            return;
+        }
+        let keep = usize::try_from(len).unwrap_or(usize::MAX);
+        self.frames.truncate(keep + 1);
+        self.leaves.truncate(keep);
+        self.frontier = Frontier::new();
+        self.chain = [0u8; 64];
+        for raw in self.frames.iter().skip(1) {
+            let digest: Hash = Sha512::digest(&raw.payload).into();
+            let mut h = Sha512::new();
+            h.update(self.chain);
+            h.update(digest);
+            self.chain = h.finalize().into();
+        }
+        for leaf in &self.leaves {
+            self.frontier.push(*leaf);
+        }
+    }
+
+    /// The events of frames `from..=len` as `(UniqueId, event, index)`,
+    /// for keeping a live set up to date without replaying everything.
+    pub fn events_from(&self, from: u64) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for index in from.max(1)..=self.len() {
+            let Some(raw) = usize::try_from(index).ok().and_then(|i| self.frames.get(i)) else {
+                continue;
+            };
+            let Ok(header) = serde_json::from_slice::<Header>(&raw.header) else {
+                continue;
+            };
+            let meta: Option<ContentMeta> = header
+                .content_meta_data
+                .as_deref()
+                .and_then(|json| serde_json::from_slice(json).ok());
+            if let Some(ContentMeta {
+                unique_id: Some(id),
+                event,
+                ..
+            }) = meta
+            {
+                out.push((id, event.unwrap_or_else(|| "New".into()), index));
+            }
+        }
+        out
+    }
+
     /// The integrity state, to try a frame on without touching `self`.
     fn clone_state(&self) -> State {
         State {
@@ -740,6 +790,30 @@ mod tests {
             &path,
             &honest.apex()
         ));
+    }
+
+    #[test]
+    fn truncate_undoes_appends() {
+        let mut seq = Sequence::new(ContainerType::Merkle);
+        for i in 0..5u8 {
+            seq.append(entry(&format!("id{i}"), "New", &[i]));
+        }
+        let before = seq.encode();
+        let (apex, chain) = (seq.apex(), seq.chain);
+        for i in 5..9u8 {
+            seq.append(entry(&format!("id{i}"), "New", &[i]));
+        }
+        seq.truncate(5);
+        assert_eq!((seq.encode(), seq.apex(), seq.chain), (before, apex, chain));
+        seq.append(entry("again", "New", b"x"));
+        Sequence::decode(&seq.encode())
+            .expect("decodes")
+            .verify()
+            .expect("verifies");
+        assert_eq!(
+            seq.events_from(6),
+            vec![("again".to_string(), "New".to_string(), 6)]
+        );
     }
 
     #[test]

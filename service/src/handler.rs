@@ -685,9 +685,13 @@ impl Service {
             ));
         }
         let sequence = self.store(stores, &req.account_address, &req.store)?;
-        let served = match self.hostile {
-            Some(Hostile::Fork) if !sequence.is_empty() => forked(sequence),
-            _ => sequence.clone(),
+        let fork;
+        let served: &Sequence = match self.hostile {
+            Some(Hostile::Fork) if !sequence.is_empty() => {
+                fork = forked(sequence);
+                &fork
+            }
+            _ => sequence,
         };
         let mut frames: Vec<RawFrame> = served
             .raw_frames()
@@ -799,35 +803,21 @@ impl Service {
         for store in STORES {
             total += self.store(stores, &address, store)?.len();
         }
-        let mut next: Vec<(String, Sequence)> = Vec::new();
+        // Check everything before touching anything.
         let mut conflicts = Vec::new();
-        for (store, index, apex, frames) in decoded {
-            if !caller.may_write(&store) {
+        for (store, index, apex, frames) in &decoded {
+            if !caller.may_write(store) {
                 return Err(Refusal::new(
                     403,
                     "Refused",
                     format!("this device may not write {store}"),
                 ));
             }
-            let current = self.store(stores, &address, &store)?;
-            if current.len() != index || URL_SAFE_NO_PAD.encode(current.apex()) != apex {
-                conflicts.push(store);
-                continue;
+            let current = self.store(stores, &address, store)?;
+            if current.len() != *index || URL_SAFE_NO_PAD.encode(current.apex()) != *apex {
+                conflicts.push(store.clone());
             }
-            let mut sequence = current.clone();
-            for raw in frames {
-                let at = sequence.push_verified(raw.clone()).map_err(|_| {
-                    Refusal::new(400, "Malformed", format!("a frame does not extend {store}"))
-                })?;
-                commit.frames.push((
-                    address.clone(),
-                    store.clone(),
-                    at,
-                    sequence::encode_frame(&raw),
-                ));
-                total += 1;
-            }
-            next.push((store, sequence));
+            total += frames.len() as u64;
         }
         if !conflicts.is_empty() {
             return Err(Refusal::new(
@@ -864,9 +854,42 @@ impl Service {
                 response.envelope.clone().into_bytes(),
             ));
         }
-        self.storage.commit(commit)?;
-        for (store, sequence) in next {
-            stores.insert((address.clone(), store), sequence);
+        // Append in place; undo every store touched if anything fails.
+        let mut touched: Vec<(String, u64)> = Vec::new();
+        let mut outcome = Ok(());
+        for (store, index, _, frames) in decoded {
+            touched.push((store.clone(), index));
+            let sequence = self.store(stores, &address, &store)?;
+            for raw in frames {
+                let bytes = sequence::encode_frame(&raw);
+                match sequence.push_verified(raw) {
+                    Ok(at) => commit
+                        .frames
+                        .push((address.clone(), store.clone(), at, bytes)),
+                    Err(_) => {
+                        outcome = Err(Refusal::new(
+                            400,
+                            "Malformed",
+                            format!("a frame does not extend {store}"),
+                        ));
+                        break;
+                    }
+                }
+            }
+            if outcome.is_err() {
+                break;
+            }
+        }
+        if outcome.is_ok() {
+            outcome = self.storage.commit(commit).map_err(Refusal::from);
+        }
+        if let Err(refusal) = outcome {
+            for (store, len) in touched {
+                if let Some(sequence) = stores.get_mut(&(address.clone(), store)) {
+                    sequence.truncate(len);
+                }
+            }
+            return Err(refusal);
         }
         self.status(stores, &address, &caller)
     }

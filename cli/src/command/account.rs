@@ -155,6 +155,13 @@ pub(crate) enum CatalogCommand {
         /// Its value.
         value: String,
     },
+    /// Add many entries from a JSON object file ({"name": "value", ...}).
+    Import {
+        /// application or credential.
+        catalog: String,
+        /// The file (- for standard input).
+        file: String,
+    },
     /// List a catalog's entries.
     List {
         /// application or credential.
@@ -482,6 +489,26 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
                     value,
                 },
             )?;
+        }
+        CatalogCommand::Import { catalog, file } => {
+            let bytes = super::input::read_input(&file)?;
+            let map: serde_json::Map<String, Value> = serde_json::from_slice(&bytes)
+                .map_err(|_| anyhow::anyhow!("{file} is not a JSON object of names and values"))?;
+            let entries: Vec<(String, String)> = map
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect();
+            // Control frames are small: send a few hundred at a time.
+            for chunk in entries.chunks(200) {
+                ask(
+                    paths,
+                    &Request::CatalogImport {
+                        store: catalog.clone(),
+                        entries: chunk.to_vec(),
+                    },
+                )?;
+            }
+            println!("imported {} entries", entries.len());
         }
         CatalogCommand::List { catalog, json } => {
             let value = ask(paths, &Request::CatalogList { store: catalog })?;
