@@ -81,70 +81,95 @@ fn main() {
         ms(accept)
     );
 
-    // 2. Initial sync of a 10,000-entry catalog on a device that joins.
-    let fill = timed(|| import(&tablet, 0, CATALOG));
+    // A watcher joins now and syncs only when told to.
+    let watcher = TestEnv::with(&[
+        ("MESH_SERVICE", &service.url()),
+        ("MESH_SYNC_INTERVAL_MS", "3600000"),
+    ]);
+    join(&tablet, &watcher, "watcher");
+    watcher.mesh(&["account", "sync"]);
+
+    // 2. Incremental syncs at 1,000 entries, then fill to 10,000.
+    import(&tablet, 0, 1_000);
+    watcher.mesh(&["account", "sync"]);
+    let small = incremental(&tablet, &watcher, 1_000);
+    let fill = timed(|| import(&tablet, 1_000, CATALOG - 1_000));
     println!(
-        "writing {CATALOG} entries through the service: {:.1} s",
-        fill.as_secs_f64()
+        "writing {} more entries through the service: {:.1} s ({:.1} ms per entry)",
+        CATALOG - 1_000,
+        fill.as_secs_f64(),
+        ms(fill) / (CATALOG - 1_000) as f64
     );
+    let catch_up = timed(|| {
+        watcher.mesh(&["account", "sync"]);
+    });
+    println!(
+        "the watcher catching up on {} entries: {:.2} s",
+        CATALOG - 1_000,
+        catch_up.as_secs_f64()
+    );
+    let large = incremental(&tablet, &watcher, CATALOG + 111);
+    println!("incremental sync, by change and by catalog size (ms):");
+    println!(
+        "{:>12} {:>14} {:>15}",
+        "new entries", "1,000 entries", "10,000 entries"
+    );
+    for ((change, a), (_, b)) in small.iter().zip(&large) {
+        println!("{change:>12} {a:>14.1} {b:>15.1}");
+    }
+
+    // 3. Initial sync of the 10,000-entry catalog on a device that joins.
     let phone = TestEnv::with(&[
         ("MESH_SERVICE", &service.url()),
         ("MESH_SYNC_INTERVAL_MS", "3600000"),
     ]);
-    let asked = phone.mesh_json(&[
+    join(&tablet, &phone, "phone");
+    let initial = timed(|| {
+        phone.mesh(&["account", "sync"]);
+    });
+    let count = phone.mesh_json(&["account", "status"])["stores"]["MMM_Application"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "initial sync of {count} entries on a new device: {:.2} s ({:.0} us per entry)",
+        initial.as_secs_f64(),
+        initial.as_secs_f64() * 1e6 / count.max(1) as f64
+    );
+}
+
+/// Connect `device` to the account of `admin` (pending until synced).
+fn join(admin: &TestEnv, device: &TestEnv, name: &str) {
+    let asked = device.mesh_json(&[
         "device",
         "connect",
         "alice@example.com",
         "--name",
-        "phone",
+        name,
         "--no-wait",
     ]);
     let code = asked["witness"].as_str().expect("a code").to_owned();
     wait_until("the request arrives", || {
-        tablet
+        admin
             .mesh_json(&["device", "pending"])
             .as_array()
-            .is_some_and(|r| !r.is_empty())
+            .is_some_and(|r| r.iter().any(|x| x["witness"] == code))
     });
-    tablet.mesh(&["device", "accept", &code]);
-    let initial = timed(|| {
-        // The first sync completes the connection, then syncs everything.
-        phone
-            .ours("mesh")
-            .args(["account", "sync"])
-            .output()
-            .expect("runs");
-        wait_until("the phone has the whole catalog", || {
-            phone.mesh_json(&["account", "status"])["stores"]["MMM_Application"].as_u64()
-                == Some(CATALOG as u64)
-        });
-    });
-    println!(
-        "initial sync of {CATALOG} entries: {:.2} s ({:.0} us per entry)",
-        initial.as_secs_f64(),
-        initial.as_secs_f64() * 1e6 / CATALOG as f64
-    );
+    admin.mesh(&["device", "accept", &code]);
+}
 
-    // 3. Incremental syncs: cost per new entry, on top of 10,000.
-    let mut next = CATALOG;
-    println!("incremental sync on top of {CATALOG} entries:");
-    for change in [1usize, 10, 100] {
-        import(&tablet, next, change);
-        next += change;
+/// Time `mesh account sync` on `watcher` after 0, 1, 10 and 100 new entries.
+fn incremental(tablet: &TestEnv, watcher: &TestEnv, first: usize) -> Vec<(usize, f64)> {
+    let mut next = first;
+    let mut out = Vec::new();
+    for change in [0usize, 1, 10, 100] {
+        if change > 0 {
+            import(tablet, next, change);
+            next += change;
+        }
         let t = timed(|| {
-            phone.mesh(&["account", "sync"]);
+            watcher.mesh(&["account", "sync"]);
         });
-        println!(
-            "  {change:>4} new entries: {:>7.1} ms ({:.2} ms per entry)",
-            ms(t),
-            ms(t) / change as f64
-        );
+        out.push((change, ms(t)));
     }
-    let idle = timed(|| {
-        phone.mesh(&["account", "sync"]);
-    });
-    println!(
-        "     0 new entries: {:>7.1} ms (one Status round trip)",
-        ms(idle)
-    );
+    out
 }
