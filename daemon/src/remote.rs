@@ -69,13 +69,28 @@ impl Remote {
         // TLS through rustls with ring, the one provider we build; a
         // provider set before (by us) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|err| RemoteError::Unreachable {
-                url: service.to_owned(),
-                detail: err.to_string(),
+        let unreachable = |detail: String| RemoteError::Unreachable {
+            url: service.to_owned(),
+            detail,
+        };
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        // A service with its own CA (e.g. `mesh-service --self-signed`):
+        // trust its certificate besides the platform's roots.
+        if let Some(path) = std::env::var_os("MESH_SERVICE_CA") {
+            let pem = std::fs::read(&path).map_err(|e| {
+                unreachable(format!(
+                    "cannot read MESH_SERVICE_CA {}: {e}",
+                    path.to_string_lossy()
+                ))
             })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                unreachable(format!("MESH_SERVICE_CA is not PEM certificates: {e}"))
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|err| unreachable(err.to_string()))?;
         Ok(Remote {
             http,
             url: endpoint(service),
@@ -136,11 +151,16 @@ impl Remote {
             };
             post = post.header(AUTH_HEADER, auth.to_header());
         }
-        let response = post
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let response = post.body(body).send().await.map_err(|e| {
+            // The cause (certificate not trusted, refused ...) is in the chain.
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                detail = format!("{detail}: {cause}");
+                source = cause.source();
+            }
+            unreachable(detail)
+        })?;
         let status = response.status();
         let bytes = response
             .bytes()

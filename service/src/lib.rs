@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 pub mod handler;
 pub mod storage;
+pub mod tls;
 
 pub use handler::{Hostile, Limits, Service};
 pub use storage::{RedbStorage, Storage};
@@ -40,6 +41,41 @@ pub async fn run(
     axum::serve(listener, router(Arc::new(service)))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serve `service` over TLS on `listener` until `shutdown` completes:
+/// each connection's handshake, then HTTP/1.1 or HTTP/2, on a task of its
+/// own; a failed handshake drops only that connection.
+pub async fn run_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let app = router(Arc::new(service));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(err) => {
+                    tracing::debug!(error = %err, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(err) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(error = %err, "connection ended");
+            }
+        });
+    }
 }
 
 /// The service's routes: the one protocol path, and JSON 404s elsewhere.

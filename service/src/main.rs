@@ -23,6 +23,16 @@ struct Args {
     /// Most entries one account may hold.
     #[arg(long, default_value_t = 1_000_000)]
     max_entries: u64,
+    /// The TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a new self-signed certificate, written (PEM) to this
+    /// file for clients to trust with MESH_SERVICE_CA.
+    #[arg(long, value_name = "CERT_OUT", conflicts_with = "tls_cert")]
+    self_signed: Option<PathBuf>,
     /// Misbehave on purpose, to test that clients catch it.
     #[arg(long, value_enum, hide = true)]
     hostile: Option<mesh_service::Hostile>,
@@ -61,12 +71,30 @@ fn serve(args: &Args) -> anyhow::Result<()> {
         let addr = listener
             .local_addr()
             .context("cannot read the bound address")?;
-        // The one line a script or test reads to find the service.
-        println!("mesh-service listening on http://{addr}/.well-known/mmm/");
-        mesh_service::run(listener, service, async {
+        let acceptor = match (&args.tls_cert, &args.tls_key, &args.self_signed) {
+            (Some(cert), Some(key), _) => Some(mesh_service::tls::from_files(cert, key)?),
+            (_, _, Some(out)) => {
+                let (acceptor, pem) = mesh_service::tls::self_signed()?;
+                std::fs::write(out, pem)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                Some(acceptor)
+            }
+            _ => None,
+        };
+        let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+        };
+        // The one line a script or test reads to find the service.
+        match acceptor {
+            Some(acceptor) => {
+                println!("mesh-service listening on https://{addr}/.well-known/mmm/");
+                mesh_service::run_tls(listener, acceptor, service, shutdown).await
+            }
+            None => {
+                println!("mesh-service listening on http://{addr}/.well-known/mmm/");
+                mesh_service::run(listener, service, shutdown).await
+            }
+        }
         .context("service failed")
     })
 }

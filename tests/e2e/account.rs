@@ -245,3 +245,28 @@ fn a_killed_service_loses_no_acknowledged_entry() {
     });
     assert_eq!(catalog(&tablet), catalog(&laptop));
 }
+
+#[test]
+fn the_service_speaks_tls_and_an_untrusted_certificate_is_refused() {
+    let host = TestEnv::new();
+    let service = MeshService::start_tls(&host);
+    assert!(service.url().starts_with("https://"));
+    let tablet = TestEnv::device(&service);
+    tablet.mesh_json(&["account", "create", "alice@example.com", "--name", "tablet"]);
+    tablet.mesh(&["catalog", "put", "application", "over-tls", "yes"]);
+    let laptop = TestEnv::device(&service);
+    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    wait_until("the laptop syncs over TLS", || {
+        catalog(&laptop)["over-tls"] == "yes"
+    });
+
+    // A device that does not trust the certificate refuses to talk.
+    let stranger = TestEnv::with(&[("MESH_SERVICE", &service.url())]);
+    let err = stderr(&run_err(stranger.ours("mesh").args([
+        "account",
+        "create",
+        "eve@example.com",
+    ])));
+    assert!(err.contains("cannot reach the service"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

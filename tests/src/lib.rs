@@ -57,10 +57,16 @@ impl TestEnv {
 
     /// A device of an account served by `service`: syncing every 200 ms.
     pub fn device(service: &MeshService) -> TestEnv {
-        TestEnv::with(&[
-            ("MESH_SERVICE", &service.url()),
+        let url = service.url();
+        let mut vars = vec![
+            ("MESH_SERVICE", url.as_str()),
             ("MESH_SYNC_INTERVAL_MS", "200"),
-        ])
+        ];
+        let cert = service.cert().map(|c| c.to_string_lossy().into_owned());
+        if let Some(cert) = &cert {
+            vars.push(("MESH_SERVICE_CA", cert.as_str()));
+        }
+        TestEnv::with(&vars)
     }
 
     /// The temporary directory that holds everything.
@@ -155,15 +161,28 @@ pub struct MeshService {
     child: std::process::Child,
     addr: String,
     data: PathBuf,
+    /// With `--self-signed`: where its certificate is.
+    cert: Option<PathBuf>,
 }
 
 impl MeshService {
     /// Start a service keeping its store under `env`'s root.
     pub fn start(env: &TestEnv) -> MeshService {
-        MeshService::spawn(&env.root().join("service.redb"), "127.0.0.1:0", None)
+        MeshService::spawn(&env.root().join("service.redb"), "127.0.0.1:0", None, None)
     }
 
-    fn spawn(data: &Path, listen: &str, hostile: Option<&str>) -> MeshService {
+    /// Start one serving HTTPS with a self-signed certificate.
+    pub fn start_tls(env: &TestEnv) -> MeshService {
+        let cert = env.root().join("service-cert.pem");
+        MeshService::spawn(
+            &env.root().join("service.redb"),
+            "127.0.0.1:0",
+            None,
+            Some(&cert),
+        )
+    }
+
+    fn spawn(data: &Path, listen: &str, hostile: Option<&str>, cert: Option<&Path>) -> MeshService {
         use std::io::BufRead as _;
         let mut cmd = Command::new(bin("mesh-service"));
         cmd.args(["--listen", listen, "--data"])
@@ -173,6 +192,9 @@ impl MeshService {
         if let Some(mode) = hostile {
             cmd.args(["--hostile", mode]);
         }
+        if let Some(cert) = cert {
+            cmd.arg("--self-signed").arg(cert);
+        }
         let mut child = cmd.spawn().expect("mesh-service starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout"))
@@ -180,7 +202,9 @@ impl MeshService {
             .expect("a first line");
         let addr = line
             .trim()
-            .strip_prefix("mesh-service listening on http://")
+            .strip_prefix("mesh-service listening on http")
+            .map(|rest| rest.trim_start_matches('s'))
+            .and_then(|rest| rest.strip_prefix("://"))
             .and_then(|rest| rest.strip_suffix("/.well-known/mmm/"))
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_owned();
@@ -188,6 +212,7 @@ impl MeshService {
             child,
             addr,
             data: data.to_owned(),
+            cert: cert.map(Path::to_owned),
         }
     }
 
@@ -198,7 +223,13 @@ impl MeshService {
 
     /// The base URL devices are given.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.cert.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The self-signed certificate, for `MESH_SERVICE_CA`.
+    pub fn cert(&self) -> Option<&Path> {
+        self.cert.as_deref()
     }
 
     /// Kill the service with SIGKILL: nothing gets to flush.
@@ -213,7 +244,10 @@ impl MeshService {
         self.kill();
         let mut last = None;
         for _ in 0..50 {
-            match std::panic::catch_unwind(|| MeshService::spawn(&self.data, &self.addr, hostile)) {
+            let cert = self.cert.clone();
+            match std::panic::catch_unwind(|| {
+                MeshService::spawn(&self.data, &self.addr, hostile, cert.as_deref())
+            }) {
                 Ok(service) => {
                     *self = service;
                     return;
