@@ -5,5 +5,6 @@
 mod account;
 mod blocks;
 mod daemon;
+mod keyring;
 mod service;
 mod workspace;
