@@ -205,7 +205,7 @@ async fn account_request(
         Request::AccountStatus => Ok(mesh.account_status()),
         Request::AccountSync => Ok(mesh.sync().await),
         Request::AccountEscrow { shares, quorum } => mesh.escrow(shares, quorum),
-        Request::AccountRecover { shares } => mesh.recover(&shares),
+        Request::AccountRecover { shares, rejoin } => mesh.recover(&shares, rejoin).await,
         Request::AccountPin { roles } => mesh.pin(&roles).await,
         Request::DeviceConnect {
             address,

@@ -403,7 +403,13 @@ impl Mesh {
     }
 
     /// Rebuild the account seed from shares; keep it in the secret store.
-    pub fn recover(&mut self, shares: &[String]) -> Result<Value, MeshError> {
+    /// With `rejoin`, also join the account's service as a new
+    /// administrator device: the seed itself vouches for it.
+    pub async fn recover(
+        &mut self,
+        shares: &[String],
+        rejoin: Option<(String, String, String)>,
+    ) -> Result<Value, MeshError> {
         let udfs = shares
             .iter()
             .enumerate()
@@ -412,16 +418,67 @@ impl Mesh {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let secret = shamir::recover_udfs(&udfs).map_err(|e| err(e.to_string()))?;
-        let udf = Udf::from_binary(secret.to_vec())
-            .map_err(|_| err("the shares do not hold an account seed"))?;
-        let seed =
-            Seed::from_udf(&udf).map_err(|_| err("the shares do not hold an account seed"))?;
-        let keys = AccountKeys::from_seed(seed)
-            .map_err(|_| err("the shares do not hold an account seed"))?;
+        let not_seed = || err("the shares do not hold an account seed");
+        let udf = Udf::from_binary(secret.to_vec()).map_err(|_| not_seed())?;
+        let seed = Seed::from_udf(&udf).map_err(|_| not_seed())?;
+        let keys = AccountKeys::from_seed(seed).map_err(|_| not_seed())?;
+        let fingerprint = keys.udf().to_string();
         self.secrets
             .set(ACCOUNT_SEED, udf.to_string().as_bytes())
             .map_err(|e| err(e.to_string()))?;
-        Ok(json!({"profile": keys.udf().to_string(), "secrets": self.secrets.describe()}))
+        let Some((address, service, name)) = rejoin else {
+            return Ok(json!({"profile": fingerprint, "secrets": self.secrets.describe()}));
+        };
+        if self.state.is_some() {
+            return Err(err("this device already belongs to an account"));
+        }
+        let profile = keys.profile(&mut OsRng, &address)?.to_json();
+        let device = self.device_keys()?;
+        let device_profile = device.profile(&mut OsRng, &name)?.to_json();
+        let (entry, access) = keys.connect(&mut OsRng, &device_profile, &name, &[Role::Admin])?;
+        let cataloged: CatalogedDevice = {
+            let opened = entry
+                .open(Some(&device.encrypt), None)
+                .map_err(|e| err(e.to_string()))?;
+            serde_json::from_slice(&opened.payload).map_err(|_| err("bad entry"))?
+        };
+        let activation = Activation::open(device, &profile, &cataloged)?;
+        let remote = Remote::new(&service, &address)?;
+        remote.set_capability(Some(&access.to_json()));
+        self.state = Some(State {
+            address,
+            service,
+            device_name: name.clone(),
+            status: "recovering".into(),
+            profile,
+            pending: None,
+            handled: Vec::new(),
+        });
+        self.remote = Some(remote);
+        self.activation = Some(activation);
+        let report = self.sync().await;
+        if report["ok"] != true {
+            self.state = None;
+            self.remote = None;
+            self.activation = None;
+            return Err(err(format!(
+                "cannot read the account from its service: {}",
+                report["errors"]
+            )));
+        }
+        self.transact(
+            vec![(STORE_DEVICE, vec![entry]), (STORE_ACCESS, vec![access])],
+            Vec::new(),
+        )
+        .await?;
+        if let Some(remote) = &self.remote {
+            remote.set_capability(None);
+        }
+        if let Some(state) = &mut self.state {
+            state.status = "connected".into();
+        }
+        self.save()?;
+        Ok(json!({"profile": fingerprint, "device": name, "secrets": self.secrets.describe()}))
     }
 
     /// Register a PIN for a device to join without approval.
@@ -1058,8 +1115,13 @@ impl Mesh {
                 }
             }
         }
-        // This device's own entry must still be there.
-        if let Some(device) = &self.device {
+        // This device's own entry must still be there (a recovering
+        // device is about to write its own).
+        if let Some(device) = self
+            .device
+            .as_ref()
+            .filter(|_| self.status() != "recovering")
+        {
             let udf = device.udf().to_string();
             if !self.replicas.live(STORE_DEVICE).contains_key(&udf) {
                 self.note_revocation(&err("DeviceRevoked"));

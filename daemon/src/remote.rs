@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_protocol::keys::PrivateKey;
 use mesh_protocol::service::{
-    AUTH_HEADER, Auth, SERVICE_PATH, ServiceRequest, ServiceResponse, auth_message,
+    AUTH_HEADER, Auth, CAPABILITY_HEADER, SERVICE_PATH, ServiceRequest, ServiceResponse,
+    auth_message,
 };
 
 /// Why a call to the service failed.
@@ -50,6 +51,8 @@ pub struct Remote {
     url: String,
     account: String,
     last_time: AtomicU64,
+    /// A `mesh-capability` to send with every request, while set.
+    capability: std::sync::Mutex<Option<String>>,
 }
 
 /// The protocol URL of a service given as `http://host:port` (or with
@@ -96,7 +99,19 @@ impl Remote {
             url: endpoint(service),
             account: account.to_owned(),
             last_time: AtomicU64::new(0),
+            capability: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Send this administrator-signed Access entry (its JSON) with every
+    /// request, or stop sending one.
+    pub fn set_capability(&self, access: Option<&str>) {
+        use base64::Engine as _;
+        let value =
+            access.map(|json| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json));
+        if let Ok(mut slot) = self.capability.lock() {
+            *slot = value;
+        }
     }
 
     /// The account this client works for.
@@ -150,6 +165,10 @@ impl Remote {
                 signature,
             };
             post = post.header(AUTH_HEADER, auth.to_header());
+        }
+        let capability = self.capability.lock().ok().and_then(|c| c.clone());
+        if let Some(capability) = capability {
+            post = post.header(CAPABILITY_HEADER, capability);
         }
         let response = post.body(body).send().await.map_err(|e| {
             // The cause (certificate not trusted, refused ...) is in the chain.

@@ -61,6 +61,9 @@ pub enum Request {
     AccountRecover {
         /// The shares.
         shares: Vec<String>,
+        /// Also join the account's service as a new administrator device:
+        /// `(address, service, device name)`.
+        rejoin: Option<(String, String, String)>,
     },
     /// Register a PIN that lets a device join without approval.
     AccountPin {

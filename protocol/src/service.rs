@@ -239,6 +239,12 @@ pub const MAX_DOWNLOAD: usize = 4 * 1024 * 1024;
 /// The header that authenticates a request.
 pub const AUTH_HEADER: &str = "mesh-auth";
 
+/// The header that introduces a device the Access catalog does not know
+/// yet: the base64url of an Access entry (its JSON envelope) signed by the
+/// account's administrator key. Used by a device that rebuilt the account
+/// from escrow, until its own Access entry is written.
+pub const CAPABILITY_HEADER: &str = "mesh-capability";
+
 /// How a device proves a request is its own (our binding; the drafts
 /// leave it open). Every request but Hello and Connect carries the
 /// header `mesh-auth: device=<UDF>; time=<ms>; sig=<base64url>`, where

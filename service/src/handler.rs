@@ -174,10 +174,17 @@ impl Service {
     }
 
     /// Handle one transaction; `auth` is the request's `mesh-auth` header.
+    ///
+    /// `capability` is the request's `mesh-capability` header: an Access
+    /// entry signed by the account's administrator key that introduces a
+    /// device the Access catalog does not know yet (a device rebuilding an
+    /// account from its escrowed seed). Only a holder of the account seed
+    /// can make one.
     pub fn handle(
         &self,
         request: ServiceRequest,
         auth: Option<&str>,
+        capability: Option<&str>,
         body: &[u8],
     ) -> Result<ServiceResponse, Refusal> {
         // One transaction at a time: the stores' cache is the lock.
@@ -188,6 +195,22 @@ impl Service {
         let auth = auth
             .map(|a| Auth::parse(a).ok_or_else(|| malformed("mesh-auth header")))
             .transpose()?;
+        let brought = |address: &str| -> Result<Option<AccessCapability>, Refusal> {
+            let Some(text) = capability else {
+                return Ok(None);
+            };
+            let json = URL_SAFE_NO_PAD
+                .decode(text)
+                .map_err(|_| malformed("mesh-capability header"))?;
+            let envelope =
+                Envelope::from_json(&json).map_err(|_| malformed("mesh-capability header"))?;
+            let admin = self
+                .profile(address)?
+                .administrator_signature
+                .key()
+                .map_err(|_| malformed("profile"))?;
+            open_admin(&envelope, &admin).map(Some)
+        };
         match request {
             ServiceRequest::Hello(_) => {
                 Ok(ServiceResponse::MeshHelloResponse(HelloResponse::current()))
@@ -216,23 +239,25 @@ impl Service {
             ServiceRequest::Connect(req) => self.connect(&mut stores, req),
             ServiceRequest::Complete(req) => self.complete(req, auth.as_ref(), body),
             ServiceRequest::Status(req) => {
+                let brought = brought(&req.account_address)?;
                 let (caller, commit) = self.authenticate(
                     &mut stores,
                     &req.account_address,
                     auth.as_ref(),
                     body,
-                    None,
+                    brought.as_ref(),
                 )?;
                 self.storage.commit(commit)?;
                 self.status(&mut stores, &req.account_address, &caller)
             }
             ServiceRequest::Download(req) => {
+                let brought = brought(&req.account_address)?;
                 let (caller, commit) = self.authenticate(
                     &mut stores,
                     &req.account_address,
                     auth.as_ref(),
                     body,
-                    None,
+                    brought.as_ref(),
                 )?;
                 self.storage.commit(commit)?;
                 self.download(&mut stores, req, &caller)

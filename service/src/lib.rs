@@ -21,7 +21,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use mesh_protocol::service::{
-    AUTH_HEADER, MAX_MESSAGE, SERVICE_PATH, ServiceRequest, ServiceResponse, StatusOnly,
+    AUTH_HEADER, CAPABILITY_HEADER, MAX_MESSAGE, SERVICE_PATH, ServiceRequest, ServiceResponse,
+    StatusOnly,
 };
 use tokio::net::TcpListener;
 
@@ -133,8 +134,14 @@ async fn transaction(
         }
         None => None,
     };
-    let result =
-        tokio::task::spawn_blocking(move || service.handle(request, auth.as_deref(), &bytes)).await;
+    let capability = headers
+        .get(CAPABILITY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let result = tokio::task::spawn_blocking(move || {
+        service.handle(request, auth.as_deref(), capability.as_deref(), &bytes)
+    })
+    .await;
     match result {
         Ok(Ok(response)) => (StatusCode::OK, Json(response)).into_response(),
         Ok(Err(refusal)) => {

@@ -142,7 +142,8 @@ fn a_revoked_device_is_refused_and_knows_it() {
 
 #[test]
 fn escrow_then_recover_on_a_third_home() {
-    let (_host, _service, tablet) = account();
+    let (_host, service, tablet) = account();
+    tablet.mesh(&["catalog", "put", "application", "kept", "safe"]);
     let profile = tablet.mesh_json(&["account", "status"])["profile"]
         .as_str()
         .expect("profile")
@@ -163,6 +164,38 @@ fn escrow_then_recover_on_a_third_home() {
     let err = stderr(&run_err(fresh.ours("mesh").args(&args)));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("3 shares are needed, 2 given"), "{err}");
+
+    // The lost-everything case: a new machine rebuilds the account from
+    // three shares and rejoins its service as an administrator.
+    let rebuilt = TestEnv::device(&service);
+    let joined = rebuilt.mesh_json(&[
+        "account",
+        "recover",
+        shares[0],
+        shares[2],
+        shares[3],
+        "--address",
+        "alice@example.com",
+        "--name",
+        "new-laptop",
+    ]);
+    assert_eq!(joined["profile"], profile.as_str());
+    let status = rebuilt.mesh_json(&["account", "status"]);
+    assert_eq!(
+        (status["status"].as_str(), status["admin"].as_bool()),
+        (Some("connected"), Some(true))
+    );
+    assert_eq!(catalog(&rebuilt)["kept"], "safe");
+    wait_until("the tablet sees the new administrator", || {
+        tablet
+            .mesh_json(&["device", "list"])
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["name"] == "new-laptop"))
+    });
+    rebuilt.mesh(&["catalog", "put", "application", "after", "recovery"]);
+    wait_until("the tablet sees its write", || {
+        catalog(&tablet)["after"] == "recovery"
+    });
 }
 
 #[test]

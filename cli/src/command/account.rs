@@ -55,11 +55,21 @@ pub(crate) enum AccountCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rebuild the account seed from recovery shares.
+    /// Rebuild the account seed from recovery shares (and, with
+    /// --address, join its service as a new administrator device).
     Recover {
         /// The shares.
         #[arg(required = true)]
         shares: Vec<String>,
+        /// The account's address: rejoin its service with this device.
+        #[arg(long)]
+        address: Option<String>,
+        /// The Mesh service's URL (with --address).
+        #[arg(long, env = "MESH_SERVICE", default_value = DEFAULT_SERVICE)]
+        service: String,
+        /// This device's name (with --address).
+        #[arg(long, default_value = "recovered")]
+        name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -299,8 +309,15 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                 )
             });
         }
-        AccountCommand::Recover { shares, json } => {
-            let value = ask(paths, &Request::AccountRecover { shares })?;
+        AccountCommand::Recover {
+            shares,
+            address,
+            service,
+            name,
+            json,
+        } => {
+            let rejoin = address.map(|address| (address, service, name));
+            let value = ask(paths, &Request::AccountRecover { shares, rejoin })?;
             show(json, &value, |v| {
                 format!(
                     "recovered the account seed of profile {}\n",
