@@ -195,22 +195,6 @@ impl Service {
         let auth = auth
             .map(|a| Auth::parse(a).ok_or_else(|| malformed("mesh-auth header")))
             .transpose()?;
-        let brought = |address: &str| -> Result<Option<AccessCapability>, Refusal> {
-            let Some(text) = capability else {
-                return Ok(None);
-            };
-            let json = URL_SAFE_NO_PAD
-                .decode(text)
-                .map_err(|_| malformed("mesh-capability header"))?;
-            let envelope =
-                Envelope::from_json(&json).map_err(|_| malformed("mesh-capability header"))?;
-            let admin = self
-                .profile(address)?
-                .administrator_signature
-                .key()
-                .map_err(|_| malformed("profile"))?;
-            open_admin(&envelope, &admin).map(Some)
-        };
         match request {
             ServiceRequest::Hello(_) => {
                 Ok(ServiceResponse::MeshHelloResponse(HelloResponse::current()))
@@ -239,31 +223,58 @@ impl Service {
             ServiceRequest::Connect(req) => self.connect(&mut stores, req),
             ServiceRequest::Complete(req) => self.complete(req, auth.as_ref(), body),
             ServiceRequest::Status(req) => {
-                let brought = brought(&req.account_address)?;
-                let (caller, commit) = self.authenticate(
+                let caller = self.reader(
                     &mut stores,
                     &req.account_address,
                     auth.as_ref(),
+                    capability,
                     body,
-                    brought.as_ref(),
                 )?;
-                self.storage.commit(commit)?;
                 self.status(&mut stores, &req.account_address, &caller)
             }
             ServiceRequest::Download(req) => {
-                let brought = brought(&req.account_address)?;
-                let (caller, commit) = self.authenticate(
+                let caller = self.reader(
                     &mut stores,
                     &req.account_address,
                     auth.as_ref(),
+                    capability,
                     body,
-                    brought.as_ref(),
                 )?;
-                self.storage.commit(commit)?;
                 self.download(&mut stores, req, &caller)
             }
             ServiceRequest::Transact(req) => self.transact(&mut stores, req, auth.as_ref(), body),
         }
+    }
+
+    /// Authenticate a read (Status, Download), accepting a device that a
+    /// `mesh-capability` header introduces, and record its time.
+    fn reader(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        address: &str,
+        auth: Option<&Auth>,
+        capability: Option<&str>,
+        body: &[u8],
+    ) -> Result<Caller, Refusal> {
+        let brought = match capability {
+            Some(text) => {
+                let json = URL_SAFE_NO_PAD
+                    .decode(text)
+                    .map_err(|_| malformed("mesh-capability header"))?;
+                let envelope =
+                    Envelope::from_json(&json).map_err(|_| malformed("mesh-capability header"))?;
+                let admin = self
+                    .profile(address)?
+                    .administrator_signature
+                    .key()
+                    .map_err(|_| malformed("profile"))?;
+                Some(open_admin(&envelope, &admin)?)
+            }
+            None => None,
+        };
+        let (caller, commit) = self.authenticate(stores, address, auth, body, brought.as_ref())?;
+        self.storage.commit(commit)?;
+        Ok(caller)
     }
 
     fn profile(&self, address: &str) -> Result<ProfileUser, Refusal> {
