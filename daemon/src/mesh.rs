@@ -9,7 +9,6 @@
 //! opened only through the account's chain of signatures.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -1274,19 +1273,9 @@ impl Mesh {
         }
     }
 
-    /// The paths this device uses.
-    pub fn paths(&self) -> &Paths {
-        &self.paths
-    }
-
     /// Whether this device is in an account (and so should sync).
     pub fn should_sync(&self) -> bool {
         matches!(self.status(), "connected" | "pending")
-    }
-
-    /// Where the secrets are.
-    pub fn data_dir(&self) -> PathBuf {
-        self.paths.data_dir.clone()
     }
 }
 

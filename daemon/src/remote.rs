@@ -34,16 +34,6 @@ pub enum RemoteError {
     },
 }
 
-impl RemoteError {
-    /// The machine reason of a refusal.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            RemoteError::Refused { reason, .. } => Some(reason),
-            RemoteError::Unreachable { .. } => None,
-        }
-    }
-}
-
 /// A service, for one account.
 #[derive(Debug)]
 pub struct Remote {

@@ -197,15 +197,6 @@ impl Replicas {
         replica.index_from(previous + 1);
         Ok(())
     }
-
-    /// Forget every replica (the device left the account).
-    pub fn clear(&mut self) -> io::Result<()> {
-        self.stores.clear();
-        match fs::remove_dir_all(&self.dir) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// How many leading bytes of `bytes` are whole frames.

@@ -77,11 +77,6 @@ impl SecretStore {
         }
     }
 
-    /// Whether this is the file fallback.
-    pub fn is_file(&self) -> bool {
-        matches!(self, SecretStore::File(_))
-    }
-
     /// Read a secret, `None` if there is none.
     pub fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         match self {
