@@ -246,6 +246,19 @@ impl Service {
         }
     }
 
+    /// How many frames an account holds in all its stores.
+    fn entries(
+        &self,
+        stores: &mut HashMap<(String, String), Sequence>,
+        address: &str,
+    ) -> Result<u64, Refusal> {
+        let mut total = 0;
+        for store in STORES {
+            total += self.store(stores, address, store)?.len();
+        }
+        Ok(total)
+    }
+
     /// Authenticate a read (Status, Download), accepting a device that a
     /// `mesh-capability` header introduces, and record its time.
     fn reader(
@@ -587,6 +600,14 @@ impl Service {
             message_type: Some(account::message_type::REQUEST_CONNECTION.into()),
             ..ContentMeta::for_event(&response_id, "New")
         };
+        // Anyone may ask to connect: the account's limit bounds the spool.
+        if self.entries(stores, &address)? >= self.limits.entries_per_account {
+            return Err(Refusal::new(
+                413,
+                "TooLarge",
+                "the account holds too many entries",
+            ));
+        }
         let inbound = self.store(stores, &address, STORE_INBOUND)?;
         let mut next = inbound.clone();
         let index = next.append(Envelope::unsealed(json, Some(&meta)));
@@ -835,10 +856,7 @@ impl Service {
         }
         let (caller, mut commit) =
             self.authenticate(stores, &address, auth, body, brought.as_ref())?;
-        let mut total: u64 = 0;
-        for store in STORES {
-            total += self.store(stores, &address, store)?.len();
-        }
+        let mut total = self.entries(stores, &address)?;
         // Check everything before touching anything.
         let mut conflicts = Vec::new();
         for (store, index, apex, frames) in &decoded {

@@ -303,3 +303,40 @@ fn the_service_speaks_tls_and_an_untrusted_certificate_is_refused() {
     assert!(err.contains("cannot reach the service"), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+#[test]
+fn an_account_full_to_its_limit_is_refused_with_a_reason() {
+    let host = TestEnv::new();
+    // Bind writes two frames (Device and Access); allow three more.
+    let service = MeshService::start_with(&host, &["--max-entries", "5"]);
+    let tablet = TestEnv::device(&service);
+    tablet.mesh(&["account", "create", "alice@example.com"]);
+    for i in 0..3 {
+        tablet.mesh(&["catalog", "put", "application", &format!("e{i}"), "v"]);
+    }
+    let err = stderr(&run_err(tablet.ours("mesh").args([
+        "catalog",
+        "put",
+        "application",
+        "e3",
+        "v",
+    ])));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("413") && err.contains("too many entries"),
+        "{err}"
+    );
+    // Nothing half-written: the three entries are all there is.
+    assert_eq!(catalog(&tablet).as_object().map(|m| m.len()), Some(3));
+    let other = TestEnv::device(&service);
+    let err = stderr(&run_err(other.ours("mesh").args([
+        "device",
+        "connect",
+        "alice@example.com",
+        "--no-wait",
+    ])));
+    assert!(
+        err.contains("too many entries"),
+        "connection requests are bounded too: {err}"
+    );
+}

@@ -163,12 +163,32 @@ pub struct MeshService {
     data: PathBuf,
     /// With `--self-signed`: where its certificate is.
     cert: Option<PathBuf>,
+    /// Other arguments, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl MeshService {
     /// Start a service keeping its store under `env`'s root.
     pub fn start(env: &TestEnv) -> MeshService {
-        MeshService::spawn(&env.root().join("service.redb"), "127.0.0.1:0", None, None)
+        MeshService::spawn(
+            &env.root().join("service.redb"),
+            "127.0.0.1:0",
+            None,
+            None,
+            &[],
+        )
+    }
+
+    /// Start a service with more arguments (e.g. `--max-entries`).
+    pub fn start_with(env: &TestEnv, extra: &[&str]) -> MeshService {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        MeshService::spawn(
+            &env.root().join("service.redb"),
+            "127.0.0.1:0",
+            None,
+            None,
+            &extra,
+        )
     }
 
     /// Start one serving HTTPS with a self-signed certificate.
@@ -179,10 +199,17 @@ impl MeshService {
             "127.0.0.1:0",
             None,
             Some(&cert),
+            &[],
         )
     }
 
-    fn spawn(data: &Path, listen: &str, hostile: Option<&str>, cert: Option<&Path>) -> MeshService {
+    fn spawn(
+        data: &Path,
+        listen: &str,
+        hostile: Option<&str>,
+        cert: Option<&Path>,
+        extra: &[String],
+    ) -> MeshService {
         use std::io::BufRead as _;
         let mut cmd = Command::new(bin("mesh-service"));
         cmd.args(["--listen", listen, "--data"])
@@ -195,6 +222,7 @@ impl MeshService {
         if let Some(cert) = cert {
             cmd.arg("--self-signed").arg(cert);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("mesh-service starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout"))
@@ -213,6 +241,7 @@ impl MeshService {
             addr,
             data: data.to_owned(),
             cert: cert.map(Path::to_owned),
+            extra: extra.to_vec(),
         }
     }
 
@@ -244,9 +273,9 @@ impl MeshService {
         self.kill();
         let mut last = None;
         for _ in 0..50 {
-            let cert = self.cert.clone();
+            let (cert, extra) = (self.cert.clone(), self.extra.clone());
             match std::panic::catch_unwind(|| {
-                MeshService::spawn(&self.data, &self.addr, hostile, cert.as_deref())
+                MeshService::spawn(&self.data, &self.addr, hostile, cert.as_deref(), &extra)
             }) {
                 Ok(service) => {
                     *self = service;
