@@ -270,11 +270,7 @@ impl Mesh {
             .replicas
             .frame(STORE_DEVICE, *index)
             .ok_or_else(|| err("damaged Device catalog"))?;
-        let opened = frame
-            .open(Some(&device.encrypt), None)
-            .map_err(|e| err(e.to_string()))?;
-        let cataloged: CatalogedDevice = serde_json::from_slice(&opened.payload)
-            .map_err(|_| err("damaged Device catalog entry"))?;
+        let cataloged = open_cataloged(&frame, device, None)?;
         let profile = &self
             .state
             .as_ref()
@@ -325,12 +321,7 @@ impl Mesh {
         let device_udf = device.udf().to_string();
         let remote = Remote::new(service, address)?;
         // Sign with the co-generated key the entry gives this device.
-        let cataloged: CatalogedDevice = {
-            let opened = entry
-                .open(Some(&device.encrypt), None)
-                .map_err(|e| err(e.to_string()))?;
-            serde_json::from_slice(&opened.payload).map_err(|_| err("bad entry"))?
-        };
+        let cataloged = open_cataloged(&entry, device, None)?;
         let activation = Activation::open(device, &profile, &cataloged)?;
         let request = ServiceRequest::BindAccount(BindRequest {
             account_address: address.to_owned(),
@@ -435,12 +426,7 @@ impl Mesh {
         let device = self.device_keys()?;
         let device_profile = device.profile(&mut OsRng, &name)?.to_json();
         let (entry, access) = keys.connect(&mut OsRng, &device_profile, &name, &[Role::Admin])?;
-        let cataloged: CatalogedDevice = {
-            let opened = entry
-                .open(Some(&device.encrypt), None)
-                .map_err(|e| err(e.to_string()))?;
-            serde_json::from_slice(&opened.payload).map_err(|_| err("bad entry"))?
-        };
+        let cataloged = open_cataloged(&entry, device, None)?;
         let activation = Activation::open(device, &profile, &cataloged)?;
         let remote = Remote::new(&service, &address)?;
         remote.set_capability(Some(&access.to_json()));
@@ -647,11 +633,7 @@ impl Mesh {
                 .enveloped_cataloged_device
                 .ok_or_else(|| err("an acceptance without an entry"))?;
             let entry = Envelope::from_json(entry.as_bytes()).map_err(|_| err("bad entry"))?;
-            let opened = entry
-                .open(Some(&device.encrypt), Some(&admin))
-                .map_err(|e| err(e.to_string()))?;
-            let cataloged: CatalogedDevice =
-                serde_json::from_slice(&opened.payload).map_err(|_| err("bad entry"))?;
+            let cataloged = open_cataloged(&entry, device, Some(&admin))?;
             self.activation = Some(Activation::open(device, &state.profile, &cataloged)?);
             "connected"
         } else {
@@ -1277,6 +1259,19 @@ impl Mesh {
     pub fn should_sync(&self) -> bool {
         matches!(self.status(), "connected" | "pending")
     }
+}
+
+/// A Device catalog entry, opened with the device's base key (and, if
+/// given, checked to be signed by the administrator key).
+fn open_cataloged(
+    entry: &Envelope,
+    device: &DeviceKeys,
+    admin: Option<&PublicKey>,
+) -> Result<CatalogedDevice, MeshError> {
+    let opened = entry
+        .open(Some(&device.encrypt), admin)
+        .map_err(|e| err(e.to_string()))?;
+    serde_json::from_slice(&opened.payload).map_err(|_| err("damaged Device catalog entry"))
 }
 
 /// The digest a PIN witness covers: SHA-512 of the request's device profile.

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_e2e::{MeshService, TestEnv, wait_until};
+use mesh_e2e::{MeshService, TestEnv, approve, wait_until};
 
 const CATALOG: usize = 10_000;
 
@@ -86,7 +86,7 @@ fn main() {
         ("MESH_SERVICE", &service.url()),
         ("MESH_SYNC_INTERVAL_MS", "3600000"),
     ]);
-    join(&tablet, &watcher, "watcher");
+    approve(&tablet, &watcher, "watcher", "device");
     watcher.mesh(&["account", "sync"]);
 
     // 2. Incremental syncs at 1,000 entries, then fill to 10,000.
@@ -123,7 +123,7 @@ fn main() {
         ("MESH_SERVICE", &service.url()),
         ("MESH_SYNC_INTERVAL_MS", "3600000"),
     ]);
-    join(&tablet, &phone, "phone");
+    approve(&tablet, &phone, "phone", "device");
     let initial = timed(|| {
         phone.mesh(&["account", "sync"]);
     });
@@ -135,26 +135,6 @@ fn main() {
         initial.as_secs_f64(),
         initial.as_secs_f64() * 1e6 / count.max(1) as f64
     );
-}
-
-/// Connect `device` to the account of `admin` (pending until synced).
-fn join(admin: &TestEnv, device: &TestEnv, name: &str) {
-    let asked = device.mesh_json(&[
-        "device",
-        "connect",
-        "alice@example.com",
-        "--name",
-        name,
-        "--no-wait",
-    ]);
-    let code = asked["witness"].as_str().expect("a code").to_owned();
-    wait_until("the request arrives", || {
-        admin
-            .mesh_json(&["device", "pending"])
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| x["witness"] == code))
-    });
-    admin.mesh(&["device", "accept", &code]);
 }
 
 /// Time `mesh account sync` on `watcher` after 0, 1, 10 and 100 new entries.

@@ -1,7 +1,7 @@
 //! Accounts and devices: one real `mesh-service` on loopback, each device
 //! a home of its own with its own `meshd`.
 
-use mesh_e2e::{MeshService, TestEnv, run_err, stderr, stdout, wait_until};
+use mesh_e2e::{MeshService, TestEnv, approve, run_err, stderr, stdout, wait_until};
 use serde_json::Value;
 
 /// A service and a first device that created `alice@example.com`.
@@ -23,27 +23,9 @@ fn catalog(env: &TestEnv) -> Value {
     env.mesh_json(&["catalog", "list", "application"])
 }
 
-/// Connect `device` by witness approval on `admin`; return its name.
+/// Connect `device` by witness approval on `admin`, and wait for it.
 fn connect_by_witness(admin: &TestEnv, device: &TestEnv, name: &str, rights: &str) {
-    let asked = device.mesh_json(&[
-        "device",
-        "connect",
-        "alice@example.com",
-        "--name",
-        name,
-        "--no-wait",
-    ]);
-    let code = asked["witness"]
-        .as_str()
-        .expect("a witness code")
-        .to_owned();
-    wait_until("the request reaches the administrator", || {
-        admin
-            .mesh_json(&["device", "pending"])
-            .as_array()
-            .is_some_and(|rows| rows.iter().any(|r| r["witness"] == code))
-    });
-    admin.mesh(&["device", "accept", &code, "--rights", rights]);
+    approve(admin, device, name, rights);
     wait_until("the device is accepted", || {
         device.mesh_json(&["account", "status"])["status"] == "connected"
     });

@@ -295,6 +295,30 @@ impl Drop for MeshService {
     }
 }
 
+/// Ask, from `device`, to join `alice@example.com` and approve it on
+/// `admin` by its witness code (the device connects at its next sync).
+pub fn approve(admin: &TestEnv, device: &TestEnv, name: &str, rights: &str) {
+    let asked = device.mesh_json(&[
+        "device",
+        "connect",
+        "alice@example.com",
+        "--name",
+        name,
+        "--no-wait",
+    ]);
+    let code = asked["witness"]
+        .as_str()
+        .expect("a witness code")
+        .to_owned();
+    wait_until("the request reaches the administrator", || {
+        admin
+            .mesh_json(&["device", "pending"])
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["witness"] == code))
+    });
+    admin.mesh(&["device", "accept", &code, "--rights", rights]);
+}
+
 /// Poll `check` until it holds, for up to 20 seconds.
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
