@@ -276,11 +276,7 @@ impl Service {
                     .map_err(|_| malformed("mesh-capability header"))?;
                 let envelope =
                     Envelope::from_json(&json).map_err(|_| malformed("mesh-capability header"))?;
-                let admin = self
-                    .profile(address)?
-                    .administrator_signature
-                    .key()
-                    .map_err(|_| malformed("profile"))?;
+                let admin = self.admin_key(address)?;
                 Some(open_admin(&envelope, &admin)?)
             }
             None => None,
@@ -288,6 +284,14 @@ impl Service {
         let (caller, commit) = self.authenticate(stores, address, auth, body, brought.as_ref())?;
         self.storage.commit(commit)?;
         Ok(caller)
+    }
+
+    /// The account's administrator key, which vouches for every device.
+    fn admin_key(&self, address: &str) -> Result<PublicKey, Refusal> {
+        self.profile(address)?
+            .administrator_signature
+            .key()
+            .map_err(|_| malformed("profile"))
     }
 
     fn profile(&self, address: &str) -> Result<ProfileUser, Refusal> {
@@ -339,11 +343,7 @@ impl Service {
         stores: &mut HashMap<(String, String), Sequence>,
         address: &str,
     ) -> Result<(HashMap<String, AccessCapability>, Vec<String>), Refusal> {
-        let admin = self
-            .profile(address)?
-            .administrator_signature
-            .key()
-            .map_err(|_| malformed("profile"))?;
+        let admin = self.admin_key(address)?;
         let access = self.store(stores, address, STORE_ACCESS)?;
         let mut live = HashMap::new();
         let mut revoked = Vec::new();
@@ -806,11 +806,7 @@ impl Service {
         body: &[u8],
     ) -> Result<ServiceResponse, Refusal> {
         let address = req.account_address.clone();
-        let admin = self
-            .profile(&address)?
-            .administrator_signature
-            .key()
-            .map_err(|_| malformed("profile"))?;
+        let admin = self.admin_key(&address)?;
         // Decode every frame first; Access entries must be the
         // administrator's, and one of them may introduce the caller.
         let mut decoded: Vec<(String, u64, String, Vec<RawFrame>)> = Vec::new();
