@@ -39,6 +39,9 @@ enum Command {
     /// The account's catalogs (application, credential).
     #[command(subcommand)]
     Catalog(command::account::CatalogCommand),
+    /// SSH keys in the account, served by meshd's SSH agent.
+    #[command(subcommand)]
+    Ssh(command::ssh::SshCommand),
     /// Uniform Data Fingerprints: digests, authenticators, nonces.
     #[command(subcommand)]
     Udf(command::udf::UdfCommand),
@@ -68,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Account(command) => command::account::account(&paths()?, command),
         Command::Device(command) => command::account::device(&paths()?, command),
         Command::Catalog(command) => command::account::catalog(&paths()?, command),
+        Command::Ssh(command) => command::ssh::run(&paths()?, command),
         Command::Udf(command) => command::udf::run(command),
         Command::Key(command) => command::key::run(command),
         Command::Dare(command) => command::dare::run(command),

@@ -61,7 +61,7 @@ pub async fn serve(listener: UnixListener, state: Arc<State>) {
                     tracing::warn!("too many control connections; refusing one");
                     continue;
                 };
-                let Some(span) = admit(&stream, state.uid) else { continue };
+                let Some(span) = admit(&stream, state.uid, "control") else { continue };
                 let state = Arc::clone(&state);
                 connections.spawn(async move {
                     if let Err(err) = handle(stream, &state).await {
@@ -76,7 +76,11 @@ pub async fn serve(listener: UnixListener, state: Arc<State>) {
 }
 
 /// Check the peer's uid; return the connection's span if it is ours.
-fn admit(stream: &UnixStream, uid: u32) -> Option<tracing::Span> {
+pub(crate) fn admit(
+    stream: &UnixStream,
+    uid: u32,
+    frontend: &'static str,
+) -> Option<tracing::Span> {
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(err) => {
@@ -86,7 +90,7 @@ fn admit(stream: &UnixStream, uid: u32) -> Option<tracing::Span> {
     };
     let span = tracing::info_span!(
         "connection",
-        frontend = "control",
+        frontend,
         peer.pid = cred.pid(),
         peer.uid = cred.uid()
     );
@@ -162,6 +166,13 @@ fn request_name(request: &Request) -> &'static str {
         Request::CatalogList { .. } => "catalog-list",
         Request::CatalogImport { .. } => "catalog-import",
         Request::CatalogDelete { .. } => "catalog-delete",
+        Request::SshCreate { .. } => "ssh-create",
+        Request::SshImport { .. } => "ssh-import",
+        Request::SshList => "ssh-list",
+        Request::SshGet { .. } => "ssh-get",
+        Request::SshDelete { .. } => "ssh-delete",
+        Request::SshAuthorizedKeys => "ssh-authorized-keys",
+        Request::SshAllowedSigners => "ssh-allowed-signers",
     }
 }
 
@@ -229,6 +240,26 @@ async fn account_request(
         Request::CatalogList { store } => mesh.catalog_list(&store),
         Request::CatalogImport { store, entries } => mesh.catalog_import(&store, &entries).await,
         Request::CatalogDelete { store, name } => mesh.catalog_delete(&store, &name).await,
+        Request::SshCreate {
+            name,
+            algorithm,
+            confirm,
+        } => mesh.ssh_create(&name, &algorithm, confirm).await,
+        Request::SshImport {
+            name,
+            private,
+            passphrase,
+            confirm,
+        } => {
+            let passphrase = passphrase.as_ref().map(|p| p.0.as_str());
+            mesh.ssh_import(&name, &private.0, passphrase, confirm)
+                .await
+        }
+        Request::SshList => mesh.ssh_list(),
+        Request::SshGet { name } => mesh.ssh_get(&name),
+        Request::SshDelete { name } => mesh.ssh_delete(&name).await,
+        Request::SshAuthorizedKeys => mesh.ssh_lines(false),
+        Request::SshAllowedSigners => mesh.ssh_lines(true),
         Request::Status | Request::Shutdown => Err(MeshError("not an account request".into())),
     }
 }

@@ -23,6 +23,7 @@ pub mod remote;
 pub mod replica;
 pub mod runtime_dir;
 pub mod secrets;
+pub mod ssh;
 
 /// What the daemon needs to start.
 #[derive(Debug, Clone)]
@@ -87,28 +88,69 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     runtime_dir::prepare(&paths.runtime_dir)?;
     let control_path = paths.control_socket();
     let listener = runtime_dir::bind(&control_path)?;
-    tracing::info!(socket = %control_path.display(), "meshd listening");
+    let agent_path = paths.ssh_agent_socket();
+    let agent_listener = match runtime_dir::bind(&agent_path) {
+        Ok(listener) => listener,
+        Err(e) => {
+            runtime_dir::remove_socket(&control_path);
+            return Err(e);
+        }
+    };
+    tracing::info!(control = %control_path.display(), ssh_agent = %agent_path.display(), "meshd listening");
 
-    let mesh = mesh::Mesh::open(paths.clone()).map_err(|e| DaemonError::Account(e.0))?;
+    let uid = rustix::process::getuid().as_raw();
+    let keys = Arc::new(ssh::keys::Keyring::default());
+    let agent = Arc::new(ssh::agent::Agent {
+        keys: Arc::clone(&keys),
+        askpass: ssh::confirm::Askpass::from_env(|name| std::env::var_os(name)),
+        uid,
+    });
+    let result = match mesh::Mesh::open(paths.clone(), Some(keys)) {
+        Ok(mesh) => {
+            serve(mesh, agent, listener, agent_listener, &config, shutdown).await;
+            Ok(())
+        }
+        Err(e) => Err(DaemonError::Account(e.0)),
+    };
+    runtime_dir::remove_socket(&agent_path);
+    runtime_dir::remove_socket(&control_path);
+    result
+}
+
+/// Serve every frontend until `shutdown` completes or a client asks the
+/// daemon to stop.
+async fn serve(
+    mesh: mesh::Mesh,
+    agent: Arc<ssh::agent::Agent>,
+    control_listener: tokio::net::UnixListener,
+    agent_listener: tokio::net::UnixListener,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) {
     let mesh = Arc::new(tokio::sync::Mutex::new(mesh));
     let stop = Arc::new(Notify::new());
     let state = Arc::new(control::State {
         started: Instant::now(),
-        uid: rustix::process::getuid().as_raw(),
-        runtime_dir: paths.runtime_dir.clone(),
-        listeners: vec![mesh_protocol::control::Listener {
-            frontend: "control".into(),
-            path: control_path.clone(),
-        }],
+        uid: agent.uid,
+        runtime_dir: config.paths.runtime_dir.clone(),
+        listeners: vec![
+            mesh_protocol::control::Listener {
+                frontend: "control".into(),
+                path: config.paths.control_socket(),
+            },
+            mesh_protocol::control::Listener {
+                frontend: "ssh-agent".into(),
+                path: config.paths.ssh_agent_socket(),
+            },
+        ],
         stop: Arc::clone(&stop),
         mesh: Arc::clone(&mesh),
     });
     tokio::select! {
         () = shutdown => tracing::info!("meshd stopping on signal"),
         () = stop.notified() => tracing::info!("meshd stopping on request"),
-        () = control::serve(listener, state) => {}
+        () = control::serve(control_listener, state) => {}
+        () = ssh::agent::serve(agent_listener, agent) => {}
         () = sync_loop(mesh, config.sync_interval) => {}
     }
-    runtime_dir::remove_socket(&control_path);
-    Ok(())
 }

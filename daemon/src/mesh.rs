@@ -9,6 +9,7 @@
 //! opened only through the account's chain of signatures.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -18,7 +19,7 @@ use mesh_protocol::account::{
     ProfileDevice, ProfileUser, RequestConnection, RespondConnection, Role, STORE_ACCESS,
     STORE_APPLICATION, STORE_CREDENTIAL, STORE_DEVICE, STORE_INBOUND, STORE_LOCAL, STORES,
 };
-use mesh_protocol::envelope::Envelope;
+use mesh_protocol::envelope::{Envelope, Opened};
 use mesh_protocol::keys::PublicKey;
 use mesh_protocol::paths::Paths;
 use mesh_protocol::sequence;
@@ -36,6 +37,9 @@ use serde_json::{Value, json};
 use crate::remote::{Remote, RemoteError};
 use crate::replica::Replicas;
 use crate::secrets::SecretStore;
+use crate::ssh::keys::Keyring;
+
+mod ssh;
 
 /// The secret-store name of the device seed.
 const DEVICE_SEED: &str = "device-seed";
@@ -117,6 +121,11 @@ pub struct Mesh {
     /// The last sync's problems, store by store.
     sync_errors: BTreeMap<String, String>,
     last_sync: Option<u64>,
+    /// The SSH agent's keys, which the Application catalog feeds.
+    ssh_agent: Option<Arc<Keyring>>,
+    /// The Application catalog's length when the agent's keys were last
+    /// loaded (`Some(None)`: loaded as "nothing readable").
+    ssh_loaded: Option<Option<u64>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -148,6 +157,24 @@ pub fn parse_roles(roles: &[String], default: Role) -> Result<Vec<Role>, MeshErr
         .collect()
 }
 
+/// The message type of a plain catalog entry (`mesh catalog put`).
+const CATALOG_ENTRY: &str = "CatalogEntry";
+
+/// The message type an opened entry declares.
+fn entry_type(opened: &Opened) -> Option<&str> {
+    opened.meta.as_ref()?.message_type.as_deref()
+}
+
+/// Refuse the names `mesh ssh` and `mesh openpgp` manage.
+fn reserved(name: &str) -> Result<(), MeshError> {
+    if name.starts_with(mesh_protocol::application::SSH_PREFIX) {
+        return Err(err(format!(
+            "{name:?} is an SSH identity: use mesh ssh to change it"
+        )));
+    }
+    Ok(())
+}
+
 /// The store behind a catalog's name on the command line.
 fn catalog_store(name: &str) -> Result<&'static str, MeshError> {
     match name {
@@ -161,7 +188,9 @@ fn catalog_store(name: &str) -> Result<&'static str, MeshError> {
 
 impl Mesh {
     /// Load what this device knows: its state file, seed and replicas.
-    pub fn open(paths: Paths) -> Result<Mesh, MeshError> {
+    /// The SSH identities in the Application catalog are kept loaded into
+    /// `ssh_agent`, if given.
+    pub fn open(paths: Paths, ssh_agent: Option<Arc<Keyring>>) -> Result<Mesh, MeshError> {
         let choice = std::env::var("MESH_KEYRING").ok();
         let secrets = SecretStore::open(&paths.data_dir.join("secrets"), choice.as_deref())
             .map_err(|e| err(e.to_string()))?;
@@ -191,10 +220,13 @@ impl Mesh {
             remote,
             sync_errors: BTreeMap::new(),
             last_sync: None,
+            ssh_agent,
+            ssh_loaded: None,
         };
         if mesh.status() == "connected" {
             mesh.activate()?;
         }
+        mesh.refresh_ssh();
         Ok(mesh)
     }
 
@@ -903,6 +935,9 @@ impl Mesh {
         /// Entries per transaction: well inside the 64 KiB request limit.
         const BATCH: usize = 24;
         let store = catalog_store(store)?;
+        for (name, _) in entries {
+            reserved(name)?;
+        }
         for batch in entries.chunks(BATCH) {
             let activation = self.activation()?;
             let key = activation
@@ -914,7 +949,7 @@ impl Mesh {
                 envelopes.push(account::seal_entry(
                     &mut OsRng,
                     &json!({"Name": name, "Value": value}),
-                    "CatalogEntry",
+                    CATALOG_ENTRY,
                     name,
                     if live.contains_key(name) {
                         "Update"
@@ -933,6 +968,7 @@ impl Mesh {
     /// Delete a catalog entry.
     pub async fn catalog_delete(&mut self, store: &str, name: &str) -> Result<Value, MeshError> {
         let store = catalog_store(store)?;
+        reserved(name)?;
         let activation = self.activation()?;
         if !self.replicas.live(store).contains_key(name) {
             return Err(err(format!("no entry named {name:?} in {store}")));
@@ -940,7 +976,7 @@ impl Mesh {
         let entry = account::seal_entry(
             &mut OsRng,
             &json!({}),
-            "CatalogEntry",
+            CATALOG_ENTRY,
             name,
             "Delete",
             &activation.sign,
@@ -955,6 +991,22 @@ impl Mesh {
     /// administrator key or by a device the Device catalog vouches for.
     pub fn catalog_list(&self, store: &str) -> Result<Value, MeshError> {
         let store = catalog_store(store)?;
+        let mut out = BTreeMap::new();
+        for (name, opened) in self.open_entries(store)? {
+            if entry_type(&opened) != Some(CATALOG_ENTRY) {
+                continue;
+            }
+            let entry: Value =
+                serde_json::from_slice(&opened.payload).map_err(|_| err("damaged entry"))?;
+            out.insert(name, entry.get("Value").cloned().unwrap_or(Value::Null));
+        }
+        Ok(json!(out))
+    }
+
+    /// Every live entry of a store, opened with the store key and checked:
+    /// signed by the account's administrator key or by a device the Device
+    /// catalog vouches for.
+    fn open_entries(&self, store: &str) -> Result<Vec<(String, Opened)>, MeshError> {
         let activation = self.activation()?;
         let key = activation
             .store_key(store)
@@ -966,7 +1018,7 @@ impl Mesh {
                 account::verify_admin_signed(&device.enveloped_connection_device, &admin)?;
             signers.push(connection.signature.key()?);
         }
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for (name, index) in self.replicas.live(store) {
             let frame = self
                 .replicas
@@ -980,11 +1032,9 @@ impl Mesh {
                         "entry {name:?} is not signed by any device of the account"
                     ))
                 })?;
-            let entry: Value =
-                serde_json::from_slice(&opened.payload).map_err(|_| err("damaged entry"))?;
-            out.insert(name, entry.get("Value").cloned().unwrap_or(Value::Null));
+            out.push((name, opened));
         }
-        Ok(json!(out))
+        Ok(out)
     }
 
     // ---- sync ----
@@ -1026,7 +1076,10 @@ impl Mesh {
                 }
             }
             match result {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.refresh_ssh();
+                    return Ok(());
+                }
                 Err(e) if attempt == 0 && e.0.contains("Conflict") => {
                     Box::pin(self.sync()).await;
                 }
@@ -1046,13 +1099,16 @@ impl Mesh {
             }
             self.activation = None;
             let _ = self.save();
+            self.refresh_ssh();
         }
     }
 
     /// Sync every store this device may read. Problems are recorded (and
     /// reported by `mesh account status`), never papered over.
     pub async fn sync(&mut self) -> Value {
-        match self.sync_inner().await {
+        let result = self.sync_inner().await;
+        self.refresh_ssh();
+        match result {
             Ok(updated) => {
                 self.sync_errors.remove("service");
                 self.last_sync = Some(now_ms());

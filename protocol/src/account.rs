@@ -91,7 +91,8 @@ pub mod message_type {
 pub enum Role {
     /// Everything: holds the account seed, approves and revokes devices.
     Admin,
-    /// Uses the account's application keys (SSH, OpenPGP).
+    /// Uses the account's application keys (SSH, OpenPGP): reads the
+    /// Application catalog. This is the "ssh right".
     Device,
     /// Also reads the Credential catalog (passwords, tokens).
     Web,
@@ -114,7 +115,10 @@ pub fn stores_for(roles: &[Role]) -> Vec<&'static str> {
     if roles.contains(&Role::Admin) {
         return STORES.to_vec();
     }
-    let mut stores = vec![STORE_DEVICE, STORE_APPLICATION];
+    let mut stores = vec![STORE_DEVICE];
+    if roles.contains(&Role::Device) {
+        stores.push(STORE_APPLICATION);
+    }
     if roles.contains(&Role::Web) {
         stores.push(STORE_CREDENTIAL);
     }

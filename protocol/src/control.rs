@@ -134,6 +134,60 @@ pub enum Request {
         /// The entry's name.
         name: String,
     },
+    /// Make an SSH identity in the account.
+    SshCreate {
+        /// Its name.
+        name: String,
+        /// `ed25519`, `ecdsa` (`ecdsa-p384`, `ecdsa-p521`) or `rsa`.
+        algorithm: String,
+        /// Ask before each signature.
+        confirm: bool,
+    },
+    /// Put an existing OpenSSH private key in the account.
+    SshImport {
+        /// Its name.
+        name: String,
+        /// The OpenSSH private key file's text.
+        private: SecretText,
+        /// The key file's passphrase, if it is encrypted.
+        passphrase: Option<SecretText>,
+        /// Ask before each signature.
+        confirm: bool,
+    },
+    /// The account's SSH identities.
+    SshList,
+    /// One SSH identity.
+    SshGet {
+        /// Its name.
+        name: String,
+    },
+    /// Delete an SSH identity.
+    SshDelete {
+        /// Its name.
+        name: String,
+    },
+    /// Lines for a server's `authorized_keys`.
+    SshAuthorizedKeys,
+    /// An allowed-signers file for `ssh-keygen -Y verify` and git.
+    SshAllowedSigners,
+}
+
+/// Text that is a secret (a private key, a passphrase): never shown by
+/// `Debug`, wiped when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
+    }
+}
+
+impl Drop for SecretText {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 /// The answer `meshd` gives to a [`Request`].

@@ -17,6 +17,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod account;
+pub mod application;
 pub mod control;
 pub mod envelope;
 pub mod keys;

@@ -190,7 +190,7 @@ pub(crate) enum CatalogCommand {
 }
 
 /// Ask meshd, starting it if it is not running.
-fn ask(paths: &Paths, request: &Request) -> anyhow::Result<Value> {
+pub(crate) fn ask(paths: &Paths, request: &Request) -> anyhow::Result<Value> {
     let response = match daemon::request(paths, request) {
         Err(DaemonError::NotRunning(_)) => {
             daemon::start(paths, &daemon::meshd_program())?;
@@ -206,7 +206,7 @@ fn ask(paths: &Paths, request: &Request) -> anyhow::Result<Value> {
     }
 }
 
-fn show(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
+pub(crate) fn show(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     if json {
         println!("{value}");
     } else {
@@ -214,7 +214,7 @@ fn show(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     }
 }
 
-fn text(value: &Value, key: &str) -> String {
+pub(crate) fn text(value: &Value, key: &str) -> String {
     value[key].as_str().unwrap_or("-").to_owned()
 }
 

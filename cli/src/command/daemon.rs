@@ -22,10 +22,12 @@ pub(crate) fn run(paths: &Paths, command: DaemonCommand) -> anyhow::Result<ExitC
         DaemonCommand::Start => match daemon::start(paths, &daemon::meshd_program())? {
             Started::AlreadyRunning(status) => {
                 print!("already running: {}", describe(&status));
+                println!("{}", super::ssh::env_line(paths));
             }
             Started::Started(status) => {
                 print!("started: {}", describe(&status));
                 println!("  log        {}", paths.daemon_log().display());
+                println!("{}", super::ssh::env_line(paths));
             }
         },
         DaemonCommand::Stop => match daemon::stop(paths)? {

@@ -41,3 +41,29 @@ pub(crate) fn write_output(path: &str, data: &[u8]) -> anyhow::Result<()> {
         std::fs::write(path, data).with_context(|| format!("cannot write {path}"))
     }
 }
+
+/// Ask for a passphrase on the terminal, without echo.
+pub(crate) fn read_passphrase(prompt: &str) -> anyhow::Result<String> {
+    use rustix::termios::{self, LocalModes, OptionalActions};
+    use std::io::{BufRead as _, Write as _};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .context("no terminal to ask for the passphrase on")?;
+    let saved = termios::tcgetattr(&tty).context("no terminal to ask for the passphrase on")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    termios::tcsetattr(&tty, OptionalActions::Flush, &quiet).context("cannot turn echo off")?;
+    let mut out = &tty;
+    let mut line = String::new();
+    let read = out
+        .write_all(prompt.as_bytes())
+        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
+    let _ = termios::tcsetattr(&tty, OptionalActions::Flush, &saved);
+    let _ = out.write_all(b"\n");
+    read.context("cannot read the passphrase")?;
+    let passphrase = line.trim_end_matches(['\n', '\r']).to_owned();
+    zeroize::Zeroize::zeroize(&mut line);
+    Ok(passphrase)
+}

@@ -1,0 +1,237 @@
+//! `mesh ssh`: the account's SSH identities, and where the agent listens.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use clap::Subcommand;
+use mesh_protocol::control::{Request, SecretText};
+use mesh_protocol::paths::Paths;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::account::{ask, show, text};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SshCommand {
+    /// Make an SSH key, kept in the account and served by every device
+    /// with the ssh right.
+    Create {
+        /// Its name in the account.
+        #[arg(default_value = "default")]
+        name: String,
+        /// ed25519, ecdsa (P-256; ecdsa-p384, ecdsa-p521) or rsa (3072 bits).
+        #[arg(long, default_value = "ed25519")]
+        alg: String,
+        /// Ask (through SSH_ASKPASS) before each use, like ssh-add -c.
+        #[arg(long)]
+        confirm: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an existing OpenSSH private key in the account.
+    Import {
+        /// The private key file (ssh-keygen's format); asks on the terminal
+        /// for the passphrase of an encrypted one.
+        file: PathBuf,
+        /// Its name in the account (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Ask (through SSH_ASKPASS) before each use, like ssh-add -c.
+        #[arg(long)]
+        confirm: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The account's SSH keys.
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One key's OpenSSH public key line.
+    Get {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a key from the account (and so from every device).
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// Lines for a server's ~/.ssh/authorized_keys.
+    AuthorizedKeys,
+    /// An allowed-signers file for ssh-keygen -Y verify and git's
+    /// gpg.ssh.allowedSignersFile.
+    AllowedSigners,
+    /// The line that points ssh at meshd: eval "$(mesh ssh env)".
+    Env,
+}
+
+pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SshCommand::Create {
+            name,
+            alg,
+            confirm,
+            json,
+        } => {
+            let value = ask(
+                paths,
+                &Request::SshCreate {
+                    name,
+                    algorithm: alg,
+                    confirm,
+                },
+            )?;
+            show(json, &value, describe);
+        }
+        SshCommand::Import {
+            file,
+            name,
+            confirm,
+            json,
+        } => {
+            let name = match name {
+                Some(name) => name,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("give the key a name with --name")?
+                    .to_owned(),
+            };
+            let private = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            let passphrase = if is_encrypted(&private) {
+                Some(SecretText(super::input::read_passphrase(&format!(
+                    "Passphrase for {}: ",
+                    file.display()
+                ))?))
+            } else {
+                None
+            };
+            let value = ask(
+                paths,
+                &Request::SshImport {
+                    name,
+                    private: SecretText(private.to_string()),
+                    passphrase,
+                    confirm,
+                },
+            )?;
+            show(json, &value, describe);
+        }
+        SshCommand::List { json } => {
+            let value = ask(paths, &Request::SshList)?;
+            show(json, &value, |v| {
+                v.as_array().into_iter().flatten().map(describe).collect()
+            });
+        }
+        SshCommand::Get { name } => {
+            let value = ask(paths, &Request::SshGet { name })?;
+            println!("{}", text(&value, "public"));
+        }
+        SshCommand::Delete { name } => {
+            ask(paths, &Request::SshDelete { name: name.clone() })?;
+            println!("deleted {name}");
+        }
+        SshCommand::AuthorizedKeys => print_lines(&ask(paths, &Request::SshAuthorizedKeys)?),
+        SshCommand::AllowedSigners => print_lines(&ask(paths, &Request::SshAllowedSigners)?),
+        SshCommand::Env => println!("{}", env_line(paths)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `SSH_AUTH_SOCK=...; export SSH_AUTH_SOCK;`, as ssh-agent prints it.
+pub(crate) fn env_line(paths: &Paths) -> String {
+    format!(
+        "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
+        shell_quote(&paths.ssh_agent_socket().to_string_lossy())
+    )
+}
+
+fn shell_quote(text: &str) -> String {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn describe(v: &Value) -> String {
+    let confirm = if v["confirm"] == true {
+        "  confirm"
+    } else {
+        ""
+    };
+    format!(
+        "{}\t{} {}{confirm}\n",
+        text(v, "name"),
+        text(v, "algorithm"),
+        text(v, "fingerprint"),
+    )
+}
+
+fn print_lines(value: &Value) {
+    for line in value.as_array().into_iter().flatten() {
+        println!("{}", line.as_str().unwrap_or_default());
+    }
+}
+
+/// Whether an OpenSSH private key file is encrypted: its cipher name
+/// (PROTOCOL.key) is not `none`.
+fn is_encrypted(pem: &str) -> bool {
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(body.trim()) else {
+        return false;
+    };
+    let Some(rest) = bytes.strip_prefix(b"openssh-key-v1\0") else {
+        return false;
+    };
+    let Some((len, rest)) = rest.split_first_chunk::<4>() else {
+        return false;
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    rest.get(..len).is_some_and(|cipher| cipher != b"none")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(
+            shell_quote("/run/user/1000/mesh/ssh-agent.sock"),
+            "/run/user/1000/mesh/ssh-agent.sock"
+        );
+        assert_eq!(shell_quote("/tmp/a b/it's"), r"'/tmp/a b/it'\''s'");
+    }
+
+    #[test]
+    fn encryption_is_read_from_the_cipher_name() {
+        let key = |cipher: &str| {
+            let mut raw = b"openssh-key-v1\0".to_vec();
+            raw.extend_from_slice(&(cipher.len() as u32).to_be_bytes());
+            raw.extend_from_slice(cipher.as_bytes());
+            format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        };
+        assert!(!is_encrypted(&key("none")));
+        assert!(is_encrypted(&key("aes256-ctr")));
+        assert!(!is_encrypted("not a key"));
+    }
+}

@@ -1,0 +1,314 @@
+//! The SSH agent socket: RFC 9987 and OpenSSH's PROTOCOL.agent, message
+//! for message as OpenSSH's `ssh-agent` answers them.
+//!
+//! Frames are a 4-byte big-endian length and that many bytes, at most
+//! [`MAX_FRAME`]; ssh-agent-lib decodes and encodes the messages. A frame
+//! over the limit, or one that does not parse as the message its type
+//! names, closes that connection and nothing else; a message type we do
+//! not know gets FAILURE and the connection lives on. Each connection is a
+//! task; it keeps its own session bindings (`session-bind@openssh.com`).
+
+use std::sync::Arc;
+
+use ssh_agent_lib::proto::extension::{QueryResponse, RestrictDestination, SessionBind};
+use ssh_agent_lib::proto::{
+    AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential,
+    PublicCredential, Request, Response, SignRequest,
+};
+use ssh_encoding::{Decode as _, Encode as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+use zeroize::Zeroizing;
+
+use super::confirm::Askpass;
+use super::keys::{Identity, Keyring, Source};
+use super::restrict::{self, Bindings};
+
+/// The largest frame, as OpenSSH's agent (`AGENT_MAX_LEN`).
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// How many agent connections may be open at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The extensions `query` reports.
+const EXTENSIONS: &[&str] = &["query", "session-bind@openssh.com"];
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Agent {
+    /// The keys.
+    pub keys: Arc<Keyring>,
+    /// Where confirmation questions go.
+    pub askpass: Askpass,
+    /// The only uid whose clients are served.
+    pub uid: u32,
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes is over the limit")]
+    TooLong(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Accept agent connections until the future is dropped.
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let reaper = reap(Arc::clone(&agent.keys));
+    tokio::pin!(reaper);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "ssh-agent accept failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    tracing::warn!("too many ssh-agent connections; refusing one");
+                    continue;
+                };
+                let Some(span) = crate::control::admit(&stream, agent.uid, "ssh-agent") else {
+                    continue;
+                };
+                let agent = Arc::clone(&agent);
+                connections.spawn(async move {
+                    if let Err(err) = handle(stream, &agent).await {
+                        tracing::debug!(error = %err, "ssh-agent connection closed");
+                    }
+                    drop(permit);
+                }.instrument(span));
+            }
+            Some(_) = connections.join_next() => {}
+            () = &mut reaper => {}
+        }
+    }
+}
+
+/// Forget keys added with a lifetime when it ends, even if no client asks.
+async fn reap(keys: Arc<Keyring>) {
+    /// How often to look when no key expires.
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+    loop {
+        let next = keys.reap();
+        let wake = next.unwrap_or_else(|| std::time::Instant::now() + IDLE);
+        tokio::time::sleep_until(wake.into()).await;
+    }
+}
+
+/// Serve one connection until the client leaves or breaks the protocol.
+async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionError> {
+    let mut bindings = Bindings::default();
+    loop {
+        let len = match stream.read_u32().await {
+            Ok(len) => len as usize,
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        if len > MAX_FRAME {
+            return Err(ConnectionError::TooLong(len));
+        }
+        // The body may hold a private key or a lock passphrase.
+        let mut body = Zeroizing::new(vec![0u8; len]);
+        stream.read_exact(&mut body).await?;
+        let response = match Request::decode(&mut body.as_slice()) {
+            Ok(request) => respond(request, agent, &mut bindings).await,
+            Err(ssh_agent_lib::proto::Error::UnsupportedCommand { command }) => {
+                tracing::debug!(command, "unknown agent message");
+                Response::Failure
+            }
+            Err(err) => return Err(ConnectionError::Malformed(err.to_string())),
+        };
+        let mut out = Vec::with_capacity(64);
+        0u32.encode(&mut out)
+            .map_err(|e| ConnectionError::Malformed(e.to_string()))?;
+        response
+            .encode(&mut out)
+            .map_err(|e| ConnectionError::Malformed(e.to_string()))?;
+        let body_len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
+        out[..4].copy_from_slice(&body_len.to_be_bytes());
+        stream.write_all(&out).await?;
+    }
+}
+
+/// The answer to one request.
+async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Response {
+    let keys = &agent.keys;
+    match request {
+        Request::RequestIdentities => Response::IdentitiesAnswer(
+            keys.identities()
+                .iter()
+                .filter(|id| bindings.permits(&id.destinations, None))
+                .map(|id| ssh_agent_lib::proto::Identity {
+                    credential: PublicCredential::Key(id.public.clone()),
+                    comment: id.comment.clone(),
+                })
+                .collect(),
+        ),
+        Request::SignRequest(request) => sign(request, agent, bindings).await,
+        Request::AddIdentity(identity) => add(identity, Vec::new(), keys),
+        Request::AddIdConstrained(AddIdentityConstrained {
+            identity,
+            constraints,
+        }) => add(identity, constraints, keys),
+        Request::RemoveIdentity(remove) => match remove.credential {
+            PublicCredential::Key(public) => status(keys.remove(&public)),
+            PublicCredential::Cert(_) => Response::Failure,
+        },
+        Request::RemoveAllIdentities => status(keys.remove_all()),
+        Request::Lock(passphrase) => {
+            let passphrase = Zeroizing::new(passphrase.into_bytes());
+            status(keys.lock(&passphrase))
+        }
+        Request::Unlock(passphrase) => {
+            let passphrase = Zeroizing::new(passphrase.into_bytes());
+            let unlocked = keys.unlock(&passphrase);
+            if !unlocked {
+                // Slow down guessing, as OpenSSH does.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            status(unlocked)
+        }
+        // No PKCS#11 providers: the Mesh is where keys come from.
+        Request::AddSmartcardKey(_)
+        | Request::RemoveSmartcardKey(_)
+        | Request::AddSmartcardKeyConstrained(_) => Response::Failure,
+        Request::Extension(extension) => self::extension(extension, keys, bindings),
+    }
+}
+
+fn status(ok: bool) -> Response {
+    if ok {
+        Response::Success
+    } else {
+        Response::Failure
+    }
+}
+
+fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> Response {
+    if keys.is_locked() {
+        return Response::Failure;
+    }
+    match extension.name.as_str() {
+        "query" => {
+            let query = QueryResponse {
+                extensions: EXTENSIONS.iter().map(|&name| name.into()).collect(),
+            };
+            match Extension::new_message(query) {
+                Ok(answer) => Response::ExtensionResponse(answer),
+                Err(_) => Response::Failure,
+            }
+        }
+        "session-bind@openssh.com" => match extension.parse_message::<SessionBind>() {
+            Ok(Some(bind)) => status(bindings.bind(&bind)),
+            _ => {
+                tracing::warn!("malformed session-bind");
+                bindings.bind_failed();
+                Response::Failure
+            }
+        },
+        name => {
+            tracing::debug!(name, "unsupported agent extension");
+            Response::Failure
+        }
+    }
+}
+
+fn add(identity: AddIdentity, constraints: Vec<KeyConstraint>, keys: &Keyring) -> Response {
+    let PrivateCredential::Key { privkey, comment } = &identity.credential else {
+        tracing::info!("refusing to add a certificate: not supported");
+        return Response::Failure;
+    };
+    let mut id = match Identity::new(privkey, comment.clone(), Source::Added) {
+        Ok(id) => id,
+        Err(err) => {
+            tracing::info!(error = %err, "refusing a key");
+            return Response::Failure;
+        }
+    };
+    for constraint in constraints {
+        match constraint {
+            KeyConstraint::Lifetime(seconds) => {
+                id.expires = Some(
+                    std::time::Instant::now() + std::time::Duration::from_secs(seconds.into()),
+                );
+            }
+            KeyConstraint::Confirm => id.confirm = true,
+            KeyConstraint::Extension(extension) => {
+                match extension.parse_key_constraint::<RestrictDestination>() {
+                    Ok(Some(restriction)) if restrict::valid(&restriction.constraints) => {
+                        id.destinations.extend(restriction.constraints);
+                    }
+                    _ => {
+                        tracing::info!(name = %extension.name, "refusing a key constraint");
+                        return Response::Failure;
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(fingerprint = %id.fingerprint(), "key added");
+    status(keys.add(id))
+}
+
+async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Response {
+    let PublicCredential::Key(public) = &request.credential else {
+        return Response::Failure;
+    };
+    let Some(id) = agent.keys.find(public) else {
+        return Response::Failure;
+    };
+    let mut destination = String::new();
+    if !id.destinations.is_empty() {
+        if !bindings.is_bound() {
+            tracing::warn!("refusing a destination-constrained key on an unbound connection");
+            return Response::Failure;
+        }
+        let Some(user) = bindings.check_userauth(&request.data, &id.public) else {
+            tracing::warn!("refusing a destination-constrained key for an unidentified signature");
+            return Response::Failure;
+        };
+        if !bindings.permits(&id.destinations, Some(&user)) {
+            tracing::warn!(user, "destination constraint refuses this use");
+            return Response::Failure;
+        }
+        destination = format!(" for user \"{user}\" on a listed host");
+    }
+    if id.confirm {
+        let prompt = format!(
+            "Allow use of key {}{destination}?\nKey fingerprint {}.",
+            id.comment,
+            id.fingerprint()
+        );
+        if !agent.askpass.confirm(&prompt).await {
+            tracing::info!(fingerprint = %id.fingerprint(), "use of key denied");
+            return Response::Failure;
+        }
+    }
+    let result = if id.is_rsa() {
+        // Milliseconds of big-number work: off the event loop.
+        let (id, data, flags) = (Arc::clone(&id), request.data, request.flags);
+        tokio::task::spawn_blocking(move || id.sign(&data, flags))
+            .await
+            .unwrap_or(Err(super::keys::KeyError::Sign))
+    } else {
+        id.sign(&request.data, request.flags)
+    };
+    match result {
+        Ok(signature) => Response::SignResponse(signature),
+        Err(err) => {
+            tracing::info!(error = %err, "sign request refused");
+            Response::Failure
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Destination constraints (`ssh-add -h`), enforced as OpenSSH's agent
+//! enforces them (PROTOCOL.agent, "restrict-destination-v00@openssh.com").
+//!
+//! `ssh` binds each agent connection to the SSH sessions it passes through
+//! (`session-bind@openssh.com`: host key, session id, the host's signature
+//! of the id, and whether the connection is being forwarded). A key with
+//! constraints may be listed and used only along a path of hops its
+//! constraints allow, and signs only a user-authentication request for the
+//! session bound last.
+
+use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, SessionBind};
+use ssh_encoding::Decode as _;
+use ssh_key::public::KeyData;
+
+/// OpenSSH's limit on the sessions recorded for one connection.
+pub const MAX_BINDINGS: usize = 16;
+
+/// One session an agent connection has been bound to.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    host_key: KeyData,
+    session_id: Vec<u8>,
+    forwarded: bool,
+}
+
+/// What a connection knows of the sessions it passes through.
+#[derive(Debug, Default)]
+pub struct Bindings {
+    hops: Vec<Binding>,
+    /// A bind was tried, whether or not it succeeded: after a failed one,
+    /// constrained keys are refused rather than treated as local use.
+    attempted: bool,
+}
+
+impl Bindings {
+    /// Record a `session-bind@openssh.com`. False (FAILURE) for a bad
+    /// signature, a session id bound to another key, a bind after one for
+    /// authentication, or too many hops.
+    pub fn bind(&mut self, bind: &SessionBind) -> bool {
+        self.attempted = true;
+        if bind.verify_signature().is_err() {
+            tracing::warn!("session-bind: the host key's signature does not verify");
+            return false;
+        }
+        for hop in &self.hops {
+            if !hop.forwarded {
+                tracing::warn!("session-bind after a session bound for authentication");
+                return false;
+            }
+            if hop.session_id == bind.session_id {
+                return hop.host_key == bind.host_key;
+            }
+        }
+        if self.hops.len() >= MAX_BINDINGS {
+            tracing::warn!("session-bind: too many sessions on one connection");
+            return false;
+        }
+        self.hops.push(Binding {
+            host_key: bind.host_key.clone(),
+            session_id: bind.session_id.clone(),
+            forwarded: bind.is_forwarding,
+        });
+        true
+    }
+
+    /// Note a bind that could not even be parsed.
+    pub fn bind_failed(&mut self) {
+        self.attempted = true;
+    }
+
+    /// Whether a key with these constraints may be listed on this
+    /// connection (`user` is `None`) or used to log in as `user`.
+    pub fn permits(&self, constraints: &[DestinationConstraint], user: Option<&str>) -> bool {
+        if constraints.is_empty() {
+            return true;
+        }
+        if self.attempted && self.hops.is_empty() {
+            return false;
+        }
+        let Some(last) = self.hops.last() else {
+            return true; // local use: ssh-add -l, ssh-keygen -Y sign
+        };
+        let mut from: Option<&KeyData> = None;
+        for (i, hop) in self.hops.iter().enumerate() {
+            let test_user = if i + 1 == self.hops.len() { user } else { None };
+            if !permitted(constraints, from, Some(&hop.host_key), test_user) {
+                return false;
+            }
+            from = Some(&hop.host_key);
+        }
+        // Past a forwarding hop, list only keys that may go further.
+        !(last.forwarded
+            && user.is_none()
+            && !permitted(constraints, Some(&last.host_key), None, None))
+    }
+
+    /// Check a signature request for a constrained key: it must be a
+    /// user-authentication request for the session bound last, to the
+    /// host of that session. Returns the user it logs in as.
+    pub fn check_userauth(&self, data: &[u8], key: &KeyData) -> Option<String> {
+        let last = self.hops.last()?;
+        let request = UserAuth::parse(data, key)?;
+        if request.session_id != last.session_id {
+            tracing::warn!("sign request for a session other than the one bound last");
+            return None;
+        }
+        match &request.host_key {
+            Some(host) if host != &last.host_key => {
+                tracing::warn!("sign request names another host key than the bound session's");
+                return None;
+            }
+            None if self.hops.len() > 1 => {
+                tracing::warn!("sign request without a host key on a forwarded connection");
+                return None;
+            }
+            _ => {}
+        }
+        Some(request.user)
+    }
+
+    /// Whether the connection has been bound to any session.
+    pub fn is_bound(&self) -> bool {
+        !self.hops.is_empty()
+    }
+}
+
+/// Whether some constraint allows the hop `from` -> `to` (as `user`).
+fn permitted(
+    constraints: &[DestinationConstraint],
+    from: Option<&KeyData>,
+    to: Option<&KeyData>,
+    user: Option<&str>,
+) -> bool {
+    constraints.iter().any(|c| {
+        let from_ok = match from {
+            None => c.from.hostname.is_empty() && c.from.keys.is_empty(),
+            Some(key) => hop_has_key(&c.from, key),
+        };
+        let to_ok = to.is_none_or(|key| hop_has_key(&c.to, key));
+        let user_ok = match (c.to.username.as_str(), user) {
+            ("", _) | (_, None) => true,
+            (pattern, Some(user)) => glob(pattern, user),
+        };
+        from_ok && to_ok && user_ok
+    })
+}
+
+/// Whether a hop lists this (plain) host key. Certificate authorities in
+/// the list match host certificates, which a bound session never carries
+/// here: ssh-agent-lib decodes only plain host keys.
+fn hop_has_key(hop: &HostTuple, key: &KeyData) -> bool {
+    hop.keys
+        .iter()
+        .any(|spec| !spec.is_ca && &spec.keyblob == key)
+}
+
+/// Whether constraints are well formed, as OpenSSH requires: a `from` hop
+/// has a host name exactly when it has keys and never a user; a `to` hop
+/// has both a host name and keys.
+pub fn valid(constraints: &[DestinationConstraint]) -> bool {
+    constraints.iter().all(|c| {
+        c.from.hostname.is_empty() == c.from.keys.is_empty()
+            && c.from.username.is_empty()
+            && !c.to.hostname.is_empty()
+            && !c.to.keys.is_empty()
+    })
+}
+
+/// OpenSSH's `match_pattern`: `*` any run, `?` any one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The parts of an SSH user-authentication request (RFC 4252 §7, with
+/// OpenSSH's `publickey-hostbound-v00@openssh.com`) the agent checks.
+struct UserAuth {
+    session_id: Vec<u8>,
+    user: String,
+    host_key: Option<KeyData>,
+}
+
+impl UserAuth {
+    /// Parse the data of a sign request; `None` unless it is exactly a
+    /// public-key authentication request with a signature, for the
+    /// "ssh-connection" service, with this key.
+    fn parse(data: &[u8], key: &KeyData) -> Option<UserAuth> {
+        /// SSH_MSG_USERAUTH_REQUEST.
+        const USERAUTH_REQUEST: u8 = 50;
+        let mut reader = data;
+        let session_id = Vec::<u8>::decode(&mut reader).ok()?;
+        let kind = u8::decode(&mut reader).ok()?;
+        let user = String::decode(&mut reader).ok()?;
+        let service = String::decode(&mut reader).ok()?;
+        let method = String::decode(&mut reader).ok()?;
+        let has_signature = u8::decode(&mut reader).ok()?;
+        let algorithm = String::decode(&mut reader).ok()?;
+        let blob = Vec::<u8>::decode(&mut reader).ok()?;
+        let offered = KeyData::decode(&mut blob.as_slice()).ok()?;
+        if session_id.is_empty()
+            || kind != USERAUTH_REQUEST
+            || has_signature != 1
+            || service != "ssh-connection"
+            || &offered != key
+            || !same_family(&algorithm, key)
+        {
+            return None;
+        }
+        let host_key = match method.as_str() {
+            "publickey-hostbound-v00@openssh.com" => {
+                let blob = Vec::<u8>::decode(&mut reader).ok()?;
+                Some(KeyData::decode(&mut blob.as_slice()).ok()?)
+            }
+            "publickey" => None,
+            _ => return None,
+        };
+        reader.is_empty().then_some(UserAuth {
+            session_id,
+            user,
+            host_key,
+        })
+    }
+}
+
+/// Whether a signature algorithm name belongs to the key's type
+/// (`rsa-sha2-512` to an RSA key, and so on).
+fn same_family(algorithm: &str, key: &KeyData) -> bool {
+    match ssh_key::Algorithm::new(algorithm) {
+        Ok(ssh_key::Algorithm::Rsa { .. }) => {
+            matches!(key.algorithm(), ssh_key::Algorithm::Rsa { .. })
+        }
+        Ok(alg) => alg == key.algorithm(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+    use ssh_agent_lib::proto::extension::KeySpec;
+    use ssh_encoding::Encode as _;
+    use ssh_key::{Algorithm, PrivateKey};
+
+    fn host() -> PrivateKey {
+        PrivateKey::random(&mut OsRng, Algorithm::Ed25519).expect("key")
+    }
+
+    fn bind(host: &PrivateKey, session_id: &[u8], forwarding: bool) -> SessionBind {
+        use signature::Signer as _;
+        SessionBind {
+            host_key: host.public_key().key_data().clone(),
+            session_id: session_id.to_vec(),
+            signature: host.try_sign(session_id).expect("sign"),
+            is_forwarding: forwarding,
+        }
+    }
+
+    fn tuple(user: &str, hostname: &str, keys: &[&PrivateKey]) -> HostTuple {
+        HostTuple {
+            username: user.into(),
+            hostname: hostname.into(),
+            keys: keys
+                .iter()
+                .map(|k| KeySpec {
+                    keyblob: k.public_key().key_data().clone(),
+                    is_ca: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn userauth(session: &[u8], user: &str, key: &KeyData, host: Option<&KeyData>) -> Vec<u8> {
+        let mut out = Vec::new();
+        session.encode(&mut out).expect("encode");
+        50u8.encode(&mut out).expect("encode");
+        user.encode(&mut out).expect("encode");
+        "ssh-connection".encode(&mut out).expect("encode");
+        let method = if host.is_some() {
+            "publickey-hostbound-v00@openssh.com"
+        } else {
+            "publickey"
+        };
+        method.encode(&mut out).expect("encode");
+        1u8.encode(&mut out).expect("encode");
+        key.algorithm().as_str().encode(&mut out).expect("encode");
+        key.encode_prefixed(&mut out).expect("encode");
+        if let Some(host) = host {
+            host.encode_prefixed(&mut out).expect("encode");
+        }
+        out
+    }
+
+    #[test]
+    fn a_key_for_one_host_is_usable_there_and_nowhere_else() {
+        let (a, b, user_key) = (host(), host(), host());
+        let user_key = user_key.public_key().key_data().clone();
+        let constraints = vec![DestinationConstraint {
+            from: tuple("", "", &[]),
+            to: tuple("git*", "a.example", &[&a]),
+        }];
+        assert!(valid(&constraints));
+        // Local use: no binding.
+        assert!(Bindings::default().permits(&constraints, None));
+
+        let mut to_a = Bindings::default();
+        assert!(to_a.bind(&bind(&a, b"sid-a", false)));
+        assert!(to_a.permits(&constraints, None));
+        assert!(to_a.permits(&constraints, Some("git")));
+        assert!(!to_a.permits(&constraints, Some("root")));
+        let data = userauth(b"sid-a", "git", &user_key, Some(a.public_key().key_data()));
+        assert_eq!(
+            to_a.check_userauth(&data, &user_key).as_deref(),
+            Some("git")
+        );
+        let stale = userauth(b"sid-old", "git", &user_key, None);
+        assert_eq!(to_a.check_userauth(&stale, &user_key), None);
+        assert_eq!(to_a.check_userauth(b"not a request", &user_key), None);
+        // No second binding after one for authentication.
+        assert!(!to_a.bind(&bind(&a, b"sid-2", false)));
+
+        let mut to_b = Bindings::default();
+        assert!(to_b.bind(&bind(&b, b"sid-b", false)));
+        assert!(!to_b.permits(&constraints, None));
+        assert!(!to_b.permits(&constraints, Some("git")));
+    }
+
+    #[test]
+    fn forwarding_needs_a_constraint_for_each_hop() {
+        let (a, b) = (host(), host());
+        let only_a = vec![DestinationConstraint {
+            from: tuple("", "", &[]),
+            to: tuple("", "a", &[&a]),
+        }];
+        let a_then_b = vec![
+            only_a[0].clone(),
+            DestinationConstraint {
+                from: tuple("", "a", &[&a]),
+                to: tuple("", "b", &[&b]),
+            },
+        ];
+        let mut via_a = Bindings::default();
+        assert!(via_a.bind(&bind(&a, b"sid-a", true)));
+        // Forwarded to a: listed only if it may go further.
+        assert!(!via_a.permits(&only_a, None));
+        assert!(via_a.permits(&a_then_b, None));
+        assert!(via_a.bind(&bind(&b, b"sid-b", false)));
+        assert!(!via_a.permits(&only_a, Some("u")));
+        assert!(via_a.permits(&a_then_b, Some("u")));
+    }
+
+    #[test]
+    fn bad_binds_are_refused_and_poison_constrained_keys() {
+        let (a, b) = (host(), host());
+        let constraints = vec![DestinationConstraint {
+            from: tuple("", "", &[]),
+            to: tuple("", "a", &[&a]),
+        }];
+        let mut forged = bind(&a, b"sid", false);
+        forged.host_key = b.public_key().key_data().clone();
+        let mut conn = Bindings::default();
+        assert!(!conn.bind(&forged));
+        assert!(!conn.permits(&constraints, None));
+        assert!(conn.permits(&[], None));
+    }
+
+    #[test]
+    fn malformed_constraints_are_invalid() {
+        let a = host();
+        let no_keys = DestinationConstraint {
+            from: tuple("", "", &[]),
+            to: tuple("", "a", &[]),
+        };
+        let user_on_from = DestinationConstraint {
+            from: tuple("u", "", &[]),
+            to: tuple("", "a", &[&a]),
+        };
+        assert!(!valid(&[no_keys]));
+        assert!(!valid(&[user_on_from]));
+    }
+
+    #[test]
+    fn glob_matches_like_openssh() {
+        assert!(glob("*", "anything"));
+        assert!(glob("g?t", "git"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("a*c", "abd"));
+        assert!(glob("", ""));
+        assert!(!glob("", "x"));
+    }
+}

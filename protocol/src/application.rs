@@ -1,0 +1,99 @@
+//! Application entries in the Application catalog (`MMM_Application`).
+//!
+//! An SSH identity is one catalog entry, unique id `ssh/<name>`, message
+//! type [`SSH_MESSAGE_TYPE`]. The entry carries the private key, so it is
+//! sealed, like every Application catalog entry, to the catalog's store
+//! key: a device holds that key only if its roles grant the Application
+//! catalog (the `device` or `admin` right), and the store key derives from
+//! the account seed, so the escrow shares recover every SSH key with the
+//! account. This follows the reference's model (an application key
+//! escrowed to the account and delivered encrypted to each device with the
+//! right), with the store key as the envelope every device opens.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize as _;
+
+/// The message type of an SSH identity entry.
+pub const SSH_MESSAGE_TYPE: &str = "CatalogedApplicationSsh";
+
+/// The prefix of SSH identity entries' unique ids.
+pub const SSH_PREFIX: &str = "ssh/";
+
+/// The longest application name.
+pub const MAX_NAME: usize = 64;
+
+/// An SSH identity as the Application catalog holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SshIdentity {
+    /// Its name in the account (`work`, `github`).
+    pub name: String,
+    /// The OpenSSH public key line.
+    pub public: String,
+    /// The OpenSSH private key (`-----BEGIN OPENSSH PRIVATE KEY-----`),
+    /// unencrypted inside the sealed entry. Wiped when dropped.
+    pub private: String,
+    /// Ask the user (askpass) before each signature.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+impl std::fmt::Debug for SshIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshIdentity")
+            .field("name", &self.name)
+            .field("public", &self.public)
+            .field("confirm", &self.confirm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SshIdentity {
+    fn drop(&mut self) {
+        self.private.zeroize();
+    }
+}
+
+impl SshIdentity {
+    /// The entry's unique id in the catalog.
+    pub fn unique_id(name: &str) -> String {
+        format!("{SSH_PREFIX}{name}")
+    }
+}
+
+/// Check an application name: 1 to [`MAX_NAME`] characters of letters,
+/// digits, `.`, `_`, `-` and `@`, not starting with `.` or `-`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["work", "github.com", "id_ed25519", "a@b", "x-1"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", ".hidden", "-x", "a b", "a/b", &"x".repeat(65), "ключ"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_private_key() {
+        let id = SshIdentity {
+            name: "n".into(),
+            public: "ssh-ed25519 AAAA n".into(),
+            private: "SECRET".into(),
+            confirm: false,
+        };
+        assert!(!format!("{id:?}").contains("SECRET"));
+    }
+}
