@@ -186,6 +186,17 @@ fn a_client_of_another_uid_is_refused() {
         matches!(answer, Ok(None)) || answer.is_err(),
         "a root client got an answer from nobody's daemon: {answer:?}"
     );
+    // The same on the SSH agent socket: no identities for root.
+    let agent_socket = env.mesh_runtime_dir().join("ssh-agent.sock");
+    let mut agent = UnixStream::connect(&agent_socket).expect("connects");
+    use std::io::{Read as _, Write as _};
+    let _ = agent.write_all(&[0, 0, 0, 1, 11]);
+    let mut answer = Vec::new();
+    let _ = agent.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "a root client got an answer from nobody's SSH agent"
+    );
     daemon.kill().expect("killed");
     daemon.wait().expect("reaped");
 }

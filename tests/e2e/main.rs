@@ -7,4 +7,5 @@ mod blocks;
 mod daemon;
 mod keyring;
 mod service;
+mod ssh;
 mod workspace;

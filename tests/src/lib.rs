@@ -55,6 +55,14 @@ impl TestEnv {
         env
     }
 
+    /// Give this home's commands one more variable.
+    pub fn set_var(&mut self, key: &str, value: impl AsRef<OsStr>) {
+        self.extra.push((
+            key.to_owned(),
+            value.as_ref().to_string_lossy().into_owned(),
+        ));
+    }
+
     /// A device of an account served by `service`: syncing every 200 ms.
     pub fn device(service: &MeshService) -> TestEnv {
         let url = service.url();
@@ -399,4 +407,187 @@ pub fn stdout(output: &Output) -> String {
 /// A process's standard error as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A real OpenSSH `sshd` on a free loopback port, run by the test (as
+/// root on CI), accepting the keys in its own `authorized_keys` file;
+/// killed when dropped.
+#[derive(Debug)]
+pub struct Sshd {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Sshd {
+    /// Start one in `env`, with a fresh Ed25519 host key.
+    pub fn start(env: &TestEnv) -> Sshd {
+        require_tool("ssh-keygen", "openssh-client");
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("sshd is not installed: apt-get install openssh-server (scripts/test does)");
+        let dir = env.root().join(format!("sshd-{}", fresh_port()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .expect("sshd dir");
+        run_ok(
+            env.command("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"])
+                .arg(dir.join("host_key")),
+        );
+        fs::write(dir.join("authorized_keys"), "").expect("authorized_keys");
+        // sshd insists on its privilege-separation directory.
+        if rustix::process::geteuid().is_root() {
+            fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        }
+        let port = fresh_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n\
+             PidFile {dir}/sshd.pid\nAuthorizedKeysFile {dir}/authorized_keys\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+            dir = dir.display()
+        );
+        fs::write(dir.join("sshd_config"), config).expect("sshd_config");
+        let child = env
+            .command(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(fs::File::create(dir.join("sshd.log")).expect("log"))
+            .spawn()
+            .expect("sshd starts");
+        let server = Sshd { child, dir, port };
+        wait_until("sshd listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let host = fs::read_to_string(server.dir.join("host_key.pub")).expect("host key");
+        fs::write(
+            server.known_hosts(),
+            format!("127.0.0.1,[127.0.0.1]:{port} {host}"),
+        )
+        .expect("known_hosts");
+        server
+    }
+
+    /// Let these public keys (OpenSSH lines) log in.
+    pub fn authorize(&self, lines: &str) {
+        fs::write(self.dir.join("authorized_keys"), lines).expect("authorized_keys");
+    }
+
+    /// A `known_hosts` file naming this server's host key.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// `ssh` to this server as the current user, running `echo logged-in`,
+    /// with keys only from `SSH_AUTH_SOCK` and nothing read from the
+    /// user's own ~/.ssh.
+    pub fn login(&self, env: &TestEnv, auth_sock: &Path) -> Command {
+        let user = std::env::var("USER").unwrap_or_else(|_| {
+            if rustix::process::geteuid().is_root() {
+                "root".into()
+            } else {
+                panic!("set USER")
+            }
+        });
+        let mut cmd = env.command("ssh");
+        cmd.env("SSH_AUTH_SOCK", auth_sock)
+            .args(["-F", "/dev/null", "-p", &self.port.to_string()])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts().display()
+            ))
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "PasswordAuthentication=no",
+                "-o",
+                "KbdInteractiveAuthentication=no",
+                "-o",
+            ])
+            .arg(format!(
+                "IdentityFile={}",
+                self.dir.join("no-such-key").display()
+            ))
+            .arg(format!("{user}@127.0.0.1"))
+            .args(["echo", "logged-in"]);
+        cmd
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP port nobody listens on right now.
+pub fn fresh_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// OpenSSH's own `ssh-agent`, for side-by-side runs; killed when dropped.
+#[derive(Debug)]
+pub struct OpensshAgent {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl OpensshAgent {
+    /// Start `ssh-agent -D` on a socket in `env`, with `env`'s environment
+    /// (so it sees the same `SSH_ASKPASS` as `meshd`).
+    pub fn start(env: &TestEnv) -> OpensshAgent {
+        require_tool("ssh-agent", "openssh-client");
+        let socket = env
+            .root()
+            .join(format!("openssh-agent-{}.sock", fresh_port()));
+        let child = env
+            .command("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        wait_until("ssh-agent listens", || socket.exists());
+        OpensshAgent { child, socket }
+    }
+
+    /// Its socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for OpensshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestEnv {
+    /// `meshd`'s SSH agent socket.
+    pub fn ssh_auth_sock(&self) -> PathBuf {
+        self.mesh_runtime_dir().join("ssh-agent.sock")
+    }
 }

@@ -1,0 +1,476 @@
+//! meshd as an SSH agent, driven by the real `ssh-add`, `ssh-keygen`,
+//! `ssh`, `sshd` and `git`; side by side with OpenSSH's `ssh-agent` where
+//! behaviour must match.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use mesh_e2e::{
+    MeshService, OpensshAgent, Sshd, TestEnv, approve, run_err, run_ok, stderr, stdout, wait_until,
+};
+
+/// A home whose agents ask an askpass script that answers from files:
+/// `confirm` holds its exit status for confirmations, `passphrase` what
+/// it prints for passphrases; every question is logged.
+fn askpass_home() -> TestEnv {
+    let mut env = TestEnv::new();
+    let script = env.root().join("askpass");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd={}\necho \"$SSH_ASKPASS_PROMPT|$1\" >> \"$d/askpass.log\"\n\
+             if [ \"$SSH_ASKPASS_PROMPT\" = confirm ]; then exit \"$(cat \"$d/confirm\")\"; fi\n\
+             cat \"$d/passphrase\"\n",
+            env.root().display()
+        ),
+    )
+    .expect("askpass");
+    run_ok(env.command("chmod").arg("755").arg(&script));
+    env.set_var("SSH_ASKPASS", &script);
+    env.set_var("SSH_ASKPASS_REQUIRE", "force");
+    env.set_var("DISPLAY", ":0");
+    answer(&env, "0", "");
+    env
+}
+
+/// Set what the askpass script answers.
+fn answer(env: &TestEnv, confirm: &str, passphrase: &str) {
+    fs::write(env.root().join("confirm"), confirm).expect("confirm");
+    fs::write(env.root().join("passphrase"), format!("{passphrase}\n")).expect("passphrase");
+}
+
+/// Fresh user keys made by ssh-keygen: `<name>` and `<name>.pub` in
+/// `keys/`, and a lone copy of the public key in `pubs/` (so ssh-keygen
+/// -Y sign must use the agent, having no private key beside it).
+fn keygen(env: &TestEnv, name: &str, args: &[&str]) -> PathBuf {
+    let keys = env.root().join("keys");
+    let pubs = env.root().join("pubs");
+    fs::create_dir_all(&keys).expect("keys");
+    fs::create_dir_all(&pubs).expect("pubs");
+    let path = keys.join(name);
+    if path.exists() {
+        return path;
+    }
+    run_ok(
+        env.command("ssh-keygen")
+            .args(["-q", "-N", "", "-C", name])
+            .args(args)
+            .arg("-f")
+            .arg(&path),
+    );
+    fs::copy(
+        keys.join(format!("{name}.pub")),
+        pubs.join(format!("{name}.pub")),
+    )
+    .expect("copy");
+    path
+}
+
+fn public_line(key: &Path) -> String {
+    fs::read_to_string(key.with_extension("pub")).expect("public key")
+}
+
+/// Sign a file with the agent's copy of a key; true if it worked.
+fn agent_signs(env: &TestEnv, sock: &Path, name: &str) -> bool {
+    let message = env.root().join("message");
+    fs::write(&message, "signed text\n").expect("message");
+    let _ = fs::remove_file(env.root().join("message.sig"));
+    env.command("ssh-keygen")
+        .env("SSH_AUTH_SOCK", sock)
+        .args(["-Y", "sign", "-n", "git", "-f"])
+        .arg(env.root().join("pubs").join(format!("{name}.pub")))
+        .arg(&message)
+        .output()
+        .expect("ssh-keygen runs")
+        .status
+        .success()
+}
+
+/// The outcome of one command: exit status and everything it printed.
+fn outcome(label: &str, output: &std::process::Output) -> String {
+    format!(
+        "{label}: exit {:?}\n{}{}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    )
+}
+
+/// The differential script: the same ssh-add (and ssh, ssh-keygen) steps
+/// against any agent, each step's outcome recorded.
+fn ssh_add_script(env: &TestEnv, sock: &Path, sshd: &Sshd, keys: &[PathBuf; 4]) -> Vec<String> {
+    let [ed, ec, rsa, other] = keys;
+    let mut log = Vec::new();
+    let ssh_add = |args: &[&str], paths: &[&Path]| {
+        let mut cmd = env.command("ssh-add");
+        cmd.env("SSH_AUTH_SOCK", sock).args(args).args(paths);
+        cmd.output().expect("ssh-add runs")
+    };
+    let step = |label: &str, args: &[&str], paths: &[&Path]| outcome(label, &ssh_add(args, paths));
+    answer(env, "0", "");
+    log.push(step("list empty", &["-l"], &[]));
+    log.push(step("list keys empty", &["-L"], &[]));
+    log.push(step("add three", &[], &[ed, ec, rsa]));
+    log.push(step("list", &["-l"], &[]));
+    log.push(step("list keys", &["-L"], &[]));
+    log.push(step("test key", &["-T"], &[&ed.with_extension("pub")]));
+    log.push(step("remove ecdsa", &["-d"], &[&ec.with_extension("pub")]));
+    log.push(step(
+        "remove ecdsa again",
+        &["-d"],
+        &[&ec.with_extension("pub")],
+    ));
+    log.push(step("list after remove", &["-l"], &[]));
+    answer(env, "0", "lock-secret");
+    log.push(step("lock", &["-x"], &[]));
+    log.push(step("list locked", &["-l"], &[]));
+    log.push(step("add locked", &[], &[ec]));
+    log.push(step("lock again", &["-x"], &[]));
+    answer(env, "0", "wrong");
+    log.push(step("unlock wrong", &["-X"], &[]));
+    answer(env, "0", "lock-secret");
+    log.push(step("unlock", &["-X"], &[]));
+    log.push(step("unlock unlocked", &["-X"], &[]));
+    log.push(step("list unlocked", &["-l"], &[]));
+    log.push(step("add confirm", &["-c"], &[ec]));
+    answer(env, "0", "");
+    let signed = agent_signs(env, sock, "ec");
+    log.push(format!("confirm yes: signed {signed}"));
+    answer(env, "1", "");
+    let signed = agent_signs(env, sock, "ec");
+    log.push(format!("confirm no: signed {signed}"));
+    let signed = agent_signs(env, sock, "ed");
+    log.push(format!("unconfirmed key: signed {signed}"));
+    answer(env, "0", "");
+    log.push(step("add with lifetime", &["-t", "2"], &[rsa]));
+    log.push(step("list with lifetime", &["-l"], &[]));
+    let rsa_public = public_line(rsa);
+    let rsa_blob = rsa_public
+        .split_whitespace()
+        .nth(1)
+        .expect("blob")
+        .to_owned();
+    wait_until("the key's lifetime ends", || {
+        !stdout(&ssh_add(&["-L"], &[])).contains(&rsa_blob)
+    });
+    log.push(step("list after lifetime", &["-l"], &[]));
+    log.push(step("remove all", &["-D"], &[]));
+    log.push(step("list after remove all", &["-l"], &[]));
+
+    // Destination constraints: `other` may only be used on a host we do
+    // not run, `ed` on our sshd; both are authorized there.
+    sshd.authorize(&format!("{}{}", public_line(ed), public_line(other)));
+    let hosts = sshd.known_hosts();
+    let mut known = fs::read_to_string(&hosts).expect("known_hosts");
+    let elsewhere = keygen(env, "elsewhere", &["-t", "ed25519"]);
+    known.push_str(&format!("elsewhere.example {}", public_line(&elsewhere)));
+    fs::write(&hosts, known).expect("known_hosts");
+    let hosts_arg = hosts.to_str().expect("utf-8 path");
+    log.push(step(
+        "add for elsewhere",
+        &["-H", hosts_arg, "-h", "elsewhere.example"],
+        &[other],
+    ));
+    log.push(step("list constrained", &["-l"], &[]));
+    let login = sshd.login(env, sock).output().expect("ssh runs");
+    log.push(format!(
+        "login with a key for elsewhere: exit {:?}",
+        login.status.code()
+    ));
+    log.push(step(
+        "add for this host",
+        &["-H", hosts_arg, "-h", "127.0.0.1"],
+        &[ed],
+    ));
+    let login = sshd.login(env, sock).output().expect("ssh runs");
+    log.push(outcome("login with a key for this host", &login));
+    log.push(step(
+        "add for another user",
+        &["-H", hosts_arg, "-h", "nobody@127.0.0.1"],
+        &[ed],
+    ));
+    let login = sshd.login(env, sock).output().expect("ssh runs");
+    log.push(format!(
+        "login as a user the key is not for: exit {:?}",
+        login.status.code()
+    ));
+    log.push(step("remove all again", &["-D"], &[]));
+    log.push(step(
+        "add smartcard",
+        &["-s", "/nonexistent/pkcs11.so"],
+        &[],
+    ));
+    log
+}
+
+#[test]
+fn ssh_add_gives_the_same_outcomes_with_meshd_as_with_openssh_agent() {
+    let env = askpass_home();
+    let sshd = Sshd::start(&env);
+    let keys = [
+        keygen(&env, "ed", &["-t", "ed25519"]),
+        keygen(&env, "ec", &["-t", "ecdsa", "-b", "384"]),
+        keygen(&env, "rsa", &["-t", "rsa", "-b", "3072"]),
+        keygen(&env, "other", &["-t", "ed25519"]),
+    ];
+    let openssh = OpensshAgent::start(&env);
+    let theirs = ssh_add_script(&env, openssh.socket(), &sshd, &keys);
+    env.mesh(&["daemon", "start"]);
+    let ours = ssh_add_script(&env, &env.ssh_auth_sock(), &sshd, &keys);
+    for (theirs, ours) in theirs.iter().zip(&ours) {
+        assert_eq!(theirs, ours, "OpenSSH's agent and meshd differ");
+    }
+    assert_eq!(theirs.len(), ours.len());
+    // The script did exercise what it claims to.
+    let all = ours.join("\n");
+    for expected in [
+        "The agent has no identities.",
+        "Agent locked.",
+        "Failed to unlock agent: agent refused operation",
+        "Agent unlocked.",
+        "confirm yes: signed true",
+        "confirm no: signed false",
+        "login with a key for elsewhere: exit Some(255)",
+        "logged-in",
+        "login as a user the key is not for: exit Some(255)",
+        "All identities removed.",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    let asked = fs::read_to_string(env.root().join("askpass.log")).expect("askpass log");
+    assert!(
+        asked.contains("confirm|Allow use of key"),
+        "meshd asked through askpass: {asked}"
+    );
+}
+
+/// An account on a fresh service, with `first` as its administrator.
+fn account() -> (TestEnv, MeshService, TestEnv) {
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let first = TestEnv::device(&service);
+    first.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    (host, service, first)
+}
+
+fn agent_list(env: &TestEnv) -> String {
+    let out = env
+        .command("ssh-add")
+        .env("SSH_AUTH_SOCK", env.ssh_auth_sock())
+        .arg("-L")
+        .output()
+        .expect("ssh-add runs");
+    stdout(&out)
+}
+
+#[test]
+fn a_mesh_key_logs_in_to_sshd_and_signs_for_ssh_keygen_and_git() {
+    let (_host, _service, laptop) = account();
+    for (name, alg) in [("work", "ed25519"), ("nist", "ecdsa"), ("legacy", "rsa")] {
+        laptop.mesh(&["ssh", "create", name, "--alg", alg]);
+    }
+    let listed = laptop.mesh_json(&["ssh", "list"]);
+    let names: Vec<_> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|k| k["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names, ["legacy", "nist", "work"]);
+    let work = stdout(&laptop.mesh(&["ssh", "get", "work"]));
+    assert!(work.starts_with("ssh-ed25519 "), "{work}");
+    let served = agent_list(&laptop);
+    assert_eq!(served.lines().count(), 3, "{served}");
+    assert!(served.contains(work.trim()), "{served}");
+
+    // ssh to a real sshd with the key from meshd.
+    let sshd = Sshd::start(&laptop);
+    sshd.authorize(&stdout(&laptop.mesh(&["ssh", "authorized-keys"])));
+    let login = run_ok(&mut sshd.login(&laptop, &laptop.ssh_auth_sock()));
+    assert_eq!(stdout(&login).trim(), "logged-in");
+
+    // ssh-keygen -Y sign with each algorithm, verified with the
+    // allowed-signers file.
+    let signers = laptop.root().join("allowed_signers");
+    fs::write(&signers, stdout(&laptop.mesh(&["ssh", "allowed-signers"]))).expect("signers");
+    let message = laptop.root().join("message");
+    fs::write(&message, "release v1\n").expect("message");
+    for name in ["work", "nist", "legacy"] {
+        let public = laptop.root().join(format!("{name}.pub"));
+        fs::write(&public, stdout(&laptop.mesh(&["ssh", "get", name]))).expect("pub");
+        let _ = fs::remove_file(laptop.root().join("message.sig"));
+        run_ok(
+            laptop
+                .command("ssh-keygen")
+                .env("SSH_AUTH_SOCK", laptop.ssh_auth_sock())
+                .args(["-Y", "sign", "-n", "git", "-f"])
+                .arg(&public)
+                .arg(&message),
+        );
+        let verified = run_ok(
+            laptop
+                .command("sh")
+                .arg("-c")
+                .arg("ssh-keygen -Y verify -f \"$1\" -I alice@example.com -n git -s \"$2.sig\" < \"$2\"")
+                .arg("sh")
+                .arg(&signers)
+                .arg(&message),
+        );
+        assert!(stdout(&verified).contains("Good \"git\" signature for alice@example.com"));
+    }
+
+    // git commit -S with gpg.format=ssh, then git verify-commit.
+    let repo = laptop.root().join("repo");
+    let git = |args: &[&str]| {
+        run_ok(
+            laptop
+                .command("git")
+                .env("SSH_AUTH_SOCK", laptop.ssh_auth_sock())
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .arg("-C")
+                .arg(&repo)
+                .args(args),
+        )
+    };
+    fs::create_dir_all(&repo).expect("repo");
+    git(&["init", "-q"]);
+    for (key, value) in [
+        ("user.name", "Alice"),
+        ("user.email", "alice@example.com"),
+        ("gpg.format", "ssh"),
+        ("commit.gpgsign", "true"),
+    ] {
+        git(&["config", key, value]);
+    }
+    git(&[
+        "config",
+        "user.signingkey",
+        &format!("key::{}", work.trim()),
+    ]);
+    git(&[
+        "config",
+        "gpg.ssh.allowedSignersFile",
+        signers.to_str().expect("utf-8"),
+    ]);
+    fs::write(repo.join("README"), "hello\n").expect("file");
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-S", "-m", "signed by meshd"]);
+    let verified = git(&["verify-commit", "-v", "HEAD"]);
+    assert!(
+        stderr(&verified).contains("Good \"git\" signature for alice@example.com"),
+        "{}",
+        stderr(&verified)
+    );
+
+    // A key whose entry asks for confirmation: with nobody to ask (this
+    // meshd has no askpass), it is listed but never signs.
+    laptop.mesh(&["ssh", "create", "guarded", "--confirm"]);
+    assert_eq!(agent_list(&laptop).lines().count(), 4);
+    fs::create_dir_all(laptop.root().join("pubs")).expect("pubs");
+    for name in ["guarded", "work"] {
+        fs::write(
+            laptop.root().join(format!("pubs/{name}.pub")),
+            stdout(&laptop.mesh(&["ssh", "get", name])),
+        )
+        .expect("pub");
+    }
+    assert!(!agent_signs(&laptop, &laptop.ssh_auth_sock(), "guarded"));
+    assert!(agent_signs(&laptop, &laptop.ssh_auth_sock(), "work"));
+    laptop.mesh(&["ssh", "delete", "guarded"]);
+
+    // A deleted key leaves the agent; a duplicate name is refused.
+    laptop.mesh(&["ssh", "delete", "legacy"]);
+    assert_eq!(agent_list(&laptop).lines().count(), 2);
+    let refused = run_err(laptop.ours("mesh").args(["ssh", "create", "work"]));
+    assert!(stderr(&refused).contains("exists"), "{}", stderr(&refused));
+}
+
+#[test]
+fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
+    let (_host, service, laptop) = account();
+    let desktop = TestEnv::device(&service);
+    approve(&laptop, &desktop, "desktop", "device");
+    wait_until("the desktop is accepted", || {
+        desktop.mesh_json(&["account", "status"])["status"] == "connected"
+    });
+    laptop.mesh(&["ssh", "create", "shared"]);
+    let public = stdout(&laptop.mesh(&["ssh", "get", "shared"]));
+    wait_until("the desktop's agent serves the new key", || {
+        agent_list(&desktop).contains(public.trim())
+    });
+    let sshd = Sshd::start(&desktop);
+    sshd.authorize(&public);
+    let login = run_ok(&mut sshd.login(&desktop, &desktop.ssh_auth_sock()));
+    assert_eq!(stdout(&login).trim(), "logged-in");
+
+    // An imported key travels the same way, the other way round.
+    let key = keygen(&desktop, "imported", &["-t", "ecdsa"]);
+    desktop.mesh(&["ssh", "import", key.to_str().expect("utf-8")]);
+    let imported = public_line(&key);
+    let imported_blob = imported.split_whitespace().nth(1).expect("blob").to_owned();
+    wait_until("the laptop's agent serves the imported key", || {
+        agent_list(&laptop).contains(&imported_blob)
+    });
+
+    laptop.mesh(&["ssh", "delete", "shared"]);
+    wait_until("the desktop's agent drops the deleted key", || {
+        !agent_list(&desktop).contains(public.trim())
+    });
+    run_err(&mut sshd.login(&desktop, &desktop.ssh_auth_sock()));
+}
+
+/// Send raw bytes on the agent socket; read one answer, if any.
+fn exchange(stream: &mut UnixStream, frame: &[u8]) -> Option<Vec<u8>> {
+    stream.write_all(frame).ok()?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn bad_clients_lose_their_own_connection_and_nothing_else() {
+    let env = TestEnv::new();
+    env.mesh(&["daemon", "start"]);
+    let sock = env.ssh_auth_sock();
+    let mut good = UnixStream::connect(&sock).expect("connects");
+    // An unknown message gets FAILURE (5) and the connection lives on.
+    assert_eq!(exchange(&mut good, &frame(&[200])), Some(vec![5]));
+    assert_eq!(
+        exchange(&mut good, &frame(&[11])),
+        Some(vec![12, 0, 0, 0, 0])
+    );
+    // Over 256 KiB: closed without an answer.
+    let mut big = UnixStream::connect(&sock).expect("connects");
+    assert_eq!(exchange(&mut big, &(256 * 1024 + 1u32).to_be_bytes()), None);
+    // A sign request whose key blob is cut short: closed.
+    let mut broken = UnixStream::connect(&sock).expect("connects");
+    assert_eq!(
+        exchange(&mut broken, &frame(&[13, 0, 0, 0, 40, 1, 2])),
+        None
+    );
+    // A client that stops half way through a frame holds nobody up.
+    let mut stalled = UnixStream::connect(&sock).expect("connects");
+    stalled.write_all(&[0, 0, 1]).expect("partial write");
+    assert_eq!(
+        exchange(&mut good, &frame(&[11])),
+        Some(vec![12, 0, 0, 0, 0])
+    );
+    // The lock passphrase is not echoed into the log.
+    let mut lock = frame(&[22, 0, 0, 0, 12]);
+    lock.extend_from_slice(b"hunter2-pass");
+    let len = (lock.len() - 4) as u32;
+    lock[..4].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(exchange(&mut good, &lock), Some(vec![6]));
+    let log = fs::read_to_string(env.home().join(".local/share/mesh/meshd.log")).expect("log");
+    assert!(!log.contains("hunter2"), "the passphrase reached the log");
+}
