@@ -4,4 +4,3 @@
 pub mod agent;
 pub mod confirm;
 pub mod keys;
-pub mod restrict;

@@ -26,4 +26,5 @@ pub mod paths;
 pub mod sequence;
 pub mod service;
 pub mod shamir;
+pub mod ssh_agent;
 pub mod udf;

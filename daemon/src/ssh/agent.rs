@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
-use ssh_agent_lib::proto::extension::{QueryResponse, RestrictDestination, SessionBind};
+use ssh_agent_lib::proto::extension::{QueryResponse, RestrictDestination};
 use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential,
     PublicCredential, Request, Response, SignRequest,
 };
-use ssh_encoding::{Decode as _, Encode as _};
+use ssh_agent_lib::ssh_encoding::Encode as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -25,10 +25,7 @@ use zeroize::Zeroizing;
 
 use super::confirm::Askpass;
 use super::keys::{Identity, Keyring, Source};
-use super::restrict::{self, Bindings};
-
-/// The largest frame, as OpenSSH's agent (`AGENT_MAX_LEN`).
-pub const MAX_FRAME: usize = 256 * 1024;
+use mesh_protocol::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
 
 /// How many agent connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -121,13 +118,12 @@ async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionE
         // The body may hold a private key or a lock passphrase.
         let mut body = Zeroizing::new(vec![0u8; len]);
         stream.read_exact(&mut body).await?;
-        let response = match Request::decode(&mut body.as_slice()) {
-            Ok(request) => respond(request, agent, &mut bindings).await,
-            Err(ssh_agent_lib::proto::Error::UnsupportedCommand { command }) => {
+        let response = match ssh_agent::decode(&body).map_err(ConnectionError::Malformed)? {
+            Decoded::Request(request) => respond(*request, agent, &mut bindings).await,
+            Decoded::Unknown(command) => {
                 tracing::debug!(command, "unknown agent message");
                 Response::Failure
             }
-            Err(err) => return Err(ConnectionError::Malformed(err.to_string())),
         };
         let mut out = Vec::with_capacity(64);
         0u32.encode(&mut out)
@@ -209,11 +205,10 @@ fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> R
                 Err(_) => Response::Failure,
             }
         }
-        "session-bind@openssh.com" => match extension.parse_message::<SessionBind>() {
-            Ok(Some(bind)) => status(bindings.bind(&bind)),
-            _ => {
-                tracing::warn!("malformed session-bind");
-                bindings.bind_failed();
+        "session-bind@openssh.com" => match bindings.bind(extension.details.as_ref()) {
+            Ok(()) => Response::Success,
+            Err(err) => {
+                tracing::warn!(error = %err, "session-bind refused");
                 Response::Failure
             }
         },
@@ -246,7 +241,7 @@ fn add(identity: AddIdentity, constraints: Vec<KeyConstraint>, keys: &Keyring) -
             KeyConstraint::Confirm => id.confirm = true,
             KeyConstraint::Extension(extension) => {
                 match extension.parse_key_constraint::<RestrictDestination>() {
-                    Ok(Some(restriction)) if restrict::valid(&restriction.constraints) => {
+                    Ok(Some(restriction)) if ssh_agent::valid(&restriction.constraints) => {
                         id.destinations.extend(restriction.constraints);
                     }
                     _ => {
@@ -270,19 +265,13 @@ async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Respo
     };
     let mut destination = String::new();
     if !id.destinations.is_empty() {
-        if !bindings.is_bound() {
-            tracing::warn!("refusing a destination-constrained key on an unbound connection");
-            return Response::Failure;
+        match bindings.check_use(&id.destinations, &request.data, &id.public) {
+            Ok(user) => destination = format!(" for user \"{user}\" on a listed host"),
+            Err(err) => {
+                tracing::warn!(error = %err, "refusing a destination-constrained key");
+                return Response::Failure;
+            }
         }
-        let Some(user) = bindings.check_userauth(&request.data, &id.public) else {
-            tracing::warn!("refusing a destination-constrained key for an unidentified signature");
-            return Response::Failure;
-        };
-        if !bindings.permits(&id.destinations, Some(&user)) {
-            tracing::warn!(user, "destination constraint refuses this use");
-            return Response::Failure;
-        }
-        destination = format!(" for user \"{user}\" on a listed host");
     }
     if id.confirm {
         let prompt = format!(

@@ -1,5 +1,7 @@
-//! Destination constraints (`ssh-add -h`), enforced as OpenSSH's agent
-//! enforces them (PROTOCOL.agent, "restrict-destination-v00@openssh.com").
+//! The SSH agent protocol's untrusted input, as pure code: decoding a
+//! frame's body, and destination constraints (`ssh-add -h`) enforced as
+//! OpenSSH's agent enforces them (PROTOCOL.agent,
+//! "restrict-destination-v00@openssh.com").
 //!
 //! `ssh` binds each agent connection to the SSH sessions it passes through
 //! (`session-bind@openssh.com`: host key, session id, the host's signature
@@ -8,9 +10,79 @@
 //! constraints allow, and signs only a user-authentication request for the
 //! session bound last.
 
+use ssh_agent_lib::proto::Request;
 use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, SessionBind};
-use ssh_encoding::Decode as _;
+use ssh_agent_lib::ssh_encoding::Decode as _;
 use ssh_key::public::KeyData;
+
+/// The largest frame body, as OpenSSH's agent (`AGENT_MAX_LEN`).
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// What a frame's body turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A request we understand.
+    Request(Box<Request>),
+    /// A message type we do not know: answer FAILURE, keep the connection.
+    Unknown(u8),
+}
+
+/// Decode one frame's body (without its length prefix). An error means
+/// the message is malformed and the connection must close.
+pub fn decode(body: &[u8]) -> Result<Decoded, String> {
+    match Request::decode(&mut &body[..]) {
+        Ok(request) => Ok(Decoded::Request(Box::new(request))),
+        Err(ssh_agent_lib::proto::Error::UnsupportedCommand { command }) => {
+            Ok(Decoded::Unknown(command))
+        }
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Why a `session-bind@openssh.com` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The message did not parse.
+    #[error("malformed session-bind")]
+    Malformed,
+    /// The host key's signature of the session id does not verify.
+    #[error("the host key's signature does not verify")]
+    Signature,
+    /// The connection was bound for authentication already.
+    #[error("session-bind after a session bound for authentication")]
+    AfterAuthentication,
+    /// The session id is bound to another host key.
+    #[error("session id bound to another host key")]
+    OtherKey,
+    /// More than [`MAX_BINDINGS`] sessions.
+    #[error("too many sessions on one connection")]
+    TooMany,
+}
+
+/// Why a sign request for a destination-constrained key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UseError {
+    /// The connection is not bound to any session.
+    #[error("a destination-constrained key on an unbound connection")]
+    Unbound,
+    /// The data is not a user-authentication request with this key.
+    #[error("a destination-constrained key for an unidentified signature")]
+    NotUserAuth,
+    /// The request is for a session other than the one bound last.
+    #[error("a sign request for a session other than the one bound last")]
+    OtherSession,
+    /// The request names another host key than the bound session's.
+    #[error("a sign request naming another host key than the bound session's")]
+    OtherHost,
+    /// No host key in the request, on a forwarded connection.
+    #[error("a sign request without a host key on a forwarded connection")]
+    NoHostKey,
+    /// No constraint allows this hop, or this user.
+    #[error("the key's destination constraints refuse this use")]
+    Refused,
+}
 
 /// OpenSSH's limit on the sessions recorded for one connection.
 pub const MAX_BINDINGS: usize = 16;
@@ -33,39 +105,32 @@ pub struct Bindings {
 }
 
 impl Bindings {
-    /// Record a `session-bind@openssh.com`. False (FAILURE) for a bad
-    /// signature, a session id bound to another key, a bind after one for
-    /// authentication, or too many hops.
-    pub fn bind(&mut self, bind: &SessionBind) -> bool {
+    /// Record a `session-bind@openssh.com` (its extension details).
+    pub fn bind(&mut self, details: &[u8]) -> Result<(), BindError> {
         self.attempted = true;
-        if bind.verify_signature().is_err() {
-            tracing::warn!("session-bind: the host key's signature does not verify");
-            return false;
-        }
+        let bind = SessionBind::decode(&mut &details[..]).map_err(|_| BindError::Malformed)?;
+        bind.verify_signature().map_err(|_| BindError::Signature)?;
         for hop in &self.hops {
             if !hop.forwarded {
-                tracing::warn!("session-bind after a session bound for authentication");
-                return false;
+                return Err(BindError::AfterAuthentication);
             }
             if hop.session_id == bind.session_id {
-                return hop.host_key == bind.host_key;
+                return if hop.host_key == bind.host_key {
+                    Ok(())
+                } else {
+                    Err(BindError::OtherKey)
+                };
             }
         }
         if self.hops.len() >= MAX_BINDINGS {
-            tracing::warn!("session-bind: too many sessions on one connection");
-            return false;
+            return Err(BindError::TooMany);
         }
         self.hops.push(Binding {
             host_key: bind.host_key.clone(),
             session_id: bind.session_id.clone(),
             forwarded: bind.is_forwarding,
         });
-        true
-    }
-
-    /// Note a bind that could not even be parsed.
-    pub fn bind_failed(&mut self) {
-        self.attempted = true;
+        Ok(())
     }
 
     /// Whether a key with these constraints may be listed on this
@@ -94,33 +159,30 @@ impl Bindings {
             && !permitted(constraints, Some(&last.host_key), None, None))
     }
 
-    /// Check a signature request for a constrained key: it must be a
-    /// user-authentication request for the session bound last, to the
-    /// host of that session. Returns the user it logs in as.
-    pub fn check_userauth(&self, data: &[u8], key: &KeyData) -> Option<String> {
-        let last = self.hops.last()?;
-        let request = UserAuth::parse(data, key)?;
+    /// Check a sign request for a key with these constraints: it must be
+    /// a user-authentication request for the session bound last, to the
+    /// host of that session, as a user the constraints allow. Returns the
+    /// user it logs in as.
+    pub fn check_use(
+        &self,
+        constraints: &[DestinationConstraint],
+        data: &[u8],
+        key: &KeyData,
+    ) -> Result<String, UseError> {
+        let last = self.hops.last().ok_or(UseError::Unbound)?;
+        let request = UserAuth::parse(data, key).ok_or(UseError::NotUserAuth)?;
+        if !self.permits(constraints, Some(&request.user)) {
+            return Err(UseError::Refused);
+        }
         if request.session_id != last.session_id {
-            tracing::warn!("sign request for a session other than the one bound last");
-            return None;
+            return Err(UseError::OtherSession);
         }
         match &request.host_key {
-            Some(host) if host != &last.host_key => {
-                tracing::warn!("sign request names another host key than the bound session's");
-                return None;
-            }
-            None if self.hops.len() > 1 => {
-                tracing::warn!("sign request without a host key on a forwarded connection");
-                return None;
-            }
+            Some(host) if host != &last.host_key => return Err(UseError::OtherHost),
+            None if self.hops.len() > 1 => return Err(UseError::NoHostKey),
             _ => {}
         }
-        Some(request.user)
-    }
-
-    /// Whether the connection has been bound to any session.
-    pub fn is_bound(&self) -> bool {
-        !self.hops.is_empty()
+        Ok(request.user)
     }
 }
 
@@ -170,14 +232,15 @@ pub fn valid(constraints: &[DestinationConstraint]) -> bool {
 fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and how much text it has taken so far.
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
+    while let Some(&tc) = t.get(ti) {
         match p.get(pi) {
             Some('*') => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || c == t[ti] => {
+            Some(&c) if c == '?' || c == tc => {
                 pi += 1;
                 ti += 1;
             }
@@ -191,7 +254,7 @@ fn glob(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p.get(pi..).unwrap_or_default().iter().all(|&c| c == '*')
 }
 
 /// The parts of an SSH user-authentication request (RFC 4252 §7, with
@@ -261,14 +324,24 @@ mod tests {
     use super::*;
     use rand_core::OsRng;
     use ssh_agent_lib::proto::extension::KeySpec;
-    use ssh_encoding::Encode as _;
+    use ssh_agent_lib::ssh_encoding::Encode as _;
     use ssh_key::{Algorithm, PrivateKey};
 
     fn host() -> PrivateKey {
         PrivateKey::random(&mut OsRng, Algorithm::Ed25519).expect("key")
     }
 
-    fn bind(host: &PrivateKey, session_id: &[u8], forwarding: bool) -> SessionBind {
+    fn bind(host: &PrivateKey, session_id: &[u8], forwarding: bool) -> Vec<u8> {
+        encode(&bind_message(host, session_id, forwarding))
+    }
+
+    fn encode(bind: &SessionBind) -> Vec<u8> {
+        let mut out = Vec::new();
+        bind.encode(&mut out).expect("encode");
+        out
+    }
+
+    fn bind_message(host: &PrivateKey, session_id: &[u8], forwarding: bool) -> SessionBind {
         use signature::Signer as _;
         SessionBind {
             host_key: host.public_key().key_data().clone(),
@@ -326,23 +399,34 @@ mod tests {
         assert!(Bindings::default().permits(&constraints, None));
 
         let mut to_a = Bindings::default();
-        assert!(to_a.bind(&bind(&a, b"sid-a", false)));
+        assert!(to_a.bind(&bind(&a, b"sid-a", false)).is_ok());
         assert!(to_a.permits(&constraints, None));
         assert!(to_a.permits(&constraints, Some("git")));
         assert!(!to_a.permits(&constraints, Some("root")));
         let data = userauth(b"sid-a", "git", &user_key, Some(a.public_key().key_data()));
         assert_eq!(
-            to_a.check_userauth(&data, &user_key).as_deref(),
-            Some("git")
+            to_a.check_use(&constraints, &data, &user_key).as_deref(),
+            Ok("git")
+        );
+        let as_root = userauth(b"sid-a", "root", &user_key, Some(a.public_key().key_data()));
+        assert_eq!(
+            to_a.check_use(&constraints, &as_root, &user_key),
+            Err(UseError::Refused)
         );
         let stale = userauth(b"sid-old", "git", &user_key, None);
-        assert_eq!(to_a.check_userauth(&stale, &user_key), None);
-        assert_eq!(to_a.check_userauth(b"not a request", &user_key), None);
+        assert_eq!(
+            to_a.check_use(&constraints, &stale, &user_key),
+            Err(UseError::OtherSession)
+        );
+        assert_eq!(
+            to_a.check_use(&constraints, b"not a request", &user_key),
+            Err(UseError::NotUserAuth)
+        );
         // No second binding after one for authentication.
-        assert!(!to_a.bind(&bind(&a, b"sid-2", false)));
+        assert!(to_a.bind(&bind(&a, b"sid-2", false)).is_err());
 
         let mut to_b = Bindings::default();
-        assert!(to_b.bind(&bind(&b, b"sid-b", false)));
+        assert!(to_b.bind(&bind(&b, b"sid-b", false)).is_ok());
         assert!(!to_b.permits(&constraints, None));
         assert!(!to_b.permits(&constraints, Some("git")));
     }
@@ -362,11 +446,11 @@ mod tests {
             },
         ];
         let mut via_a = Bindings::default();
-        assert!(via_a.bind(&bind(&a, b"sid-a", true)));
+        assert!(via_a.bind(&bind(&a, b"sid-a", true)).is_ok());
         // Forwarded to a: listed only if it may go further.
         assert!(!via_a.permits(&only_a, None));
         assert!(via_a.permits(&a_then_b, None));
-        assert!(via_a.bind(&bind(&b, b"sid-b", false)));
+        assert!(via_a.bind(&bind(&b, b"sid-b", false)).is_ok());
         assert!(!via_a.permits(&only_a, Some("u")));
         assert!(via_a.permits(&a_then_b, Some("u")));
     }
@@ -378,10 +462,10 @@ mod tests {
             from: tuple("", "", &[]),
             to: tuple("", "a", &[&a]),
         }];
-        let mut forged = bind(&a, b"sid", false);
+        let mut forged = bind_message(&a, b"sid", false);
         forged.host_key = b.public_key().key_data().clone();
         let mut conn = Bindings::default();
-        assert!(!conn.bind(&forged));
+        assert_eq!(conn.bind(&encode(&forged)), Err(BindError::Signature));
         assert!(!conn.permits(&constraints, None));
         assert!(conn.permits(&[], None));
     }
