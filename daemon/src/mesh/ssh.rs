@@ -18,7 +18,7 @@ use super::{Mesh, MeshError, entry_type, err};
 use crate::ssh::keys::{Identity, Source};
 
 /// RSA keys `mesh ssh create --alg rsa` makes.
-const RSA_BITS: usize = 3072;
+const RSA_BITS: u32 = 3072;
 
 /// A key algorithm by its command-line name.
 fn algorithm(name: &str) -> Result<Algorithm, MeshError> {
@@ -76,9 +76,10 @@ impl Mesh {
         let alg = algorithm(alg)?;
         self.activation()?;
         let key = tokio::task::spawn_blocking(move || match alg {
-            Algorithm::Rsa { .. } => ssh_key::private::RsaKeypair::random(&mut OsRng, RSA_BITS)
-                .and_then(|pair| PrivateKey::new(pair.into(), "")),
-            alg => PrivateKey::random(&mut OsRng, alg),
+            Algorithm::Rsa { .. } => crate::ssh::keys::generate_rsa(RSA_BITS)
+                .map_err(|e| e.to_string())
+                .and_then(|pair| PrivateKey::new(pair, "").map_err(|e| e.to_string())),
+            alg => PrivateKey::random(&mut OsRng, alg).map_err(|e| e.to_string()),
         })
         .await
         .map_err(|_| err("key generation failed"))?

@@ -2,21 +2,30 @@
 //! `ssh-add`, ready to sign.
 //!
 //! Private keys live here and nowhere else in the agent. Each is parsed
-//! once into the form its algorithm signs with (an Ed25519 signing key with
-//! its public half, an ECDSA scalar, an RSA key with its CRT values), so a
-//! signature costs one signature and nothing more. Every one of those
-//! types wipes itself when dropped.
+//! and checked once into the form its algorithm signs with (an Ed25519
+//! signing key with its public half, OpenSSL keys for ECDSA and RSA with
+//! their precomputed values), so a signature costs one signature and
+//! nothing more. ed25519-dalek wipes its keys when dropped; OpenSSL frees
+//! its private numbers with `BN_clear_free`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
 use rand_core::{OsRng, RngCore as _};
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Digest as _, Sha512};
 use signature::Signer as _;
 use ssh_agent_lib::proto::extension::DestinationConstraint;
+use ssh_agent_lib::ssh_encoding::Encode as _;
 use ssh_key::private::KeypairData;
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, HashAlg, Signature};
+use ssh_key::{Algorithm, EcdsaCurve, HashAlg, Signature};
 use subtle::ConstantTimeEq as _;
 
 /// The sign-request flag asking for `rsa-sha2-256` (RFC 8332).
@@ -44,13 +53,14 @@ pub enum KeyError {
     Sign,
 }
 
-/// A private key in the form its algorithm signs with.
+/// A private key in the form its algorithm signs with: Ed25519 with
+/// ed25519-dalek; ECDSA and RSA with OpenSSL (already linked for OpenPGP),
+/// whose P-256 and RSA code is both constant-time and several times
+/// faster than the pure-Rust crates'.
 enum Signer {
-    Ed25519(ed25519_dalek::SigningKey),
-    P256(p256::ecdsa::SigningKey),
-    P384(p384::ecdsa::SigningKey),
-    P521(p521::ecdsa::SigningKey),
-    Rsa(Box<rsa::RsaPrivateKey>),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    Ecdsa(EcdsaCurve, PKey<Private>),
+    Rsa(PKey<Private>),
 }
 
 impl Signer {
@@ -61,48 +71,68 @@ impl Signer {
                 if key.verifying_key().as_bytes() != pair.public.as_ref() {
                     return Err(KeyError::Invalid("ed25519"));
                 }
-                Signer::Ed25519(key)
+                Signer::Ed25519(Box::new(key))
             }
             KeypairData::Ecdsa(pair) => {
                 let invalid = |_| KeyError::Invalid("ecdsa");
-                let signer = match pair {
-                    ssh_key::private::EcdsaKeypair::NistP256 { private, .. } => Signer::P256(
-                        p256::ecdsa::SigningKey::from_slice(private.as_slice()).map_err(invalid)?,
-                    ),
-                    ssh_key::private::EcdsaKeypair::NistP384 { private, .. } => Signer::P384(
-                        p384::ecdsa::SigningKey::from_slice(private.as_slice()).map_err(invalid)?,
-                    ),
-                    ssh_key::private::EcdsaKeypair::NistP521 { private, .. } => Signer::P521(
-                        p521::ecdsa::SigningKey::from_slice(private.as_slice()).map_err(invalid)?,
-                    ),
+                let curve = pair.curve();
+                let nid = match curve {
+                    EcdsaCurve::NistP256 => Nid::X9_62_PRIME256V1,
+                    EcdsaCurve::NistP384 => Nid::SECP384R1,
+                    EcdsaCurve::NistP521 => Nid::SECP521R1,
                 };
-                let public = signer.public_sec1();
-                if public.as_deref() != Some(pair.public_key_bytes()) {
-                    return Err(KeyError::Invalid("ecdsa"));
-                }
-                signer
+                let group = EcGroup::from_curve_name(nid).map_err(invalid)?;
+                let mut ctx = BigNumContext::new_secure().map_err(invalid)?;
+                let public = EcPoint::from_bytes(&group, pair.public_key_bytes(), &mut ctx)
+                    .map_err(invalid)?;
+                let private = BigNum::from_slice(pair.private_key_bytes()).map_err(invalid)?;
+                // from_private_components checks the point is on the
+                // curve; check_key that it is the private key's.
+                let key =
+                    EcKey::from_private_components(&group, &private, &public).map_err(invalid)?;
+                key.check_key().map_err(invalid)?;
+                Signer::Ecdsa(curve, PKey::from_ec_key(key).map_err(invalid)?)
             }
             KeypairData::Rsa(pair) => {
-                // Not ssh-key's own conversion: 0.6.7 passes p twice for
-                // the primes, and every key fails.
+                let invalid = |_| KeyError::Invalid("rsa");
                 let int = |m: &ssh_key::Mpint| {
                     m.as_positive_bytes()
-                        .map(rsa::BigUint::from_bytes_be)
                         .ok_or(KeyError::Invalid("rsa"))
+                        .and_then(|b| BigNum::from_slice(b).map_err(invalid))
                 };
-                let mut key = rsa::RsaPrivateKey::from_components(
+                let (p, q, d) = (
+                    int(&pair.private.p)?,
+                    int(&pair.private.q)?,
+                    int(&pair.private.d)?,
+                );
+                let mut ctx = BigNumContext::new_secure().map_err(invalid)?;
+                let one = BigNum::from_u32(1).map_err(invalid)?;
+                let crt = |prime: &BigNum, ctx: &mut BigNumContext| {
+                    let mut minus_one = BigNum::new().map_err(invalid)?;
+                    minus_one.checked_sub(prime, &one).map_err(invalid)?;
+                    let mut exponent = BigNum::new_secure().map_err(invalid)?;
+                    exponent.nnmod(&d, &minus_one, ctx).map_err(invalid)?;
+                    Ok::<_, KeyError>(exponent)
+                };
+                let (dmp1, dmq1) = (crt(&p, &mut ctx)?, crt(&q, &mut ctx)?);
+                let rsa = Rsa::from_private_components(
                     int(&pair.public.n)?,
                     int(&pair.public.e)?,
-                    int(&pair.private.d)?,
-                    vec![int(&pair.private.p)?, int(&pair.private.q)?],
+                    d.to_owned().map_err(invalid)?,
+                    p,
+                    q,
+                    dmp1,
+                    dmq1,
+                    int(&pair.private.iqmp)?,
                 )
-                .map_err(|_| KeyError::Invalid("rsa"))?;
-                key.validate().map_err(|_| KeyError::Invalid("rsa"))?;
-                key.precompute().map_err(|_| KeyError::Invalid("rsa"))?;
-                if rsa::traits::PublicKeyParts::size(&key) < 2048 / 8 {
+                .map_err(invalid)?;
+                if !rsa.check_key().map_err(invalid)? {
+                    return Err(KeyError::Invalid("rsa"));
+                }
+                if rsa.size() < 2048 / 8 {
                     return Err(KeyError::Unsupported("RSA shorter than 2048 bits".into()));
                 }
-                Signer::Rsa(Box::new(key))
+                Signer::Rsa(PKey::from_rsa(rsa).map_err(invalid)?)
             }
             other => {
                 let name = other
@@ -111,27 +141,6 @@ impl Signer {
                     .unwrap_or_else(|_| "unknown".into());
                 return Err(KeyError::Unsupported(name));
             }
-        })
-    }
-
-    /// The uncompressed SEC1 public point of an ECDSA key.
-    fn public_sec1(&self) -> Option<Vec<u8>> {
-        Some(match self {
-            Signer::P256(k) => k
-                .verifying_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
-            Signer::P384(k) => k
-                .verifying_key()
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
-            Signer::P521(k) => p521::ecdsa::VerifyingKey::from(k)
-                .to_encoded_point(false)
-                .as_bytes()
-                .to_vec(),
-            _ => return None,
         })
     }
 
@@ -144,37 +153,67 @@ impl Signer {
                 Signature::new(Algorithm::Ed25519, key.sign(data).to_bytes().to_vec())
                     .map_err(failed)
             }
-            Signer::P256(key) => {
-                let sig: p256::ecdsa::Signature = key.try_sign(data).map_err(failed)?;
-                Signature::try_from(sig).map_err(failed)
-            }
-            Signer::P384(key) => {
-                let sig: p384::ecdsa::Signature = key.try_sign(data).map_err(failed)?;
-                Signature::try_from(sig).map_err(failed)
-            }
-            Signer::P521(key) => {
-                let sig: p521::ecdsa::Signature = key.try_sign(data).map_err(failed)?;
-                Signature::try_from(sig).map_err(failed)
+            Signer::Ecdsa(curve, key) => {
+                // RFC 5656 §6.2.1: the hash goes with the curve.
+                let digest = match curve {
+                    EcdsaCurve::NistP256 => MessageDigest::sha256(),
+                    EcdsaCurve::NistP384 => MessageDigest::sha384(),
+                    EcdsaCurve::NistP521 => MessageDigest::sha512(),
+                };
+                let der = openssl::sign::Signer::new(digest, key)
+                    .and_then(|mut signer| signer.sign_oneshot_to_vec(data))
+                    .map_err(failed)?;
+                let sig = EcdsaSig::from_der(&der).map_err(failed)?;
+                // The SSH form: mpint r, mpint s.
+                let mut blob = Vec::with_capacity(der.len() + 8);
+                for n in [sig.r(), sig.s()] {
+                    ssh_key::Mpint::from_positive_bytes(&n.to_vec())
+                        .map_err(failed)?
+                        .encode(&mut blob)
+                        .map_err(failed)?;
+                }
+                Signature::new(Algorithm::Ecdsa { curve: *curve }, blob).map_err(failed)
             }
             Signer::Rsa(key) => {
-                // Blinded signing: the private exponentiation never sees
-                // the message itself.
-                let (hash, padding, digest) = if flags & RSA_SHA2_512 != 0 {
-                    let digest = Sha512::digest(data).to_vec();
-                    (HashAlg::Sha512, rsa::Pkcs1v15Sign::new::<Sha512>(), digest)
+                let (hash, digest) = if flags & RSA_SHA2_512 != 0 {
+                    (HashAlg::Sha512, MessageDigest::sha512())
                 } else if flags & RSA_SHA2_256 != 0 {
-                    let digest = Sha256::digest(data).to_vec();
-                    (HashAlg::Sha256, rsa::Pkcs1v15Sign::new::<Sha256>(), digest)
+                    (HashAlg::Sha256, MessageDigest::sha256())
                 } else {
                     return Err(KeyError::Sha1);
                 };
-                let bytes = key
-                    .sign_with_rng(&mut OsRng, padding, &digest)
+                // OpenSSL blinds RSA private-key operations by default.
+                let bytes = openssl::sign::Signer::new(digest, key)
+                    .and_then(|mut signer| signer.sign_oneshot_to_vec(data))
                     .map_err(failed)?;
                 Signature::new(Algorithm::Rsa { hash: Some(hash) }, bytes).map_err(failed)
             }
         }
     }
+}
+
+/// A new RSA key pair of `bits` bits, made by OpenSSL.
+pub fn generate_rsa(bits: u32) -> Result<KeypairData, KeyError> {
+    let rsa = Rsa::generate(bits).map_err(|_| KeyError::Invalid("rsa"))?;
+    let int = |n: &openssl::bn::BigNumRef| {
+        ssh_key::Mpint::from_positive_bytes(&zeroize::Zeroizing::new(n.to_vec()))
+            .map_err(|_| KeyError::Invalid("rsa"))
+    };
+    let (Some(p), Some(q), Some(iqmp)) = (rsa.p(), rsa.q(), rsa.iqmp()) else {
+        return Err(KeyError::Invalid("rsa"));
+    };
+    Ok(KeypairData::Rsa(ssh_key::private::RsaKeypair {
+        public: ssh_key::public::RsaPublicKey {
+            e: int(rsa.e())?,
+            n: int(rsa.n())?,
+        },
+        private: ssh_key::private::RsaPrivateKey {
+            d: int(rsa.d())?,
+            iqmp: int(iqmp)?,
+            p: int(p)?,
+            q: int(q)?,
+        },
+    }))
 }
 
 /// Where an identity came from.
@@ -478,8 +517,7 @@ mod tests {
 
     #[test]
     fn rsa_honours_the_hash_flags_and_refuses_sha1() {
-        let pair = ssh_key::private::RsaKeypair::random(&mut OsRng, 2048).expect("rsa");
-        let private = PrivateKey::new(KeypairData::Rsa(pair), "rsa").expect("key");
+        let private = PrivateKey::new(generate_rsa(2048).expect("rsa"), "rsa").expect("key");
         let id = identity(&private);
         for (flags, hash) in [
             (RSA_SHA2_256, HashAlg::Sha256),
