@@ -494,9 +494,9 @@ mod tests {
     #[test]
     fn signatures_verify_with_the_public_key() {
         for curve in [
-            ssh_key::EcdsaCurve::NistP256,
-            ssh_key::EcdsaCurve::NistP384,
-            ssh_key::EcdsaCurve::NistP521,
+            EcdsaCurve::NistP256,
+            EcdsaCurve::NistP384,
+            EcdsaCurve::NistP521,
         ] {
             let private = key(Algorithm::Ecdsa { curve });
             let sig = identity(&private).sign(b"data", 0).expect("sign");
