@@ -414,6 +414,53 @@ fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
         agent_list(&laptop).contains(&imported_blob)
     });
 
+    // An encrypted key asks for its passphrase on the terminal (a pty
+    // from `script`, fed the passphrase).
+    let locked = desktop.root().join("keys/locked");
+    run_ok(
+        desktop
+            .command("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "correct horse",
+                "-C",
+                "locked",
+                "-f",
+            ])
+            .arg(&locked),
+    );
+    let import = format!(
+        "{} ssh import {}",
+        mesh_e2e::bin("mesh").display(),
+        locked.display()
+    );
+    let mut script = desktop
+        .command("script")
+        .args(["-qec", &import, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    script
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse\n")
+        .expect("passphrase written");
+    let out = script.wait_with_output().expect("script ends");
+    assert!(out.status.success(), "import failed: {}", stdout(&out));
+    let listed = desktop.mesh_json(&["ssh", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|k| k["name"] == "locked")
+    );
+
     laptop.mesh(&["ssh", "delete", "shared"]);
     wait_until("the desktop's agent drops the deleted key", || {
         !agent_list(&desktop).contains(public.trim())

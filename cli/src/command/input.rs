@@ -54,13 +54,13 @@ pub(crate) fn read_passphrase(prompt: &str) -> anyhow::Result<String> {
     let saved = termios::tcgetattr(&tty).context("no terminal to ask for the passphrase on")?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
-    termios::tcsetattr(&tty, OptionalActions::Flush, &quiet).context("cannot turn echo off")?;
+    termios::tcsetattr(&tty, OptionalActions::Now, &quiet).context("cannot turn echo off")?;
     let mut out = &tty;
     let mut line = String::new();
     let read = out
         .write_all(prompt.as_bytes())
         .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
-    let _ = termios::tcsetattr(&tty, OptionalActions::Flush, &saved);
+    let _ = termios::tcsetattr(&tty, OptionalActions::Now, &saved);
     let _ = out.write_all(b"\n");
     read.context("cannot read the passphrase")?;
     let passphrase = line.trim_end_matches(['\n', '\r']).to_owned();
