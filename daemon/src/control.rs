@@ -103,7 +103,9 @@ pub(crate) fn admit(
 
 /// Serve one connection: read a request, answer it, until the peer leaves.
 async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError> {
-    let mut buf = Vec::with_capacity(256);
+    // Requests may carry a private key: wipe what was read, spare
+    // capacity included, when the connection ends.
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(256));
     loop {
         let request = match control::decode::<Request>(&buf) {
             Ok(Some((request, used))) => {

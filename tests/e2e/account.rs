@@ -126,6 +126,8 @@ fn a_revoked_device_is_refused_and_knows_it() {
 fn escrow_then_recover_on_a_third_home() {
     let (_host, service, tablet) = account();
     tablet.mesh(&["catalog", "put", "application", "kept", "safe"]);
+    tablet.mesh(&["ssh", "create", "escrowed"]);
+    let ssh_key = stdout(&tablet.mesh(&["ssh", "get", "escrowed"]));
     let profile = tablet.mesh_json(&["account", "status"])["profile"]
         .as_str()
         .expect("profile")
@@ -168,6 +170,20 @@ fn escrow_then_recover_on_a_third_home() {
         (Some("connected"), Some(true))
     );
     assert_eq!(catalog(&rebuilt)["kept"], "safe");
+    // The SSH key came back with the account: the new machine's agent
+    // serves it.
+    wait_until(
+        "the rebuilt device's agent serves the escrowed SSH key",
+        || {
+            let listed = rebuilt
+                .command("ssh-add")
+                .env("SSH_AUTH_SOCK", rebuilt.ssh_auth_sock())
+                .arg("-L")
+                .output()
+                .expect("ssh-add runs");
+            stdout(&listed).contains(ssh_key.trim())
+        },
+    );
     wait_until("the tablet sees the new administrator", || {
         tablet
             .mesh_json(&["device", "list"])

@@ -487,8 +487,11 @@ fn frame(body: &[u8]) -> Vec<u8> {
 #[test]
 fn bad_clients_lose_their_own_connection_and_nothing_else() {
     let env = TestEnv::new();
-    env.mesh(&["daemon", "start"]);
+    let started = stdout(&env.mesh(&["daemon", "start"]));
     let sock = env.ssh_auth_sock();
+    let line = format!("SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;", sock.display());
+    assert!(started.contains(&line), "{started}");
+    assert_eq!(stdout(&env.mesh(&["ssh", "env"])).trim(), line);
     let mut good = UnixStream::connect(&sock).expect("connects");
     // An unknown message gets FAILURE (5) and the connection lives on.
     assert_eq!(exchange(&mut good, &frame(&[200])), Some(vec![5]));
@@ -511,6 +514,15 @@ fn bad_clients_lose_their_own_connection_and_nothing_else() {
     assert_eq!(
         exchange(&mut good, &frame(&[11])),
         Some(vec![12, 0, 0, 0, 0])
+    );
+    // `query` lists the extensions (EXTENSION_RESPONSE, 29).
+    let mut query = vec![27, 0, 0, 0, 5];
+    query.extend_from_slice(b"query");
+    let answer = exchange(&mut good, &frame(&query)).expect("an answer");
+    assert_eq!(answer[0], 29);
+    assert!(
+        answer.windows(24).any(|w| w == b"session-bind@openssh.com"),
+        "{answer:?}"
     );
     // The lock passphrase is not echoed into the log.
     let mut lock = frame(&[22, 0, 0, 0, 12]);
