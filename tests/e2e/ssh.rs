@@ -255,16 +255,6 @@ fn account() -> (TestEnv, MeshService, TestEnv) {
     (host, service, first)
 }
 
-fn agent_list(env: &TestEnv) -> String {
-    let out = env
-        .command("ssh-add")
-        .env("SSH_AUTH_SOCK", env.ssh_auth_sock())
-        .arg("-L")
-        .output()
-        .expect("ssh-add runs");
-    stdout(&out)
-}
-
 #[test]
 fn a_mesh_key_logs_in_to_sshd_and_signs_for_ssh_keygen_and_git() {
     let (_host, _service, laptop) = account();
@@ -281,7 +271,7 @@ fn a_mesh_key_logs_in_to_sshd_and_signs_for_ssh_keygen_and_git() {
     assert_eq!(names, ["legacy", "nist", "work"]);
     let work = stdout(&laptop.mesh(&["ssh", "get", "work"]));
     assert!(work.starts_with("ssh-ed25519 "), "{work}");
-    let served = agent_list(&laptop);
+    let served = TestEnv::agent_keys(&laptop);
     assert_eq!(served.lines().count(), 3, "{served}");
     assert!(served.contains(work.trim()), "{served}");
 
@@ -367,7 +357,7 @@ fn a_mesh_key_logs_in_to_sshd_and_signs_for_ssh_keygen_and_git() {
     // A key whose entry asks for confirmation: with nobody to ask (this
     // meshd has no askpass), it is listed but never signs.
     laptop.mesh(&["ssh", "create", "guarded", "--confirm"]);
-    assert_eq!(agent_list(&laptop).lines().count(), 4);
+    assert_eq!(TestEnv::agent_keys(&laptop).lines().count(), 4);
     fs::create_dir_all(laptop.root().join("pubs")).expect("pubs");
     for name in ["guarded", "work"] {
         fs::write(
@@ -382,7 +372,7 @@ fn a_mesh_key_logs_in_to_sshd_and_signs_for_ssh_keygen_and_git() {
 
     // A deleted key leaves the agent; a duplicate name is refused.
     laptop.mesh(&["ssh", "delete", "legacy"]);
-    assert_eq!(agent_list(&laptop).lines().count(), 2);
+    assert_eq!(TestEnv::agent_keys(&laptop).lines().count(), 2);
     let refused = run_err(laptop.ours("mesh").args(["ssh", "create", "work"]));
     assert!(stderr(&refused).contains("exists"), "{}", stderr(&refused));
 }
@@ -398,7 +388,7 @@ fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
     laptop.mesh(&["ssh", "create", "shared"]);
     let public = stdout(&laptop.mesh(&["ssh", "get", "shared"]));
     wait_until("the desktop's agent serves the new key", || {
-        agent_list(&desktop).contains(public.trim())
+        TestEnv::agent_keys(&desktop).contains(public.trim())
     });
     let sshd = Sshd::start(&desktop);
     sshd.authorize(&public);
@@ -411,7 +401,7 @@ fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
     let imported = public_line(&key);
     let imported_blob = imported.split_whitespace().nth(1).expect("blob").to_owned();
     wait_until("the laptop's agent serves the imported key", || {
-        agent_list(&laptop).contains(&imported_blob)
+        TestEnv::agent_keys(&laptop).contains(&imported_blob)
     });
 
     // An encrypted key asks for its passphrase on the terminal (a pty
@@ -463,7 +453,7 @@ fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
 
     laptop.mesh(&["ssh", "delete", "shared"]);
     wait_until("the desktop's agent drops the deleted key", || {
-        !agent_list(&desktop).contains(public.trim())
+        !TestEnv::agent_keys(&desktop).contains(public.trim())
     });
     run_err(&mut sshd.login(&desktop, &desktop.ssh_auth_sock()));
 }

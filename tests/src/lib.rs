@@ -590,4 +590,15 @@ impl TestEnv {
     pub fn ssh_auth_sock(&self) -> PathBuf {
         self.mesh_runtime_dir().join("ssh-agent.sock")
     }
+
+    /// The public keys `meshd`'s agent serves (`ssh-add -L`), one a line.
+    pub fn agent_keys(&self) -> String {
+        let out = self
+            .command("ssh-add")
+            .env("SSH_AUTH_SOCK", self.ssh_auth_sock())
+            .arg("-L")
+            .output()
+            .expect("ssh-add runs");
+        stdout(&out)
+    }
 }
