@@ -18,6 +18,7 @@
 
 pub mod account;
 pub mod application;
+pub mod assuan;
 pub mod control;
 pub mod envelope;
 pub mod keygrip;
