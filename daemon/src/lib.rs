@@ -18,6 +18,7 @@ use mesh_protocol::paths::Paths;
 use tokio::sync::Notify;
 
 pub mod control;
+pub mod gpg;
 pub mod mesh;
 pub mod remote;
 pub mod replica;

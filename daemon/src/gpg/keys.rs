@@ -1,0 +1,485 @@
+//! The gpg-agent frontend's keys: OpenPGP secret (sub)keys by keygrip,
+//! each parsed once into what signs or decrypts.
+//!
+//! The operations are the agent's primitives only: a signature over the
+//! digest gpg sends (EdDSA over the digest bytes themselves, RSA
+//! PKCS#1 v1.5 with the digest's DigestInfo added here), the X25519 shared
+//! point for ECDH, and the raw RSA decryption; gpg does the rest.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::Signer as _;
+use mesh_protocol::keygrip::{self, Curve, Keygrip};
+use mesh_protocol::sexp::{Sexp, mpi};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::{Padding, Rsa};
+use sequoia_openpgp::crypto::mpi::{PublicKey as Mpis, SecretKeyMaterial};
+use sequoia_openpgp::packet::key::SecretKeyMaterial as Secret;
+use sequoia_openpgp::types::Curve as PgpCurve;
+use zeroize::Zeroizing;
+
+/// Why a key cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpgKeyError {
+    /// A key type the agent does not hold.
+    #[error("unsupported key type")]
+    Unsupported,
+    /// The secret is missing, encrypted, or does not match the public key.
+    #[error("unusable secret key")]
+    Invalid,
+    /// The operation does not apply to this key or its input is wrong.
+    #[error("bad input for this key")]
+    BadInput,
+}
+
+/// The secret part, ready to use.
+enum Material {
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    Cv25519(Box<x25519_dalek::StaticSecret>),
+    Rsa(PKey<Private>),
+}
+
+/// One OpenPGP (sub)key the agent holds.
+pub struct GpgKey {
+    /// Its keygrip.
+    pub grip: Keygrip,
+    /// `(public-key ...)` as READKEY answers.
+    pub public: Vec<u8>,
+    /// What the certificate calls it, for logs.
+    pub label: String,
+    material: Material,
+}
+
+impl std::fmt::Debug for GpgKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpgKey")
+            .field("grip", &keygrip::to_hex(&self.grip))
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// libgcrypt's hash algorithm numbers (SETHASH), with digest lengths and
+/// the DigestInfo prefix RSA signatures carry.
+pub fn hash_algorithm(number: u32) -> Option<(usize, MessageDigest)> {
+    Some(match number {
+        2 => (20, MessageDigest::sha1()),
+        3 => (20, MessageDigest::ripemd160()),
+        8 => (32, MessageDigest::sha256()),
+        9 => (48, MessageDigest::sha384()),
+        10 => (64, MessageDigest::sha512()),
+        11 => (28, MessageDigest::sha224()),
+        _ => return None,
+    })
+}
+
+fn bn(bytes: &[u8]) -> Result<BigNum, GpgKeyError> {
+    BigNum::from_slice(bytes).map_err(|_| GpgKeyError::Invalid)
+}
+
+impl GpgKey {
+    /// A key from an OpenPGP key packet's public and (unencrypted) secret
+    /// parts.
+    pub fn new(public: &Mpis, secret: &Secret, label: String) -> Result<GpgKey, GpgKeyError> {
+        let Secret::Unencrypted(secret) = secret else {
+            return Err(GpgKeyError::Invalid);
+        };
+        secret.map(|secret| GpgKey::from_mpis(public, secret, label))
+    }
+
+    fn from_mpis(
+        public: &Mpis,
+        secret: &SecretKeyMaterial,
+        label: String,
+    ) -> Result<GpgKey, GpgKeyError> {
+        match (public, secret) {
+            (Mpis::EdDSA { curve, q }, SecretKeyMaterial::EdDSA { scalar })
+                if *curve == PgpCurve::Ed25519 =>
+            {
+                let seed: [u8; 32] = scalar
+                    .value_padded(32)
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| GpgKeyError::Invalid)?;
+                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                let point = q.value();
+                if point.get(1..) != Some(key.verifying_key().as_bytes().as_slice()) {
+                    return Err(GpgKeyError::Invalid);
+                }
+                Ok(GpgKey {
+                    grip: keygrip::ecc(Curve::Ed25519, point),
+                    public: public_ecc("Ed25519", Some("eddsa"), point),
+                    label,
+                    material: Material::Ed25519(Box::new(key)),
+                })
+            }
+            (Mpis::ECDH { curve, q, .. }, SecretKeyMaterial::ECDH { scalar })
+                if *curve == PgpCurve::Cv25519 =>
+            {
+                // OpenPGP stores the scalar big-endian; X25519 wants the
+                // RFC 7748 (little-endian) string.
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                bytes.copy_from_slice(&scalar.value_padded(32));
+                bytes.reverse();
+                let secret = x25519_dalek::StaticSecret::from(*bytes);
+                let point = q.value();
+                if point.get(1..)
+                    != Some(x25519_dalek::PublicKey::from(&secret).as_bytes().as_slice())
+                {
+                    return Err(GpgKeyError::Invalid);
+                }
+                Ok(GpgKey {
+                    grip: keygrip::ecc(Curve::Curve25519, point),
+                    public: public_ecc("Curve25519", Some("djb-tweak"), point),
+                    label,
+                    material: Material::Cv25519(Box::new(secret)),
+                })
+            }
+            (Mpis::RSA { e, n }, SecretKeyMaterial::RSA { d, p, q, u }) => {
+                // OpenPGP: p < q, u = p^-1 mod q. OpenSSL's iqmp is
+                // q'^-1 mod p', so its p' is our q.
+                let (big_p, big_q, d) = (bn(q.value())?, bn(p.value())?, bn(d.value())?);
+                let mut ctx = BigNumContext::new_secure().map_err(|_| GpgKeyError::Invalid)?;
+                let crt = |prime: &BigNum, ctx: &mut BigNumContext| {
+                    let mut minus_one = BigNum::new().map_err(|_| GpgKeyError::Invalid)?;
+                    minus_one
+                        .checked_sub(
+                            prime,
+                            BigNum::from_u32(1)
+                                .map_err(|_| GpgKeyError::Invalid)?
+                                .as_ref(),
+                        )
+                        .map_err(|_| GpgKeyError::Invalid)?;
+                    let mut exponent = BigNum::new_secure().map_err(|_| GpgKeyError::Invalid)?;
+                    exponent
+                        .nnmod(&d, &minus_one, ctx)
+                        .map_err(|_| GpgKeyError::Invalid)?;
+                    Ok::<_, GpgKeyError>(exponent)
+                };
+                let (dmp1, dmq1) = (crt(&big_p, &mut ctx)?, crt(&big_q, &mut ctx)?);
+                let rsa = Rsa::from_private_components(
+                    bn(n.value())?,
+                    bn(e.value())?,
+                    d,
+                    big_p,
+                    big_q,
+                    dmp1,
+                    dmq1,
+                    bn(u.value())?,
+                )
+                .map_err(|_| GpgKeyError::Invalid)?;
+                if !rsa.check_key().map_err(|_| GpgKeyError::Invalid)? {
+                    return Err(GpgKeyError::Invalid);
+                }
+                let public = Sexp::list([
+                    Sexp::atom("public-key"),
+                    Sexp::list([
+                        Sexp::atom("rsa"),
+                        Sexp::list([Sexp::atom("n"), Sexp::atom(mpi(n.value()))]),
+                        Sexp::list([Sexp::atom("e"), Sexp::atom(mpi(e.value()))]),
+                    ]),
+                ])
+                .encode();
+                Ok(GpgKey {
+                    grip: keygrip::rsa(n.value()),
+                    public,
+                    label,
+                    material: Material::Rsa(PKey::from_rsa(rsa).map_err(|_| GpgKeyError::Invalid)?),
+                })
+            }
+            _ => Err(GpgKeyError::Unsupported),
+        }
+    }
+
+    /// PKSIGN: the `(sig-val ...)` for a digest made with libgcrypt hash
+    /// algorithm `algo`.
+    pub fn sign(&self, algo: u32, digest: &[u8]) -> Result<Vec<u8>, GpgKeyError> {
+        let (len, md) = hash_algorithm(algo).ok_or(GpgKeyError::BadInput)?;
+        if digest.len() != len {
+            return Err(GpgKeyError::BadInput);
+        }
+        let value = match &self.material {
+            Material::Ed25519(key) => {
+                let sig = key.sign(digest).to_bytes();
+                let (r, s) = sig.split_at(32);
+                Sexp::list([
+                    Sexp::atom("eddsa"),
+                    Sexp::list([Sexp::atom("r"), Sexp::atom(r)]),
+                    Sexp::list([Sexp::atom("s"), Sexp::atom(s)]),
+                ])
+            }
+            Material::Rsa(key) => {
+                let mut ctx = PkeyCtx::new(key).map_err(|_| GpgKeyError::Invalid)?;
+                ctx.sign_init().map_err(|_| GpgKeyError::Invalid)?;
+                ctx.set_rsa_padding(Padding::PKCS1)
+                    .map_err(|_| GpgKeyError::Invalid)?;
+                ctx.set_signature_md(
+                    openssl::md::Md::from_nid(md.type_()).ok_or(GpgKeyError::BadInput)?,
+                )
+                .map_err(|_| GpgKeyError::Invalid)?;
+                let mut sig = Vec::new();
+                ctx.sign_to_vec(digest, &mut sig)
+                    .map_err(|_| GpgKeyError::Invalid)?;
+                Sexp::list([
+                    Sexp::atom("rsa"),
+                    Sexp::list([Sexp::atom("s"), Sexp::atom(sig)]),
+                ])
+            }
+            Material::Cv25519(_) => return Err(GpgKeyError::BadInput),
+        };
+        Ok(Sexp::list([Sexp::atom("sig-val"), value]).encode())
+    }
+
+    /// PKDECRYPT: the `(value ...)` for an `(enc-val ...)`.
+    pub fn decrypt(&self, ciphertext: &Sexp) -> Result<Zeroizing<Vec<u8>>, GpgKeyError> {
+        if ciphertext.name() != Some(b"enc-val") {
+            return Err(GpgKeyError::BadInput);
+        }
+        let value = match &self.material {
+            Material::Cv25519(secret) => {
+                let e = ciphertext
+                    .find(b"ecdh")
+                    .and_then(|ecdh| ecdh.value(b"e"))
+                    .ok_or(GpgKeyError::BadInput)?;
+                let point: [u8; 32] = match e {
+                    [0x40, rest @ ..] => rest.try_into().map_err(|_| GpgKeyError::BadInput)?,
+                    _ => return Err(GpgKeyError::BadInput),
+                };
+                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(point));
+                let mut out = Zeroizing::new(vec![0x40]);
+                out.extend_from_slice(shared.as_bytes());
+                out
+            }
+            Material::Rsa(key) => {
+                let a = ciphertext
+                    .find(b"rsa")
+                    .and_then(|rsa| rsa.value(b"a"))
+                    .ok_or(GpgKeyError::BadInput)?;
+                let rsa = key.rsa().map_err(|_| GpgKeyError::Invalid)?;
+                let size = rsa.size() as usize;
+                let a = strip_zeros(a);
+                if a.len() > size {
+                    return Err(GpgKeyError::BadInput);
+                }
+                let mut block = vec![0u8; size];
+                block[size - a.len()..].copy_from_slice(a);
+                let mut out = Zeroizing::new(vec![0u8; size]);
+                let n = rsa
+                    .private_decrypt(&block, &mut out, Padding::NONE)
+                    .map_err(|_| GpgKeyError::BadInput)?;
+                out.truncate(n);
+                let start = out.iter().position(|&b| b != 0).unwrap_or(out.len());
+                Zeroizing::new(out[start..].to_vec())
+            }
+            Material::Ed25519(_) => return Err(GpgKeyError::BadInput),
+        };
+        let mut encoded = Zeroizing::new(b"(5:value".to_vec());
+        encoded.extend_from_slice(format!("{}:", value.len()).as_bytes());
+        encoded.extend_from_slice(&value);
+        encoded.push(b')');
+        Ok(encoded)
+    }
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+fn public_ecc(curve: &str, flags: Option<&str>, q: &[u8]) -> Vec<u8> {
+    let mut ecc = vec![
+        Sexp::atom("ecc"),
+        Sexp::list([Sexp::atom("curve"), Sexp::atom(curve)]),
+    ];
+    if let Some(flags) = flags {
+        ecc.push(Sexp::list([Sexp::atom("flags"), Sexp::atom(flags)]));
+    }
+    ecc.push(Sexp::list([Sexp::atom("q"), Sexp::atom(q)]));
+    Sexp::list([Sexp::atom("public-key"), Sexp::List(ecc)]).encode()
+}
+
+/// Every OpenPGP key the agent holds, by keygrip; replaced whole when
+/// the Mesh's certificates change.
+#[derive(Debug, Default)]
+pub struct GpgKeyring {
+    keys: Mutex<BTreeMap<Keygrip, Arc<GpgKey>>>,
+}
+
+impl GpgKeyring {
+    /// The key with this grip.
+    pub fn get(&self, grip: &Keygrip) -> Option<Arc<GpgKey>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(grip)
+            .cloned()
+    }
+
+    /// Every keygrip held, in order.
+    pub fn grips(&self) -> Vec<Keygrip> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Replace every key.
+    pub fn set(&self, keys: Vec<GpgKey>) {
+        let map = keys.into_iter().map(|k| (k.grip, Arc::new(k))).collect();
+        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
+    use sequoia_openpgp::policy::StandardPolicy;
+
+    fn keys(suite: CipherSuite) -> Vec<GpgKey> {
+        let (cert, _) = CertBuilder::new()
+            .set_cipher_suite(suite)
+            .add_userid("Test <test@example.org>")
+            .add_signing_subkey()
+            .add_transport_encryption_subkey()
+            .generate()
+            .expect("cert");
+        let policy = StandardPolicy::new();
+        cert.keys()
+            .subkeys()
+            .with_policy(&policy, None)
+            .secret()
+            .map(|ka| {
+                let key = ka.key();
+                GpgKey::new(
+                    key.mpis(),
+                    key.optional_secret().expect("secret"),
+                    "test".into(),
+                )
+                .expect("usable")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ed25519_signs_the_digest_and_cv25519_agrees() {
+        let keys = keys(CipherSuite::Cv25519);
+        let [sign, encrypt] = &keys[..] else {
+            panic!("two subkeys")
+        };
+        let digest = [7u8; 32];
+        let sig = Sexp::parse(&sign.sign(8, &digest).expect("signs")).expect("sexp");
+        let eddsa = sig.find(b"eddsa").expect("eddsa");
+        let mut bytes = eddsa.value(b"r").expect("r").to_vec();
+        bytes.extend_from_slice(eddsa.value(b"s").expect("s"));
+        let public = Sexp::parse(&sign.public).expect("public");
+        let q = public.find(b"ecc").and_then(|e| e.value(b"q")).expect("q");
+        let verifying =
+            ed25519_dalek::VerifyingKey::from_bytes(q[1..].try_into().expect("32")).expect("point");
+        verifying
+            .verify_strict(
+                &digest,
+                &ed25519_dalek::Signature::from_slice(&bytes).expect("sig"),
+            )
+            .expect("verifies");
+        assert_eq!(sign.sign(8, &[0; 31]), Err(GpgKeyError::BadInput));
+        assert_eq!(sign.sign(77, &digest), Err(GpgKeyError::BadInput));
+
+        let ephemeral = x25519_dalek::StaticSecret::from([9u8; 32]);
+        let mut e = vec![0x40];
+        e.extend_from_slice(x25519_dalek::PublicKey::from(&ephemeral).as_bytes());
+        let ciphertext = Sexp::list([
+            Sexp::atom("enc-val"),
+            Sexp::list([
+                Sexp::atom("ecdh"),
+                Sexp::list([Sexp::atom("s"), Sexp::atom(vec![1u8; 49])]),
+                Sexp::list([Sexp::atom("e"), Sexp::atom(e)]),
+            ]),
+        ]);
+        let answer = encrypt.decrypt(&ciphertext).expect("decrypts");
+        let public = Sexp::parse(&encrypt.public).expect("public");
+        let q = public.find(b"ecc").and_then(|e| e.value(b"q")).expect("q");
+        let theirs = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(
+            <[u8; 32]>::try_from(&q[1..]).expect("32"),
+        ));
+        let mut expected = b"(5:value33:\x40".to_vec();
+        expected.extend_from_slice(theirs.as_bytes());
+        expected.push(b')');
+        assert_eq!(&answer[..], &expected[..]);
+        assert_eq!(encrypt.sign(8, &digest), Err(GpgKeyError::BadInput));
+    }
+
+    #[test]
+    fn rsa_signs_with_digest_info_and_decrypts_raw() {
+        let keys = keys(CipherSuite::RSA3k);
+        let [sign, encrypt] = &keys[..] else {
+            panic!("two subkeys")
+        };
+        let public = |key: &GpgKey| {
+            let sexp = Sexp::parse(&key.public).expect("public");
+            let rsa = sexp.find(b"rsa").expect("rsa");
+            Rsa::from_public_components(
+                bn(rsa.value(b"n").expect("n")).expect("n"),
+                bn(rsa.value(b"e").expect("e")).expect("e"),
+            )
+            .expect("public key")
+        };
+        let digest = [3u8; 64];
+        let sig = Sexp::parse(&sign.sign(10, &digest).expect("signs")).expect("sexp");
+        let s = sig.find(b"rsa").and_then(|r| r.value(b"s")).expect("s");
+        let mut recovered = vec![0u8; 384];
+        let n = public(sign)
+            .public_decrypt(s, &mut recovered, Padding::PKCS1)
+            .expect("verifies");
+        let info = [
+            &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
+            ][..],
+            &digest,
+        ]
+        .concat();
+        assert_eq!(&recovered[..n], &info[..]);
+
+        let mut block = vec![0u8; 384];
+        block[1] = 2;
+        block[2..300].fill(0x55);
+        block[380..].copy_from_slice(b"key!");
+        let mut c = vec![0u8; 384];
+        public(encrypt)
+            .public_encrypt(&block, &mut c, Padding::NONE)
+            .expect("encrypts");
+        let ciphertext = Sexp::list([
+            Sexp::atom("enc-val"),
+            Sexp::list([
+                Sexp::atom("rsa"),
+                Sexp::list([Sexp::atom("a"), Sexp::atom(mpi(&c))]),
+            ]),
+        ]);
+        let answer = encrypt.decrypt(&ciphertext).expect("decrypts");
+        let mut expected = b"(5:value383:".to_vec();
+        expected.extend_from_slice(&block[1..]);
+        expected.push(b')');
+        assert_eq!(&answer[..], &expected[..]);
+    }
+
+    #[test]
+    fn keygrips_match_the_public_key() {
+        for key in keys(CipherSuite::Cv25519) {
+            let public = Sexp::parse(&key.public).expect("public");
+            let ecc = public.find(b"ecc").expect("ecc");
+            let curve = match ecc.value(b"curve") {
+                Some(b"Ed25519") => Curve::Ed25519,
+                _ => Curve::Curve25519,
+            };
+            assert_eq!(key.grip, keygrip::ecc(curve, ecc.value(b"q").expect("q")));
+        }
+    }
+}
