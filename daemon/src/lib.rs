@@ -100,22 +100,66 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(control = %control_path.display(), ssh_agent = %agent_path.display(), "meshd listening");
 
     let uid = rustix::process::getuid().as_raw();
+    let gpg = bind_gpg();
     let keys = Arc::new(ssh::keys::Keyring::default());
     let agent = Arc::new(ssh::agent::Agent {
         keys: Arc::clone(&keys),
         askpass: ssh::confirm::Askpass::from_env(|name| std::env::var_os(name)),
         uid,
     });
+    let gpg_keys = Arc::new(gpg::keys::GpgKeyring::default());
+    let (gpg_listener, gpg_path) = match gpg {
+        Some((listener, path)) => {
+            let server = Arc::new(gpg::server::Server {
+                keys: Arc::clone(&gpg_keys),
+                version: gpg::gpg_version(),
+                socket: path.clone(),
+                uid,
+            });
+            (Some((listener, server)), Some(path))
+        }
+        None => (None, None),
+    };
     let result = match mesh::Mesh::open(paths.clone(), Some(keys)) {
         Ok(mesh) => {
-            serve(mesh, agent, listener, agent_listener, &config, shutdown).await;
+            serve(
+                mesh,
+                agent,
+                gpg_listener,
+                listener,
+                agent_listener,
+                &config,
+                shutdown,
+            )
+            .await;
             Ok(())
         }
         Err(e) => Err(DaemonError::Account(e.0)),
     };
     runtime_dir::remove_socket(&agent_path);
+    if let Some(path) = gpg_path {
+        runtime_dir::remove_socket(&path);
+    }
     runtime_dir::remove_socket(&control_path);
     result
+}
+
+/// Bind gpg's agent socket, if gpg is installed and no other agent holds
+/// it. Without it meshd still runs; the reason is logged.
+fn bind_gpg() -> Option<(tokio::net::UnixListener, PathBuf)> {
+    let path = gpg::socket_path()?;
+    let parent = path.parent()?;
+    if let Err(e) = runtime_dir::prepare(parent) {
+        tracing::warn!(error = %e, "no gpg-agent frontend");
+        return None;
+    }
+    match runtime_dir::bind(&path) {
+        Ok(listener) => Some((listener, path)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no gpg-agent frontend");
+            None
+        }
+    }
 }
 
 /// Serve every frontend until `shutdown` completes or a client asks the
@@ -123,6 +167,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 async fn serve(
     mesh: mesh::Mesh,
     agent: Arc<ssh::agent::Agent>,
+    gpg: Option<(tokio::net::UnixListener, Arc<gpg::server::Server>)>,
     control_listener: tokio::net::UnixListener,
     agent_listener: tokio::net::UnixListener,
     config: &Config,
@@ -143,7 +188,16 @@ async fn serve(
                 frontend: "ssh-agent".into(),
                 path: config.paths.ssh_agent_socket(),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(
+            gpg.as_ref()
+                .map(|(_, server)| mesh_protocol::control::Listener {
+                    frontend: "gpg-agent".into(),
+                    path: server.socket.clone(),
+                }),
+        )
+        .collect(),
         stop: Arc::clone(&stop),
         mesh: Arc::clone(&mesh),
     });
@@ -152,6 +206,12 @@ async fn serve(
         () = stop.notified() => tracing::info!("meshd stopping on request"),
         () = control::serve(control_listener, state) => {}
         () = ssh::agent::serve(agent_listener, agent) => {}
+        () = async {
+            match gpg {
+                Some((listener, server)) => gpg::server::serve(listener, server).await,
+                None => std::future::pending().await,
+            }
+        } => {}
         () = sync_loop(mesh, config.sync_interval) => {}
     }
 }
