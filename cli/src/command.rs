@@ -5,6 +5,7 @@ pub(crate) mod daemon;
 pub(crate) mod dare;
 pub(crate) mod input;
 pub(crate) mod key;
+pub(crate) mod openpgp;
 pub(crate) mod ssh;
 pub(crate) mod status;
 pub(crate) mod udf;

@@ -42,6 +42,9 @@ enum Command {
     /// SSH keys in the account, served by meshd's SSH agent.
     #[command(subcommand)]
     Ssh(command::ssh::SshCommand),
+    /// OpenPGP keys in the account, served to gpg by meshd.
+    #[command(subcommand)]
+    Openpgp(command::openpgp::OpenpgpCommand),
     /// Uniform Data Fingerprints: digests, authenticators, nonces.
     #[command(subcommand)]
     Udf(command::udf::UdfCommand),
@@ -72,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Device(command) => command::account::device(&paths()?, command),
         Command::Catalog(command) => command::account::catalog(&paths()?, command),
         Command::Ssh(command) => command::ssh::run(&paths()?, command),
+        Command::Openpgp(command) => command::openpgp::run(&paths()?, command),
         Command::Udf(command) => command::udf::run(command),
         Command::Key(command) => command::key::run(command),
         Command::Dare(command) => command::dare::run(command),

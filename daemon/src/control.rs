@@ -175,6 +175,11 @@ fn request_name(request: &Request) -> &'static str {
         Request::SshDelete { .. } => "ssh-delete",
         Request::SshAuthorizedKeys => "ssh-authorized-keys",
         Request::SshAllowedSigners => "ssh-allowed-signers",
+        Request::OpenpgpCreate { .. } => "openpgp-create",
+        Request::OpenpgpImport { .. } => "openpgp-import",
+        Request::OpenpgpList => "openpgp-list",
+        Request::OpenpgpExport { .. } => "openpgp-export",
+        Request::OpenpgpDelete { .. } => "openpgp-delete",
     }
 }
 
@@ -262,6 +267,20 @@ async fn account_request(
         Request::SshDelete { name } => mesh.ssh_delete(&name).await,
         Request::SshAuthorizedKeys => mesh.ssh_lines(false),
         Request::SshAllowedSigners => mesh.ssh_lines(true),
+        Request::OpenpgpCreate {
+            user_id,
+            algorithm,
+            name,
+        } => {
+            mesh.openpgp_create(&user_id, &algorithm, name.as_deref())
+                .await
+        }
+        Request::OpenpgpImport { secret, name } => {
+            mesh.openpgp_import(&secret.0, name.as_deref()).await
+        }
+        Request::OpenpgpList => mesh.openpgp_list(),
+        Request::OpenpgpExport { name } => mesh.openpgp_export(&name),
+        Request::OpenpgpDelete { name } => mesh.openpgp_delete(&name).await,
         Request::Status | Request::Shutdown => Err(MeshError("not an account request".into())),
     }
 }

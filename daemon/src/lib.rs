@@ -120,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         None => (None, None),
     };
-    let result = match mesh::Mesh::open(paths.clone(), Some(keys)) {
+    let result = match mesh::Mesh::open(paths.clone(), Some(keys), Some(gpg_keys)) {
         Ok(mesh) => {
             serve(
                 mesh,

@@ -34,11 +34,13 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::gpg::keys::GpgKeyring;
 use crate::remote::{Remote, RemoteError};
 use crate::replica::Replicas;
 use crate::secrets::SecretStore;
 use crate::ssh::keys::Keyring;
 
+mod openpgp;
 mod ssh;
 
 /// The secret-store name of the device seed.
@@ -123,9 +125,13 @@ pub struct Mesh {
     last_sync: Option<u64>,
     /// The SSH agent's keys, which the Application catalog feeds.
     ssh_agent: Option<Arc<Keyring>>,
-    /// The Application catalog's length when the agent's keys were last
+    /// The gpg-agent frontend's keys, fed the same way.
+    gpg_agent: Option<Arc<GpgKeyring>>,
+    /// Certificates already imported into gpg's keyring.
+    gpg_imported: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// The Application catalog's length when the agents' keys were last
     /// loaded (`Some(None)`: loaded as "nothing readable").
-    ssh_loaded: Option<Option<u64>>,
+    apps_loaded: Option<Option<u64>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -172,6 +178,11 @@ fn reserved(name: &str) -> Result<(), MeshError> {
             "{name:?} is an SSH identity: use mesh ssh to change it"
         )));
     }
+    if name.starts_with(mesh_protocol::application::OPENPGP_PREFIX) {
+        return Err(err(format!(
+            "{name:?} is an OpenPGP key: use mesh openpgp to change it"
+        )));
+    }
     Ok(())
 }
 
@@ -190,7 +201,11 @@ impl Mesh {
     /// Load what this device knows: its state file, seed and replicas.
     /// The SSH identities in the Application catalog are kept loaded into
     /// `ssh_agent`, if given.
-    pub fn open(paths: Paths, ssh_agent: Option<Arc<Keyring>>) -> Result<Mesh, MeshError> {
+    pub fn open(
+        paths: Paths,
+        ssh_agent: Option<Arc<Keyring>>,
+        gpg_agent: Option<Arc<GpgKeyring>>,
+    ) -> Result<Mesh, MeshError> {
         let choice = std::env::var("MESH_KEYRING").ok();
         let secrets = SecretStore::open(&paths.data_dir.join("secrets"), choice.as_deref())
             .map_err(|e| err(e.to_string()))?;
@@ -221,12 +236,14 @@ impl Mesh {
             sync_errors: BTreeMap::new(),
             last_sync: None,
             ssh_agent,
-            ssh_loaded: None,
+            gpg_agent,
+            gpg_imported: Arc::default(),
+            apps_loaded: None,
         };
         if mesh.status() == "connected" {
             mesh.activate()?;
         }
-        mesh.refresh_ssh();
+        mesh.refresh_applications();
         Ok(mesh)
     }
 
@@ -1037,6 +1054,21 @@ impl Mesh {
         Ok(out)
     }
 
+    /// Reload the agents' keys if the Application catalog (or this
+    /// device's standing in the account) changed since the last time.
+    fn refresh_applications(&mut self) {
+        let readable = self
+            .activation()
+            .is_ok_and(|a| a.store_key(STORE_APPLICATION).is_some());
+        let head = readable.then(|| self.replicas.head(STORE_APPLICATION).0);
+        if self.apps_loaded == Some(head) {
+            return;
+        }
+        self.load_ssh(readable);
+        self.refresh_openpgp(readable);
+        self.apps_loaded = Some(head);
+    }
+
     // ---- sync ----
 
     /// Append entries to stores in one atomic transaction, then sync.
@@ -1077,7 +1109,7 @@ impl Mesh {
             }
             match result {
                 Ok(_) => {
-                    self.refresh_ssh();
+                    self.refresh_applications();
                     return Ok(());
                 }
                 Err(e) if attempt == 0 && e.0.contains("Conflict") => {
@@ -1099,7 +1131,7 @@ impl Mesh {
             }
             self.activation = None;
             let _ = self.save();
-            self.refresh_ssh();
+            self.refresh_applications();
         }
     }
 
@@ -1107,7 +1139,7 @@ impl Mesh {
     /// reported by `mesh account status`), never papered over.
     pub async fn sync(&mut self) -> Value {
         let result = self.sync_inner().await;
-        self.refresh_ssh();
+        self.refresh_applications();
         match result {
             Ok(updated) => {
                 self.sync_errors.remove("service");

@@ -19,6 +19,14 @@ pub const SSH_MESSAGE_TYPE: &str = "CatalogedApplicationSsh";
 /// The prefix of SSH identity entries' unique ids.
 pub const SSH_PREFIX: &str = "ssh/";
 
+/// The message type of an OpenPGP certificate entry (in the Application
+/// catalog: public certificate and subkey secrets; in MMM_Local, for
+/// administrators: the whole secret certificate).
+pub const OPENPGP_MESSAGE_TYPE: &str = "CatalogedApplicationOpenpgp";
+
+/// The prefix of OpenPGP entries' unique ids.
+pub const OPENPGP_PREFIX: &str = "openpgp/";
+
 /// The longest application name.
 pub const MAX_NAME: usize = 64;
 

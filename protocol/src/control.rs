@@ -170,6 +170,34 @@ pub enum Request {
     SshAuthorizedKeys,
     /// An allowed-signers file for `ssh-keygen -Y verify` and git.
     SshAllowedSigners,
+    /// Make an OpenPGP certificate in the account.
+    OpenpgpCreate {
+        /// `Name <email>`.
+        user_id: String,
+        /// `ed25519` or `rsa3072`.
+        algorithm: String,
+        /// Its name in the account (default: the email address).
+        name: Option<String>,
+    },
+    /// Put an existing OpenPGP secret key in the account.
+    OpenpgpImport {
+        /// The armored (or binary, base64-free) secret key.
+        secret: SecretText,
+        /// Its name in the account (default: the email address).
+        name: Option<String>,
+    },
+    /// The account's OpenPGP certificates.
+    OpenpgpList,
+    /// One certificate, armored.
+    OpenpgpExport {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a certificate.
+    OpenpgpDelete {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Text that is a secret (a private key, a passphrase): never shown by

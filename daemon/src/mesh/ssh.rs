@@ -227,20 +227,11 @@ impl Mesh {
         Ok(json!(lines))
     }
 
-    /// Rebuild the agent's Mesh keys if the Application catalog (or this
-    /// device's standing in the account) changed since the last time.
-    pub(super) fn refresh_ssh(&mut self) {
-        let Some(agent) = &self.ssh_agent else {
+    /// Rebuild the SSH agent's Mesh keys from the catalog.
+    pub(super) fn load_ssh(&mut self, readable: bool) {
+        let Some(agent) = self.ssh_agent.clone() else {
             return;
         };
-        let readable = self
-            .activation()
-            .is_ok_and(|a| a.store_key(STORE_APPLICATION).is_some());
-        let head = readable.then(|| self.replicas.head(STORE_APPLICATION).0);
-        if self.ssh_loaded == Some(head) {
-            return;
-        }
-        let agent = std::sync::Arc::clone(agent);
         let entries = if readable {
             match self.ssh_entries() {
                 Ok(entries) => entries,
@@ -277,6 +268,5 @@ impl Mesh {
         }
         tracing::info!(count = identities.len(), "SSH identities from the Mesh");
         agent.set_mesh(identities);
-        self.ssh_loaded = Some(head);
     }
 }

@@ -1,0 +1,130 @@
+//! `mesh openpgp`: the account's OpenPGP certificates, served to gpg by
+//! meshd in place of gpg-agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use mesh_protocol::control::{Request, SecretText};
+use mesh_protocol::paths::Paths;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::account::{ask, show, text};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OpenpgpCommand {
+    /// Make an OpenPGP key: certification key kept by administrators,
+    /// signing and encryption subkeys on every device with the right.
+    Create {
+        /// "Name <email>".
+        user_id: String,
+        /// ed25519 (with cv25519 encryption) or rsa3072.
+        #[arg(long, default_value = "ed25519")]
+        alg: String,
+        /// Its name in the account (default: the email address).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an existing secret key in the account (gpg --export-secret-keys).
+    Import {
+        /// The exported secret key, armored or binary; - for standard input.
+        file: PathBuf,
+        /// Its name in the account (default: the email address).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The account's OpenPGP keys.
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a key's public certificate, armored.
+    Export {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a key from the account (and so from every device).
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+fn describe(v: &Value) -> String {
+    let ids: Vec<&str> = v["user_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    format!(
+        "{}\t{}\t{}\n",
+        text(v, "name"),
+        text(v, "fingerprint"),
+        ids.join(", ")
+    )
+}
+
+pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OpenpgpCommand::Create {
+            user_id,
+            alg,
+            name,
+            json,
+        } => {
+            let value = ask(
+                paths,
+                &Request::OpenpgpCreate {
+                    user_id,
+                    algorithm: alg,
+                    name,
+                },
+            )?;
+            show(json, &value, |v| {
+                format!("created {}\t{}\n", text(v, "name"), text(v, "fingerprint"))
+            });
+        }
+        OpenpgpCommand::Import { file, name, json } => {
+            let path = file.to_string_lossy();
+            let bytes = Zeroizing::new(super::input::read_input(&path)?);
+            let secret = String::from_utf8(bytes.to_vec())
+                .map(Zeroizing::new)
+                .context("give the key armored: gpg --export-secret-keys --armor")?;
+            let value = ask(
+                paths,
+                &Request::OpenpgpImport {
+                    secret: SecretText(secret.to_string()),
+                    name,
+                },
+            )?;
+            show(json, &value, |v| {
+                format!("imported {}\t{}\n", text(v, "name"), text(v, "fingerprint"))
+            });
+        }
+        OpenpgpCommand::List { json } => {
+            let value = ask(paths, &Request::OpenpgpList)?;
+            show(json, &value, |v| {
+                v.as_array().into_iter().flatten().map(describe).collect()
+            });
+        }
+        OpenpgpCommand::Export { name } => {
+            let value = ask(paths, &Request::OpenpgpExport { name })?;
+            print!("{}", text(&value, "public"));
+        }
+        OpenpgpCommand::Delete { name } => {
+            ask(paths, &Request::OpenpgpDelete { name: name.clone() })?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
