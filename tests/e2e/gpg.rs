@@ -1,0 +1,319 @@
+//! meshd in place of gpg-agent, driven by the real gpg 2.2 and git, each
+//! test in its own GNUPGHOME.
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use mesh_e2e::{MeshService, TestEnv, approve, run_ok, stderr, stdout, wait_until};
+
+/// An account on a fresh service, with `first` as its administrator.
+fn account() -> (TestEnv, MeshService, TestEnv) {
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let first = TestEnv::device(&service);
+    first.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    (host, service, first)
+}
+
+/// Run gpg in this home; it never starts an agent of its own.
+fn gpg(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    env.command("gpg")
+        .args(["--batch", "--no-autostart", "--no-tty"])
+        .args(args)
+        .output()
+        .expect("gpg runs")
+}
+
+fn gpg_ok(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let out = gpg(env, args);
+    assert!(
+        out.status.success(),
+        "gpg {args:?} failed:\n{}",
+        stderr(&out)
+    );
+    out
+}
+
+/// Wait until gpg lists this key as a usable secret key.
+fn wait_for_secret_key(env: &TestEnv, fingerprint: &str) {
+    wait_until("gpg -K lists the Mesh key", || {
+        let out = gpg(env, &["--with-colons", "-K"]);
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("fpr:") && l.contains(fingerprint))
+            && stdout(&out).lines().any(|l| l.starts_with("ssb:"))
+    });
+}
+
+fn create(env: &TestEnv, user_id: &str, alg: &str) -> String {
+    let made = env.mesh_json(&["openpgp", "create", user_id, "--alg", alg]);
+    made["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned()
+}
+
+/// Sign three ways with `key` and check gpg verifies each; encrypt to it
+/// and decrypt.
+fn sign_and_decrypt(env: &TestEnv, key: &str) {
+    let dir = env.root().join(format!("work-{key}"));
+    fs::create_dir_all(&dir).expect("dir");
+    let message = dir.join("message.txt");
+    fs::write(&message, "the quick brown fox\n").expect("message");
+    let m = message.to_str().expect("utf-8");
+    let out = |name: &str| dir.join(name).to_str().expect("utf-8").to_owned();
+
+    gpg_ok(
+        env,
+        &["-u", key, "--detach-sign", "-o", &out("detached.sig"), m],
+    );
+    let verified = gpg_ok(env, &["--verify", &out("detached.sig"), m]);
+    assert!(
+        stderr(&verified).contains("Good signature"),
+        "{}",
+        stderr(&verified)
+    );
+
+    gpg_ok(env, &["-u", key, "--clearsign", "-o", &out("clear.asc"), m]);
+    let verified = gpg_ok(env, &["--verify", &out("clear.asc")]);
+    assert!(stderr(&verified).contains("Good signature"));
+
+    gpg_ok(env, &["-u", key, "-s", "-o", &out("signed.gpg"), m]);
+    let verified = gpg_ok(env, &["-o", &out("unpacked.txt"), "-d", &out("signed.gpg")]);
+    assert!(stderr(&verified).contains("Good signature"));
+
+    gpg_ok(env, &["-r", key, "-e", "-o", &out("secret.gpg"), m]);
+    let plain = gpg_ok(env, &["-d", &out("secret.gpg")]);
+    assert_eq!(stdout(&plain), "the quick brown fox\n");
+}
+
+#[test]
+fn gpg_signs_decrypts_and_signs_git_commits_with_mesh_keys() {
+    let (_host, _service, laptop) = account();
+    let ed = create(&laptop, "Alice <alice@example.com>", "ed25519");
+    let rsa = create(&laptop, "Rob <rob@example.com>", "rsa3072");
+    wait_for_secret_key(&laptop, &ed);
+    wait_for_secret_key(&laptop, &rsa);
+    let listed = stdout(&gpg_ok(&laptop, &["-K"]));
+    assert!(
+        listed.contains("[ultimate] Alice <alice@example.com>"),
+        "{listed}"
+    );
+    assert!(listed.contains("rsa3072"), "{listed}");
+    sign_and_decrypt(&laptop, &ed);
+    sign_and_decrypt(&laptop, &rsa);
+
+    // git commit -S with gpg.format=openpgp, then verify-commit.
+    let repo = laptop.root().join("repo");
+    fs::create_dir_all(&repo).expect("repo");
+    let git = |args: &[&str]| {
+        run_ok(
+            laptop
+                .command("git")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .arg("-C")
+                .arg(&repo)
+                .args(args),
+        )
+    };
+    git(&["init", "-q"]);
+    for (key, value) in [
+        ("user.name", "Alice"),
+        ("user.email", "alice@example.com"),
+        ("gpg.format", "openpgp"),
+        ("user.signingkey", ed.as_str()),
+    ] {
+        git(&["config", key, value]);
+    }
+    fs::write(repo.join("README"), "hello\n").expect("file");
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-S", "-m", "signed through meshd"]);
+    let verified = git(&["verify-commit", "HEAD"]);
+    assert!(
+        stderr(&verified).contains("Good signature from \"Alice <alice@example.com>\""),
+        "{}",
+        stderr(&verified)
+    );
+
+    // Export gives the public certificate; delete takes the key away.
+    let exported = stdout(&laptop.mesh(&["openpgp", "export", "rob@example.com"]));
+    assert!(exported.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert!(!exported.contains("PRIVATE"));
+    laptop.mesh(&["openpgp", "delete", "rob@example.com"]);
+    let message = laptop.root().join("late.txt");
+    fs::write(&message, "late\n").expect("message");
+    let refused = gpg(
+        &laptop,
+        &[
+            "-u",
+            &rsa,
+            "--detach-sign",
+            message.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!refused.status.success(), "a deleted key still signs");
+}
+
+#[test]
+fn a_key_made_on_one_device_signs_on_another() {
+    let (_host, service, laptop) = account();
+    let desktop = TestEnv::device(&service);
+    approve(&laptop, &desktop, "desktop", "device");
+    wait_until("the desktop is accepted", || {
+        desktop.mesh_json(&["account", "status"])["status"] == "connected"
+    });
+    let ed = create(&laptop, "Alice <alice@example.com>", "ed25519");
+    wait_for_secret_key(&desktop, &ed);
+    sign_and_decrypt(&desktop, &ed);
+}
+
+/// The agent socket gpg uses in this home.
+fn agent_socket(env: &TestEnv) -> PathBuf {
+    let out = run_ok(env.command("gpgconf").args(["--list-dirs", "agent-socket"]));
+    PathBuf::from(stdout(&out).trim())
+}
+
+/// A raw Assuan client: connect, read the greeting.
+fn connect(socket: &Path) -> (BufReader<UnixStream>, UnixStream) {
+    let stream = UnixStream::connect(socket).expect("connects");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).expect("greeting");
+    assert!(greeting.starts_with("OK"), "{greeting}");
+    (reader, stream)
+}
+
+/// Send lines; return every line up to the final OK or ERR.
+fn send(conn: &mut (BufReader<UnixStream>, UnixStream), lines: &[&[u8]]) -> Vec<String> {
+    for line in lines {
+        conn.1.write_all(line).expect("write");
+        conn.1.write_all(b"\n").expect("write");
+    }
+    let mut out = Vec::new();
+    loop {
+        let mut raw = Vec::new();
+        if conn.0.read_until(b'\n', &mut raw).expect("read") == 0 {
+            out.push("<closed>".to_owned());
+            return out;
+        }
+        let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+        let done = line.starts_with("OK") || line.starts_with("ERR") || line.starts_with("INQUIRE");
+        out.push(line);
+        if done {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn hostile_input_gets_the_right_error_and_nobody_else_suffers() {
+    let (_host, _service, laptop) = account();
+    let ed = create(&laptop, "Alice <alice@example.com>", "ed25519");
+    wait_for_secret_key(&laptop, &ed);
+    let grips: Vec<String> = stdout(&gpg_ok(&laptop, &["--with-colons", "--with-keygrip", "-K"]))
+        .lines()
+        .filter_map(|l| l.strip_prefix("grp:::::::::"))
+        .map(|g| g.trim_end_matches(':').to_owned())
+        .collect();
+    // Primary (not served), signing subkey, two encryption subkeys.
+    let (sign_grip, encrypt_grip) = (&grips[1], &grips[2]);
+    let socket = agent_socket(&laptop);
+    let mut bystander = connect(&socket);
+    let mut conn = connect(&socket);
+
+    // An unknown keygrip.
+    let unknown = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let reply = send(
+        &mut conn,
+        &[
+            format!("SIGKEY {unknown}").as_bytes(),
+            format!("SETHASH 8 {}", "00".repeat(32)).as_bytes(),
+            b"PKSIGN",
+        ],
+    );
+    assert_eq!(reply, ["OK"], "SIGKEY answers OK like gpg-agent");
+    assert_eq!(send(&mut conn, &[]), ["OK"]);
+    assert_eq!(
+        send(&mut conn, &[]),
+        ["ERR 67108881 No secret key <GPG Agent>"]
+    );
+    assert_eq!(
+        send(&mut conn, &[format!("HAVEKEY {unknown}").as_bytes()]),
+        ["ERR 67108881 No secret key <GPG Agent>"]
+    );
+    assert_eq!(
+        send(&mut conn, &[format!("KEYINFO {unknown}").as_bytes()]),
+        ["ERR 67108891 Not found <GPG Agent>"]
+    );
+    assert_eq!(
+        send(&mut conn, &[b"SIGKEY not-hex"]),
+        ["ERR 67109144 IPC parameter error <GPG Agent>"]
+    );
+    assert_eq!(
+        send(&mut conn, &[b"SETHASH 99 00"]),
+        ["ERR 67108948 Unsupported algorithm <GPG Agent>"]
+    );
+
+    // A malformed S-expression as ciphertext.
+    let mut reply = send(
+        &mut conn,
+        &[format!("SETKEY {encrypt_grip}").as_bytes(), b"PKDECRYPT"],
+    );
+    reply.extend(send(&mut conn, &[]));
+    assert_eq!(reply.last().map(String::as_str), Some("INQUIRE CIPHERTEXT"));
+    assert_eq!(
+        send(&mut conn, &[b"D (7:enc-val(4:ecdh", b"END"]),
+        ["ERR 67108947 Invalid S-expression <GPG Agent>"]
+    );
+
+    // A ciphertext for another kind of key (RSA, to an ECDH key).
+    send(&mut conn, &[b"PKDECRYPT"]);
+    assert_eq!(
+        send(&mut conn, &[b"D (7:enc-val(3:rsa(1:a3:abc)))", b"END"]),
+        ["ERR 67108943 Invalid data <GPG Agent>"]
+    );
+
+    // A signature asked of the encryption key.
+    let reply = send(&mut conn, &[format!("SIGKEY {encrypt_grip}").as_bytes()]);
+    assert_eq!(reply, ["OK"]);
+    send(
+        &mut conn,
+        &[format!("SETHASH 8 {}", "11".repeat(32)).as_bytes()],
+    );
+    assert_eq!(
+        send(&mut conn, &[b"PKSIGN"]),
+        ["ERR 67108943 Invalid data <GPG Agent>"]
+    );
+
+    // An unknown command, then a good signature on the same connection.
+    assert_eq!(
+        send(&mut conn, &[b"FROBNICATE"]),
+        ["ERR 67109139 Unknown IPC command <GPG Agent>"]
+    );
+    send(&mut conn, &[format!("SIGKEY {sign_grip}").as_bytes()]);
+    send(
+        &mut conn,
+        &[format!("SETHASH 8 {}", "22".repeat(32)).as_bytes()],
+    );
+    let signed = send(&mut conn, &[b"PKSIGN"]);
+    assert!(signed[0].starts_with("D (7:sig-val(5:eddsa"), "{signed:?}");
+    assert_eq!(signed.last().map(String::as_str), Some("OK"));
+
+    // An overlong line: the error, then the connection is closed.
+    let long = vec![b'X'; 1100];
+    let reply = send(&mut conn, &[&long]);
+    assert_eq!(
+        reply[0],
+        "ERR 67109127 Line passed to IPC too long <GPG Agent>"
+    );
+    let mut rest = Vec::new();
+    let _ = conn.0.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+
+    // The bystander was never disturbed.
+    let version = send(&mut bystander, &[b"GETINFO version"]);
+    assert!(version[0].starts_with("D 2."), "{version:?}");
+    assert_eq!(version[1], "OK");
+}
