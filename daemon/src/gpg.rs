@@ -48,3 +48,67 @@ pub fn gpg_version() -> String {
         .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .unwrap_or_else(|| FALLBACK_VERSION.to_owned())
 }
+
+/// Make gpg start meshd, never the real gpg-agent, when nothing listens on
+/// its socket: `agent-program <mesh-gpg-agent>` in GNUPGHOME's gpg.conf.
+/// Returns what was changed, if anything. An `agent-program` line the
+/// user wrote is left alone (and reported).
+pub fn ensure_agent_program() -> Result<Option<String>, String> {
+    let home = std::env::var_os("GNUPGHOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".gnupg")))
+        .ok_or("no GNUPGHOME or HOME")?;
+    let shim = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("mesh-gpg-agent")))
+        .filter(|p| p.is_file())
+        .ok_or("mesh-gpg-agent is not installed beside meshd")?;
+    let conf = home.join("gpg.conf");
+    let text = match std::fs::read_to_string(&conf) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", conf.display())),
+    };
+    let wanted = shim.display().to_string();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("agent-program") {
+            let current = words.collect::<Vec<_>>().join(" ");
+            return if current == wanted {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "{} already names another agent-program ({current}); gpg may start it instead of meshd",
+                    conf.display()
+                ))
+            };
+        }
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&home)
+        .map_err(|e| format!("cannot create {}: {e}", home.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&conf)
+        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    let separator = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    write!(
+        file,
+        "{separator}# Added by mesh: gpg starts meshd, never the real gpg-agent.\nagent-program {wanted}\n"
+    )
+    .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    Ok(Some(format!(
+        "gpg will start meshd as its agent: added `agent-program {wanted}` to {}",
+        conf.display()
+    )))
+}

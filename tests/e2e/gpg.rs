@@ -317,3 +317,110 @@ fn hostile_input_gets_the_right_error_and_nobody_else_suffers() {
     assert!(version[0].starts_with("D 2."), "{version:?}");
     assert_eq!(version[1], "OK");
 }
+
+#[test]
+fn gpg_starts_meshd_and_never_the_real_agent() {
+    let (_host, _service, laptop) = account();
+    let made = stdout(&laptop.mesh(&["openpgp", "create", "Alice <alice@example.com>"]));
+    assert!(
+        made.contains("agent-program"),
+        "mesh says what it configured: {made}"
+    );
+    let conf = fs::read_to_string(laptop.gnupg_home().join("gpg.conf")).expect("gpg.conf");
+    assert!(
+        conf.contains("agent-program ") && conf.contains("mesh-gpg-agent"),
+        "{conf}"
+    );
+    let fingerprint = made
+        .split_whitespace()
+        .nth(2)
+        .expect("fingerprint")
+        .to_owned();
+    wait_for_secret_key(&laptop, &fingerprint);
+
+    // With meshd stopped, gpg (allowed to autostart) starts meshd.
+    laptop.mesh(&["daemon", "stop"]);
+    let listed = run_ok(
+        laptop
+            .command("gpg")
+            .args(["--batch", "--with-colons", "-K"]),
+    );
+    assert!(
+        stdout(&listed).contains(&fingerprint),
+        "{}",
+        stdout(&listed)
+    );
+    let status = laptop.mesh_json(&["status"]);
+    assert!(status["pid"].is_u64(), "meshd runs again: {status}");
+    assert!(
+        status["listeners"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["frontend"] == "gpg-agent")),
+        "{status}"
+    );
+    let home = laptop.gnupg_home();
+    let real = std::process::Command::new("pgrep")
+        .args(["-f", &format!("gpg-agent --homedir {}", home.display())])
+        .output()
+        .expect("pgrep runs");
+    assert!(
+        stdout(&real).trim().is_empty(),
+        "a real gpg-agent was started"
+    );
+}
+
+#[test]
+fn an_exported_gpg_secret_key_is_imported_and_used() {
+    // A key made the usual way, by gpg and its real agent, in a home of
+    // its own; exported unprotected.
+    let maker = TestEnv::new();
+    run_ok(maker.command("gpg").args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "Carol <carol@example.com>",
+        "ed25519",
+        "sign",
+        "0",
+    ]));
+    let fpr_out = run_ok(maker.command("gpg").args(["--with-colons", "-K"]));
+    let fingerprint = stdout(&fpr_out)
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|f| f.trim_end_matches(':').to_owned())
+        .expect("fingerprint");
+    run_ok(maker.command("gpg").args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-add-key",
+        &fingerprint,
+        "cv25519",
+        "encr",
+        "0",
+    ]));
+    let exported = run_ok(maker.command("gpg").args([
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+        "--armor",
+        "--export-secret-keys",
+        &fingerprint,
+    ]));
+    let _ = maker
+        .command("gpgconf")
+        .args(["--kill", "gpg-agent"])
+        .status();
+    let file = maker.root().join("carol.asc");
+    fs::write(&file, &exported.stdout).expect("export");
+
+    let (_host, _service, laptop) = account();
+    let imported = laptop.mesh_json(&["openpgp", "import", file.to_str().expect("utf-8")]);
+    assert_eq!(imported["fingerprint"], fingerprint.as_str());
+    assert_eq!(imported["name"], "carol@example.com");
+    wait_for_secret_key(&laptop, &fingerprint);
+    sign_and_decrypt(&laptop, &fingerprint);
+}

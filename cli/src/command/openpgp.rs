@@ -59,6 +59,14 @@ pub(crate) enum OpenpgpCommand {
     },
 }
 
+/// What meshd changed in gpg's configuration, as a line (or nothing).
+fn configured(v: &Value) -> String {
+    v["configured"]
+        .as_str()
+        .map(|change| format!("{change}\n"))
+        .unwrap_or_default()
+}
+
 fn describe(v: &Value) -> String {
     let ids: Vec<&str> = v["user_ids"]
         .as_array()
@@ -91,7 +99,12 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
                 },
             )?;
             show(json, &value, |v| {
-                format!("created {}\t{}\n", text(v, "name"), text(v, "fingerprint"))
+                format!(
+                    "created {}\t{}\n{}",
+                    text(v, "name"),
+                    text(v, "fingerprint"),
+                    configured(v)
+                )
             });
         }
         OpenpgpCommand::Import { file, name, json } => {
@@ -108,7 +121,12 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
                 },
             )?;
             show(json, &value, |v| {
-                format!("imported {}\t{}\n", text(v, "name"), text(v, "fingerprint"))
+                format!(
+                    "imported {}\t{}\n{}",
+                    text(v, "name"),
+                    text(v, "fingerprint"),
+                    configured(v)
+                )
             });
         }
         OpenpgpCommand::List { json } => {

@@ -9,7 +9,8 @@
 //!   key derives from the account seed): the whole secret certificate.
 //!
 //! After a sync or write that moved the Application catalog, the agent's
-//! keys are rebuilt and any certificate gpg does not know yet is imported
+//! keys are rebuilt (an administrator's from the whole certificate, so it
+//! also certifies and signs with a primary-only key) and any certificate gpg does not know yet is imported
 //! into its keyring (`gpg --import`, ultimately trusted), with
 //! `--no-autostart` so that importing never starts the real gpg-agent.
 
@@ -172,12 +173,16 @@ impl Mesh {
         };
         let app = seal(&entry(devices), app_key)?;
         let local = seal(&entry(whole), local_key)?;
+        let configured = match crate::gpg::ensure_agent_program() {
+            Ok(change) => change,
+            Err(warning) => Some(format!("warning: {warning}")),
+        };
         self.transact(
             vec![(STORE_APPLICATION, vec![app]), (STORE_LOCAL, vec![local])],
             Vec::new(),
         )
         .await?;
-        Ok(json!({"name": name, "fingerprint": primary.to_hex()}))
+        Ok(json!({"name": name, "fingerprint": primary.to_hex(), "configured": configured}))
     }
 
     /// Delete a certificate from the account.
@@ -207,8 +212,12 @@ impl Mesh {
     }
 
     fn openpgp_entries(&self) -> Result<Vec<OpenpgpEntry>, MeshError> {
+        self.openpgp_entries_in(STORE_APPLICATION)
+    }
+
+    fn openpgp_entries_in(&self, store: &str) -> Result<Vec<OpenpgpEntry>, MeshError> {
         let mut out = Vec::new();
-        for (_, opened) in self.open_entries(STORE_APPLICATION)? {
+        for (_, opened) in self.open_entries(store)? {
             if entry_type(&opened) == Some(OPENPGP_MESSAGE_TYPE) {
                 out.push(
                     serde_json::from_slice(&opened.payload)
@@ -260,10 +269,25 @@ impl Mesh {
         } else {
             Vec::new()
         };
+        // An administrator holds the whole certificate, certification key
+        // included (MMM_Local); other devices the subkeys.
+        let whole: Vec<OpenpgpEntry> = if readable
+            && self
+                .activation()
+                .is_ok_and(|a| a.store_key(STORE_LOCAL).is_some())
+        {
+            self.openpgp_entries_in(STORE_LOCAL).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let policy = StandardPolicy::new();
         let mut keys = Vec::new();
         for entry in &entries {
-            let Ok(cert) = Cert::from_bytes(entry.secret.as_bytes()) else {
+            let secret = whole
+                .iter()
+                .find(|w| w.fingerprint == entry.fingerprint)
+                .map_or(&entry.secret, |w| &w.secret);
+            let Ok(cert) = Cert::from_bytes(secret.as_bytes()) else {
                 tracing::warn!(name = %entry.name, "skipping a damaged OpenPGP key");
                 continue;
             };
@@ -297,6 +321,13 @@ impl Mesh {
                             .remove(&fingerprint);
                     }
                 });
+            }
+        }
+        if !entries.is_empty() {
+            match crate::gpg::ensure_agent_program() {
+                Ok(Some(change)) => tracing::info!("{change}"),
+                Ok(None) => {}
+                Err(warning) => tracing::warn!("{warning}"),
             }
         }
         tracing::info!(count = keys.len(), "OpenPGP keys from the Mesh");
