@@ -94,8 +94,10 @@ fn gpg_signs_decrypts_and_signs_git_commits_with_mesh_keys() {
     let (_host, _service, laptop) = account();
     let ed = create(&laptop, "Alice <alice@example.com>", "ed25519");
     let rsa = create(&laptop, "Rob <rob@example.com>", "rsa3072");
+    let nist = create(&laptop, "Nina <nina@example.com>", "nistp256");
     wait_for_secret_key(&laptop, &ed);
     wait_for_secret_key(&laptop, &rsa);
+    wait_for_secret_key(&laptop, &nist);
     let listed = stdout(&gpg_ok(&laptop, &["-K"]));
     assert!(
         listed.contains("[ultimate] Alice <alice@example.com>"),
@@ -104,6 +106,7 @@ fn gpg_signs_decrypts_and_signs_git_commits_with_mesh_keys() {
     assert!(listed.contains("rsa3072"), "{listed}");
     sign_and_decrypt(&laptop, &ed);
     sign_and_decrypt(&laptop, &rsa);
+    sign_and_decrypt(&laptop, &nist);
 
     // git commit -S with gpg.format=openpgp, then verify-commit.
     let repo = laptop.root().join("repo");
@@ -286,6 +289,36 @@ fn hostile_input_gets_the_right_error_and_nobody_else_suffers() {
         send(&mut conn, &[b"PKSIGN"]),
         ["ERR 67108943 Invalid data <GPG Agent>"]
     );
+
+    // The other commands gpg 2.2 and 2.4 send.
+    let listed = send(&mut conn, &[b"HAVEKEY --list=1000"]);
+    assert_eq!(listed.last().map(String::as_str), Some("OK"), "{listed:?}");
+    assert_eq!(
+        send(&mut conn, &[b"HAVEKEY --list=1"]),
+        ["ERR 67108938 Result truncated <GPG Agent>"]
+    );
+    let public = send(&mut conn, &[format!("READKEY {sign_grip}").as_bytes()]);
+    assert!(
+        public[0].starts_with("D (10:public-key(3:ecc(5:curve7:Ed25519)"),
+        "{public:?}"
+    );
+    let info = send(&mut conn, &[format!("KEYINFO {sign_grip}").as_bytes()]);
+    assert_eq!(
+        info,
+        [
+            format!("S KEYINFO {sign_grip} D - - - C - - -"),
+            "OK".to_owned()
+        ]
+    );
+    assert_eq!(
+        send(&mut conn, &[b"SCD SERIALNO"]),
+        ["ERR 67108924 Not supported <GPG Agent>"]
+    );
+    assert_eq!(
+        send(&mut conn, &[b"OPTION ttytype=xterm", b"option lc-ctype=C"]),
+        ["OK"]
+    );
+    assert_eq!(send(&mut conn, &[]), ["OK"]);
 
     // An unknown command, then a good signature on the same connection.
     assert_eq!(

@@ -20,7 +20,7 @@ pub(crate) enum OpenpgpCommand {
     Create {
         /// "Name <email>".
         user_id: String,
-        /// ed25519 (with cv25519 encryption) or rsa3072.
+        /// ed25519 (with cv25519 encryption), rsa3072 or nistp256.
         #[arg(long, default_value = "ed25519")]
         alg: String,
         /// Its name in the account (default: the email address).

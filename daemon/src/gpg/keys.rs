@@ -13,7 +13,10 @@ use ed25519_dalek::Signer as _;
 use mesh_protocol::keygrip::{self, Curve, Keygrip};
 use mesh_protocol::sexp::{Sexp, mpi};
 use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
@@ -41,6 +44,8 @@ pub enum GpgKeyError {
 enum Material {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     Cv25519(Box<x25519_dalek::StaticSecret>),
+    /// NIST P-256, for ECDSA or ECDH.
+    P256(EcKey<Private>),
     Rsa(PKey<Private>),
 }
 
@@ -140,6 +145,25 @@ impl GpgKey {
                     material: Material::Cv25519(Box::new(secret)),
                 })
             }
+            (Mpis::ECDSA { curve, q }, SecretKeyMaterial::ECDSA { scalar })
+            | (Mpis::ECDH { curve, q, .. }, SecretKeyMaterial::ECDH { scalar })
+                if *curve == PgpCurve::NistP256 =>
+            {
+                let invalid = |_| GpgKeyError::Invalid;
+                let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(invalid)?;
+                let mut ctx = BigNumContext::new_secure().map_err(invalid)?;
+                let point = EcPoint::from_bytes(&group, q.value(), &mut ctx).map_err(invalid)?;
+                let key =
+                    EcKey::from_private_components(&group, bn(scalar.value())?.as_ref(), &point)
+                        .map_err(invalid)?;
+                key.check_key().map_err(invalid)?;
+                Ok(GpgKey {
+                    grip: keygrip::ecc(Curve::NistP256, q.value()),
+                    public: public_ecc("NIST P-256", None, q.value()),
+                    label,
+                    material: Material::P256(key),
+                })
+            }
             (Mpis::RSA { e, n }, SecretKeyMaterial::RSA { d, p, q, u }) => {
                 // OpenPGP: p < q, u = p^-1 mod q. OpenSSL's iqmp is
                 // q'^-1 mod p', so its p' is our q.
@@ -230,6 +254,15 @@ impl GpgKey {
                     Sexp::list([Sexp::atom("s"), Sexp::atom(sig)]),
                 ])
             }
+            Material::P256(key) => {
+                // OpenSSL truncates a longer digest to the group order.
+                let sig = EcdsaSig::sign(digest, key).map_err(|_| GpgKeyError::Invalid)?;
+                Sexp::list([
+                    Sexp::atom("ecdsa"),
+                    Sexp::list([Sexp::atom("r"), Sexp::atom(sig.r().to_vec())]),
+                    Sexp::list([Sexp::atom("s"), Sexp::atom(sig.s().to_vec())]),
+                ])
+            }
             Material::Cv25519(_) => return Err(GpgKeyError::BadInput),
         };
         Ok(Sexp::list([Sexp::atom("sig-val"), value]).encode())
@@ -275,6 +308,25 @@ impl GpgKey {
                 out.truncate(n);
                 let start = out.iter().position(|&b| b != 0).unwrap_or(out.len());
                 Zeroizing::new(out[start..].to_vec())
+            }
+            Material::P256(key) => {
+                let e = ciphertext
+                    .find(b"ecdh")
+                    .and_then(|ecdh| ecdh.value(b"e"))
+                    .ok_or(GpgKeyError::BadInput)?;
+                let bad = |_| GpgKeyError::BadInput;
+                let group = key.group();
+                let mut ctx = BigNumContext::new_secure().map_err(|_| GpgKeyError::Invalid)?;
+                let theirs = EcPoint::from_bytes(group, e, &mut ctx).map_err(bad)?;
+                let mut shared = EcPoint::new(group).map_err(|_| GpgKeyError::Invalid)?;
+                shared
+                    .mul2(group, &theirs, key.private_key(), &mut ctx)
+                    .map_err(bad)?;
+                Zeroizing::new(
+                    shared
+                        .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+                        .map_err(bad)?,
+                )
             }
             Material::Ed25519(_) => return Err(GpgKeyError::BadInput),
         };
@@ -468,6 +520,62 @@ mod tests {
         expected.extend_from_slice(&block[1..]);
         expected.push(b')');
         assert_eq!(&answer[..], &expected[..]);
+    }
+
+    #[test]
+    fn p256_signs_and_agrees() {
+        let keys = keys(CipherSuite::P256);
+        let [sign, encrypt] = &keys[..] else {
+            panic!("two subkeys")
+        };
+        let digest = [5u8; 64];
+        let sig = Sexp::parse(&sign.sign(10, &digest).expect("signs")).expect("sexp");
+        let ecdsa = sig.find(b"ecdsa").expect("ecdsa");
+        let sig = EcdsaSig::from_private_components(
+            bn(ecdsa.value(b"r").expect("r")).expect("r"),
+            bn(ecdsa.value(b"s").expect("s")).expect("s"),
+        )
+        .expect("sig");
+        let public = Sexp::parse(&sign.public).expect("public");
+        let q = public.find(b"ecc").and_then(|e| e.value(b"q")).expect("q");
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
+        let mut ctx = BigNumContext::new().expect("ctx");
+        let point = EcPoint::from_bytes(&group, q, &mut ctx).expect("point");
+        let verifier = EcKey::from_public_key(&group, &point).expect("key");
+        assert!(sig.verify(&digest[..32], &verifier).expect("verify"));
+
+        let ephemeral = EcKey::generate(&group).expect("ephemeral");
+        let e = ephemeral
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .expect("e");
+        let ciphertext = Sexp::list([
+            Sexp::atom("enc-val"),
+            Sexp::list([
+                Sexp::atom("ecdh"),
+                Sexp::list([Sexp::atom("s"), Sexp::atom(vec![1u8; 49])]),
+                Sexp::list([Sexp::atom("e"), Sexp::atom(e)]),
+            ]),
+        ]);
+        let answer = encrypt.decrypt(&ciphertext).expect("decrypts");
+        let value = Sexp::parse(&answer).expect("sexp");
+        let shared = value.as_list().expect("list")[1]
+            .as_atom()
+            .expect("atom")
+            .to_vec();
+        let public = Sexp::parse(&encrypt.public).expect("public");
+        let q = public.find(b"ecc").and_then(|e| e.value(b"q")).expect("q");
+        let theirs = EcPoint::from_bytes(&group, q, &mut ctx).expect("point");
+        let mut expected = EcPoint::new(&group).expect("point");
+        expected
+            .mul2(&group, &theirs, ephemeral.private_key(), &mut ctx)
+            .expect("mul");
+        assert_eq!(
+            shared,
+            expected
+                .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+                .expect("bytes")
+        );
     }
 
     #[test]

@@ -67,9 +67,10 @@ impl Mesh {
         let suite = match alg {
             "ed25519" | "cv25519" => CipherSuite::Cv25519,
             "rsa3072" | "rsa" => CipherSuite::RSA3k,
+            "nistp256" | "p256" => CipherSuite::P256,
             other => {
                 return Err(err(format!(
-                    "unknown algorithm {other:?}: use ed25519 or rsa3072"
+                    "unknown algorithm {other:?}: use ed25519, rsa3072 or nistp256"
                 )));
             }
         };
