@@ -27,6 +27,7 @@ ensure_packages() {
 BUILD_PACKAGES=(gcc libssl-dev pkg-config libclang-dev)
 
 # What the tests drive: the real ssh, sshd, gpg, git, a D-Bus session with
-# gnome-keyring, the keyutils session keyring and systemd's tools.
+# gnome-keyring, the keyutils session keyring, systemd's tools, and python3
+# (its plistlib checks the launchd property list).
 TEST_PACKAGES=(openssh-client openssh-server gnupg git dbus dbus-daemon gnome-keyring
-  keyutils systemd util-linux procps)
+  keyutils systemd util-linux procps python3)

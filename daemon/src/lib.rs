@@ -17,6 +17,7 @@ use std::time::Instant;
 use mesh_protocol::paths::Paths;
 use tokio::sync::Notify;
 
+pub mod activation;
 pub mod control;
 pub mod gpg;
 pub mod mesh;
@@ -81,26 +82,74 @@ pub enum DaemonError {
     },
 }
 
+/// A listening socket, and whether meshd made its file (and so removes it).
+struct Socket {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    owned: bool,
+}
+
+impl Socket {
+    /// The socket the service manager handed over as `name`, else one
+    /// bound at `path`.
+    fn open(
+        activated: &mut activation::Activated,
+        name: &str,
+        path: PathBuf,
+    ) -> Result<Socket, DaemonError> {
+        let Some(std) = activated.take(name) else {
+            return Ok(Socket {
+                listener: runtime_dir::bind(&path)?,
+                path,
+                owned: true,
+            });
+        };
+        let io = |source| DaemonError::Io {
+            what: "cannot use the socket handed over for",
+            path: path.clone(),
+            source,
+        };
+        std.set_nonblocking(true).map_err(io)?;
+        let listener = tokio::net::UnixListener::from_std(std).map_err(io)?;
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(PathBuf::from))
+            .unwrap_or(path);
+        tracing::info!(socket = %path.display(), name, "using a socket handed over");
+        Ok(Socket {
+            listener,
+            path,
+            owned: false,
+        })
+    }
+}
+
 /// Run the daemon until `shutdown` completes or a client asks it to stop.
+/// Sockets in `activated` (from systemd) are served instead of binding.
 ///
 /// On return every socket it created has been removed.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    mut activated: activation::Activated,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let paths = &config.paths;
     runtime_dir::prepare(&paths.runtime_dir)?;
-    let control_path = paths.control_socket();
-    let listener = runtime_dir::bind(&control_path)?;
-    let agent_path = paths.ssh_agent_socket();
-    let agent_listener = match runtime_dir::bind(&agent_path) {
-        Ok(listener) => listener,
+    let control = Socket::open(&mut activated, "control", paths.control_socket())?;
+    let ssh_agent = match Socket::open(&mut activated, "ssh-agent", paths.ssh_agent_socket()) {
+        Ok(socket) => socket,
         Err(e) => {
-            runtime_dir::remove_socket(&control_path);
+            if control.owned {
+                runtime_dir::remove_socket(&control.path);
+            }
             return Err(e);
         }
     };
-    tracing::info!(control = %control_path.display(), ssh_agent = %agent_path.display(), "meshd listening");
+    let gpg = open_gpg(&mut activated);
+    tracing::info!(control = %control.path.display(), ssh_agent = %ssh_agent.path.display(), "meshd listening");
 
     let uid = rustix::process::getuid().as_raw();
-    let gpg = bind_gpg();
     let keys = Arc::new(ssh::keys::Keyring::default());
     let agent = Arc::new(ssh::agent::Agent {
         keys: Arc::clone(&keys),
@@ -108,53 +157,58 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         uid,
     });
     let gpg_keys = Arc::new(gpg::keys::GpgKeyring::default());
-    let (gpg_listener, gpg_path) = match gpg {
-        Some((listener, path)) => {
-            let server = Arc::new(gpg::server::Server {
-                keys: Arc::clone(&gpg_keys),
-                version: gpg::gpg_version(),
-                socket: path.clone(),
-                uid,
-            });
-            (Some((listener, server)), Some(path))
-        }
-        None => (None, None),
-    };
+    let gpg_server = gpg.as_ref().map(|socket| {
+        Arc::new(gpg::server::Server {
+            keys: Arc::clone(&gpg_keys),
+            version: gpg::gpg_version(),
+            socket: socket.path.clone(),
+            uid,
+        })
+    });
+    let named: Vec<(&'static str, &Socket)> = [("control", &control), ("ssh-agent", &ssh_agent)]
+        .into_iter()
+        .chain(gpg.as_ref().map(|s| ("gpg-agent", s)))
+        .collect();
+    let sockets = named
+        .iter()
+        .map(|(name, socket)| (*name, socket.path.clone()))
+        .collect();
+    let ours: Vec<PathBuf> = named
+        .iter()
+        .filter(|(_, socket)| socket.owned)
+        .map(|(_, socket)| socket.path.clone())
+        .collect();
     let result = match mesh::Mesh::open(paths.clone(), Some(keys), Some(gpg_keys)) {
         Ok(mesh) => {
-            serve(
-                mesh,
-                agent,
-                gpg_listener,
-                listener,
-                agent_listener,
-                &config,
-                shutdown,
-            )
-            .await;
+            let frontends = Frontends {
+                control: control.listener,
+                ssh_agent: (ssh_agent.listener, agent),
+                gpg: gpg.map(|s| s.listener).zip(gpg_server),
+                sockets,
+            };
+            serve(mesh, frontends, &config, shutdown).await;
             Ok(())
         }
         Err(e) => Err(DaemonError::Account(e.0)),
     };
-    runtime_dir::remove_socket(&agent_path);
-    if let Some(path) = gpg_path {
+    for path in ours {
         runtime_dir::remove_socket(&path);
     }
-    runtime_dir::remove_socket(&control_path);
     result
 }
 
-/// Bind gpg's agent socket, if gpg is installed and no other agent holds
-/// it. Without it meshd still runs; the reason is logged.
-fn bind_gpg() -> Option<(tokio::net::UnixListener, PathBuf)> {
+/// gpg's agent socket: handed over, or bound if gpg is installed and no
+/// other agent holds it. Without it meshd still runs; the reason is logged.
+fn open_gpg(activated: &mut activation::Activated) -> Option<Socket> {
     let path = gpg::socket_path()?;
-    let parent = path.parent()?;
-    if let Err(e) = runtime_dir::prepare(parent) {
+    if let Some(parent) = path.parent()
+        && let Err(e) = runtime_dir::prepare(parent)
+    {
         tracing::warn!(error = %e, "no gpg-agent frontend");
         return None;
     }
-    match runtime_dir::bind(&path) {
-        Ok(listener) => Some((listener, path)),
+    match Socket::open(activated, "gpg-agent", path) {
+        Ok(socket) => Some(socket),
         Err(e) => {
             tracing::warn!(error = %e, "no gpg-agent frontend");
             None
@@ -162,42 +216,41 @@ fn bind_gpg() -> Option<(tokio::net::UnixListener, PathBuf)> {
     }
 }
 
+/// The listeners `serve` runs, and the sockets they are on.
+struct Frontends {
+    control: tokio::net::UnixListener,
+    ssh_agent: (tokio::net::UnixListener, Arc<ssh::agent::Agent>),
+    gpg: Option<(tokio::net::UnixListener, Arc<gpg::server::Server>)>,
+    sockets: Vec<(&'static str, PathBuf)>,
+}
+
 /// Serve every frontend until `shutdown` completes or a client asks the
 /// daemon to stop.
 async fn serve(
     mesh: mesh::Mesh,
-    agent: Arc<ssh::agent::Agent>,
-    gpg: Option<(tokio::net::UnixListener, Arc<gpg::server::Server>)>,
-    control_listener: tokio::net::UnixListener,
-    agent_listener: tokio::net::UnixListener,
+    frontends: Frontends,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Frontends {
+        control: control_listener,
+        ssh_agent: (agent_listener, agent),
+        gpg,
+        sockets,
+    } = frontends;
     let mesh = Arc::new(tokio::sync::Mutex::new(mesh));
     let stop = Arc::new(Notify::new());
     let state = Arc::new(control::State {
         started: Instant::now(),
         uid: agent.uid,
         runtime_dir: config.paths.runtime_dir.clone(),
-        listeners: vec![
-            mesh_protocol::control::Listener {
-                frontend: "control".into(),
-                path: config.paths.control_socket(),
-            },
-            mesh_protocol::control::Listener {
-                frontend: "ssh-agent".into(),
-                path: config.paths.ssh_agent_socket(),
-            },
-        ]
-        .into_iter()
-        .chain(
-            gpg.as_ref()
-                .map(|(_, server)| mesh_protocol::control::Listener {
-                    frontend: "gpg-agent".into(),
-                    path: server.socket.clone(),
-                }),
-        )
-        .collect(),
+        listeners: sockets
+            .into_iter()
+            .map(|(frontend, path)| mesh_protocol::control::Listener {
+                frontend: frontend.into(),
+                path,
+            })
+            .collect(),
         stop: Arc::clone(&stop),
         mesh: Arc::clone(&mesh),
     });

@@ -35,6 +35,8 @@ fn main() -> ExitCode {
 }
 
 fn daemon() -> anyhow::Result<()> {
+    // Before any thread exists: this clears LISTEN_PID and LISTEN_FDS.
+    let activated = mesh_daemon::activation::Activated::from_env();
     harden();
     let uid = rustix::process::getuid().as_raw();
     let paths = Paths::resolve(|name| std::env::var_os(name), uid)?;
@@ -51,6 +53,7 @@ fn daemon() -> anyhow::Result<()> {
             paths,
             sync_interval,
         },
+        activated,
         signal(),
     ))?;
     Ok(())

@@ -135,8 +135,11 @@ pub fn stop(paths: &Paths) -> Result<Option<DaemonStatus>, DaemonError> {
         Response::ShuttingDown => {}
         _ => return Err(DaemonError::Unexpected),
     }
+    // Stopped once nothing listens: the socket is gone, or (when a service
+    // manager made it and keeps the file) connecting is refused.
     let deadline = Instant::now() + START_TIMEOUT;
-    while paths.control_socket().exists() {
+    let socket = paths.control_socket();
+    while socket.exists() && UnixStream::connect(&socket).is_ok() {
         if Instant::now() > deadline {
             return Err(DaemonError::Timeout("stop", START_TIMEOUT));
         }

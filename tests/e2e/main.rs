@@ -9,4 +9,5 @@ mod gpg;
 mod keyring;
 mod service;
 mod ssh;
+mod units;
 mod workspace;
