@@ -3,6 +3,7 @@
 pub(crate) mod account;
 pub(crate) mod daemon;
 pub(crate) mod dare;
+pub(crate) mod doctor;
 pub(crate) mod input;
 pub(crate) mod key;
 pub(crate) mod openpgp;

@@ -27,6 +27,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check meshd, the sockets, SSH_AUTH_SOCK, gpg and the account, and
+    /// say how to fix what is wrong.
+    Doctor {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start or stop the background daemon.
     #[command(subcommand)]
     Daemon(command::daemon::DaemonCommand),
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status { json } => command::status::run(&paths()?, json),
+        Command::Doctor { json } => command::doctor::run(&paths()?, json),
         Command::Daemon(command) => command::daemon::run(&paths()?, command),
         Command::Account(command) => command::account::account(&paths()?, command),
         Command::Device(command) => command::account::device(&paths()?, command),

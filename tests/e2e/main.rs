@@ -5,6 +5,7 @@
 mod account;
 mod blocks;
 mod daemon;
+mod doctor;
 mod gpg;
 mod keyring;
 mod service;
