@@ -216,9 +216,11 @@ pub fn decode_frame(buf: &[u8], at: usize) -> Result<Option<(RawFrame, usize)>, 
         let Some((rlen, rhead)) = read_len(records, RECORD_TAG).map_err(|()| bad.clone())? else {
             return Err(bad);
         };
-        let data = records.get(rhead..rhead + rlen).ok_or(bad.clone())?;
+        // A record length near usize::MAX must not wrap around.
+        let end = rhead.checked_add(rlen).ok_or(bad.clone())?;
+        let data = records.get(rhead..end).ok_or(bad.clone())?;
         parts.push(data.to_vec());
-        records = records.get(rhead + rlen..).unwrap_or_default();
+        records = records.get(end..).unwrap_or_default();
     }
     let mut parts = parts.into_iter();
     let (Some(header), Some(payload), trailer, None) =
