@@ -9,6 +9,7 @@ mod doctor;
 mod gpg;
 mod keyring;
 mod service;
+mod shims;
 mod ssh;
 mod units;
 mod workspace;
