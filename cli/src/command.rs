@@ -7,6 +7,7 @@ pub(crate) mod doctor;
 pub(crate) mod input;
 pub(crate) mod key;
 pub(crate) mod openpgp;
+pub(crate) mod setup;
 pub(crate) mod ssh;
 pub(crate) mod status;
 pub(crate) mod udf;

@@ -27,6 +27,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Join this session to meshd: systemd units, SSH_AUTH_SOCK, gpg.
+    Setup {
+        /// Put back everything setup changed.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Check meshd, the sockets, SSH_AUTH_SOCK, gpg and the account, and
     /// say how to fix what is wrong.
     Doctor {
@@ -78,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status { json } => command::status::run(&paths()?, json),
         Command::Doctor { json } => command::doctor::run(&paths()?, json),
+        Command::Setup { undo } => command::setup::run(&paths()?, undo),
         Command::Daemon(command) => command::daemon::run(&paths()?, command),
         Command::Account(command) => command::account::account(&paths()?, command),
         Command::Device(command) => command::account::device(&paths()?, command),

@@ -70,43 +70,39 @@ pub fn ensure_agent_program() -> Result<Option<String>, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", conf.display())),
     };
     let wanted = shim.display().to_string();
-    for line in text.lines() {
+    let ours = mesh_protocol::setup::gpg_agent_program(&wanted);
+    for line in mesh_protocol::setup::remove_block(&text)
+        .unwrap_or_else(|| text.clone())
+        .lines()
+    {
         let mut words = line.split_whitespace();
         if words.next() == Some("agent-program") {
             let current = words.collect::<Vec<_>>().join(" ");
-            return if current == wanted {
-                Ok(None)
-            } else {
-                Err(format!(
-                    "{} already names another agent-program ({current}); gpg may start it instead of meshd",
-                    conf.display()
-                ))
-            };
+            return Err(format!(
+                "{} already names another agent-program ({current}); gpg may start it instead of meshd",
+                conf.display()
+            ));
         }
     }
-    use std::io::Write as _;
+    let Some(updated) = mesh_protocol::setup::add_block(&text, &ours) else {
+        return Ok(None);
+    };
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&home)
         .map_err(|e| format!("cannot create {}: {e}", home.display()))?;
-    let mut file = std::fs::OpenOptions::new()
+    let tmp = home.join(".gpg.conf.mesh-tmp");
+    std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(true)
+        .write(true)
         .mode(0o600)
-        .open(&conf)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, updated.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &conf))
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-    let separator = if text.is_empty() || text.ends_with('\n') {
-        ""
-    } else {
-        "\n"
-    };
-    write!(
-        file,
-        "{separator}# Added by mesh: gpg starts meshd, never the real gpg-agent.\nagent-program {wanted}\n"
-    )
-    .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     Ok(Some(format!(
         "gpg will start meshd as its agent: added `agent-program {wanted}` to {}",
         conf.display()

@@ -27,6 +27,7 @@ pub mod merkle;
 pub mod paths;
 pub mod sequence;
 pub mod service;
+pub mod setup;
 pub mod sexp;
 pub mod shamir;
 pub mod ssh_agent;

@@ -9,6 +9,7 @@ mod doctor;
 mod gpg;
 mod keyring;
 mod service;
+mod setup;
 mod shims;
 mod ssh;
 mod units;
