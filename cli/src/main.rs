@@ -32,6 +32,8 @@ enum Command {
         /// Put back everything setup changed.
         #[arg(long)]
         undo: bool,
+        #[command(subcommand)]
+        what: Option<SetupCommand>,
     },
     /// Check meshd, the sockets, SSH_AUTH_SOCK, gpg and the account, and
     /// say how to fix what is wrong.
@@ -69,6 +71,22 @@ enum Command {
     Dare(command::dare::DareCommand),
 }
 
+#[derive(Debug, Subcommand)]
+enum SetupCommand {
+    /// Make git sign commits with a key of the account.
+    Git {
+        /// With an SSH key (gpg.format=ssh).
+        #[arg(long, conflicts_with = "openpgp", required_unless_present = "openpgp")]
+        ssh: bool,
+        /// With an OpenPGP key (gpg.format=openpgp).
+        #[arg(long)]
+        openpgp: bool,
+        /// The key's name (default: the account's first).
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -84,7 +102,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status { json } => command::status::run(&paths()?, json),
         Command::Doctor { json } => command::doctor::run(&paths()?, json),
-        Command::Setup { undo } => command::setup::run(&paths()?, undo),
+        Command::Setup { undo, what: None } => command::setup::run(&paths()?, undo),
+        Command::Setup {
+            what: Some(SetupCommand::Git { ssh, key, .. }),
+            ..
+        } => {
+            let format = if ssh {
+                command::setup::GitFormat::Ssh
+            } else {
+                command::setup::GitFormat::Openpgp
+            };
+            command::setup::git(&paths()?, format, key.as_deref())
+        }
         Command::Daemon(command) => command::daemon::run(&paths()?, command),
         Command::Account(command) => command::account::account(&paths()?, command),
         Command::Device(command) => command::account::device(&paths()?, command),

@@ -40,10 +40,17 @@ fn gpg_ok(env: &TestEnv, args: &[&str]) -> std::process::Output {
 fn wait_for_secret_key(env: &TestEnv, fingerprint: &str) {
     wait_until("gpg -K lists the Mesh key", || {
         let out = gpg(env, &["--with-colons", "-K"]);
-        stdout(&out)
+        let text = stdout(&out);
+        let mut lines = text
             .lines()
-            .any(|l| l.starts_with("fpr:") && l.contains(fingerprint))
-            && stdout(&out).lines().any(|l| l.starts_with("ssb:"))
+            .skip_while(|l| !(l.starts_with("fpr:") && l.contains(fingerprint)));
+        // Listed with its subkeys, and ultimately trusted as meshd imports
+        // it (the trust comes a moment after the key).
+        lines.next().is_some()
+            && lines.clone().any(|l| l.starts_with("ssb:"))
+            && lines
+                .find(|l| l.starts_with("uid:"))
+                .is_some_and(|l| l.starts_with("uid:u:"))
     });
 }
 

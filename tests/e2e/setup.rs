@@ -111,3 +111,73 @@ fn setup_writes_what_it_says_twice_changes_nothing_and_undo_restores() {
     let again = stdout(&env.mesh(&["setup", "--undo"]));
     assert!(again.contains("nothing to undo"));
 }
+
+#[test]
+fn setup_git_signs_commits_with_account_keys_and_undo_forgets() {
+    let host = TestEnv::new();
+    let service = mesh_e2e::MeshService::start(&host);
+    let env = TestEnv::device(&service);
+    env.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    env.mesh(&["ssh", "create", "work"]);
+    let fingerprint =
+        env.mesh_json(&["openpgp", "create", "Alice <alice@example.com>"])["fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .to_owned();
+    mesh_e2e::wait_until("gpg knows the certificate", || {
+        let out = env
+            .command("gpg")
+            .args(["--batch", "--no-autostart", "--with-colons", "-K"])
+            .output()
+            .expect("gpg");
+        stdout(&out).contains(&fingerprint)
+    });
+    let repo = env.root().join("repo");
+    fs::create_dir_all(&repo).expect("repo");
+    let git = |args: &[&str]| {
+        run_ok(
+            env.command("git")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("SSH_AUTH_SOCK", env.ssh_auth_sock())
+                .arg("-C")
+                .arg(&repo)
+                .args([
+                    "-c",
+                    "user.name=Alice",
+                    "-c",
+                    "user.email=alice@example.com",
+                ])
+                .args(args),
+        )
+    };
+    git(&["init", "-q"]);
+
+    let said = stdout(&env.mesh(&["setup", "git", "--ssh"]));
+    assert!(said.contains("set git gpg.format = ssh"), "{said}");
+    fs::write(repo.join("a"), "a\n").expect("file");
+    git(&["add", "a"]);
+    git(&["commit", "-q", "-m", "signed with the account's SSH key"]);
+    let verified = git(&["verify-commit", "HEAD"]);
+    assert!(mesh_e2e::stderr(&verified).contains("Good \"git\" signature for alice@example.com"));
+
+    env.mesh(&["setup", "git", "--openpgp"]);
+    fs::write(repo.join("b"), "b\n").expect("file");
+    git(&["add", "b"]);
+    git(&[
+        "commit",
+        "-q",
+        "-m",
+        "signed with the account's OpenPGP key",
+    ]);
+    let verified = git(&["verify-commit", "HEAD"]);
+    assert!(
+        mesh_e2e::stderr(&verified).contains("Good signature from \"Alice <alice@example.com>\"")
+    );
+
+    env.mesh(&["setup", "--undo"]);
+    assert!(
+        !env.home().join(".gitconfig").exists(),
+        "git's config was not there before"
+    );
+    assert!(!env.home().join(".config/mesh/allowed_signers").exists());
+}

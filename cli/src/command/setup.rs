@@ -248,6 +248,121 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `mesh setup git` signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GitFormat {
+    /// An SSH key of the account (gpg.format=ssh).
+    Ssh,
+    /// An OpenPGP key of the account (gpg.format=openpgp).
+    Openpgp,
+}
+
+/// Record a whole-file change, keeping the oldest "before".
+fn record(manifest: &mut Manifest, path: PathBuf, before: Option<String>, after: String) {
+    match manifest
+        .changes
+        .iter_mut()
+        .find(|c| matches!(c, Change::File { path: p, .. } if *p == path))
+    {
+        Some(Change::File { after: a, .. }) => *a = after,
+        _ => manifest.changes.push(Change::File {
+            path,
+            before,
+            after,
+        }),
+    }
+}
+
+/// The global git config file git writes to.
+fn git_config_path() -> anyhow::Result<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    let classic = home.join(".gitconfig");
+    let xdg = config_home()?.join("git/config");
+    Ok(if !classic.exists() && xdg.exists() {
+        xdg
+    } else {
+        classic
+    })
+}
+
+/// `mesh setup git`: sign commits with a key of the account.
+pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    use mesh_protocol::control::Request;
+    let mut manifest = load(paths)?;
+    let mut settings: Vec<(&str, String)> = vec![("commit.gpgsign", "true".into())];
+    match format {
+        GitFormat::Ssh => {
+            let keys = super::account::ask(paths, &Request::SshList)?;
+            let chosen = keys
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|k| key.is_none_or(|name| k["name"] == name))
+                .context("no such SSH key in the account: make one with mesh ssh create")?;
+            let public = chosen["public"]
+                .as_str()
+                .context("a key without its public part")?;
+            let signers = super::account::ask(paths, &Request::SshAllowedSigners)?;
+            let text: String = signers
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str())
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let file = config_home()?.join("mesh/allowed_signers");
+            let before = read_optional(&file)?;
+            if before.as_deref() != Some(text.as_str()) {
+                write_private(&file, &text)?;
+                println!("wrote {} (git's allowed signers)", file.display());
+                record(&mut manifest, file.clone(), before, text);
+            }
+            settings.push(("gpg.format", "ssh".into()));
+            settings.push(("user.signingkey", format!("key::{public}")));
+            settings.push(("gpg.ssh.allowedSignersFile", file.display().to_string()));
+        }
+        GitFormat::Openpgp => {
+            let keys = super::account::ask(paths, &Request::OpenpgpList)?;
+            let chosen = keys
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|k| key.is_none_or(|name| k["name"] == name))
+                .context("no such OpenPGP key in the account: make one with mesh openpgp create")?;
+            let fingerprint = chosen["fingerprint"]
+                .as_str()
+                .context("a key without a fingerprint")?;
+            settings.push(("gpg.format", "openpgp".into()));
+            settings.push(("user.signingkey", fingerprint.to_owned()));
+        }
+    }
+    let config = git_config_path()?;
+    let before = read_optional(&config)?;
+    for (name, value) in &settings {
+        let current = Command::new("git")
+            .args(["config", "--global", "--get", name])
+            .output()
+            .context("cannot run git")?;
+        if String::from_utf8_lossy(&current.stdout).trim_end() == value {
+            continue;
+        }
+        let status = Command::new("git")
+            .args(["config", "--global", name, value])
+            .status()
+            .context("cannot run git")?;
+        anyhow::ensure!(status.success(), "git config --global {name} failed");
+        println!("set git {name} = {value}");
+    }
+    let after = read_optional(&config)?.unwrap_or_default();
+    if before.as_deref() != Some(after.as_str()) {
+        record(&mut manifest, config, before, after);
+    } else {
+        println!("git already signs with this key: nothing changed");
+    }
+    save(paths, &manifest)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn run(paths: &Paths, undo: bool) -> anyhow::Result<ExitCode> {
     if undo {
         return self::undo(paths);
