@@ -125,12 +125,7 @@ fn setup_git_signs_commits_with_account_keys_and_undo_forgets() {
             .expect("fingerprint")
             .to_owned();
     mesh_e2e::wait_until("gpg knows the certificate", || {
-        let out = env
-            .command("gpg")
-            .args(["--batch", "--no-autostart", "--with-colons", "-K"])
-            .output()
-            .expect("gpg");
-        stdout(&out).contains(&fingerprint)
+        env.gpg_has_secret_key(&fingerprint)
     });
     let repo = env.root().join("repo");
     fs::create_dir_all(&repo).expect("repo");

@@ -50,3 +50,74 @@ fn askpass_asks_on_the_terminal_and_refuses_headless() {
         "mesh-askpass: no display and no terminal to ask on: denied"
     );
 }
+
+/// `git credential <action>` with only our helper, in `env`.
+fn git_credential(env: &TestEnv, action: &str, input: &str) -> std::process::Output {
+    let mut child = env
+        .command("git")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .arg("-c")
+        .arg(format!(
+            "credential.helper={}",
+            bin("git-credential-mesh").display()
+        ))
+        .args(["credential", action])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("written");
+    child.wait_with_output().expect("git ends")
+}
+
+#[test]
+fn a_git_credential_stored_on_one_device_is_filled_on_another() {
+    let host = TestEnv::new();
+    let service = mesh_e2e::MeshService::start(&host);
+    let laptop = TestEnv::device(&service);
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let desktop = TestEnv::device(&service);
+    mesh_e2e::approve(&laptop, &desktop, "desktop", "device,web");
+    mesh_e2e::wait_until("the desktop is accepted", || {
+        desktop.mesh_json(&["account", "status"])["status"] == "connected"
+    });
+
+    let stored = git_credential(
+        &laptop,
+        "approve",
+        "protocol=https\nhost=git.example.com\nusername=alice\npassword=s3cret-token\n\n",
+    );
+    assert!(stored.status.success(), "{}", stderr(&stored));
+
+    let question = "protocol=https\nhost=git.example.com\n\n";
+    mesh_e2e::wait_until("the desktop fills the credential", || {
+        let filled = git_credential(&desktop, "fill", question);
+        filled.status.success()
+            && mesh_e2e::stdout(&filled).contains("username=alice\npassword=s3cret-token\n")
+    });
+    // Another host is not answered (git then fails: no prompting here).
+    let other = git_credential(
+        &desktop,
+        "fill",
+        "protocol=https\nhost=elsewhere.example\n\n",
+    );
+    assert!(!other.status.success());
+
+    // Rejected (e.g. a revoked token): erased everywhere.
+    let rejected = git_credential(
+        &desktop,
+        "reject",
+        "protocol=https\nhost=git.example.com\nusername=alice\npassword=s3cret-token\n\n",
+    );
+    assert!(rejected.status.success(), "{}", stderr(&rejected));
+    mesh_e2e::wait_until("the laptop no longer fills it", || {
+        !git_credential(&laptop, "fill", question).status.success()
+    });
+}

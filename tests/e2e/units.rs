@@ -91,15 +91,9 @@ fn meshd_serves_the_sockets_systemd_hands_over() {
         .expect("fingerprint")
         .to_owned();
     let public = stdout(&env.mesh(&["ssh", "get", "work"]));
-    let gpg_lists = |env: &TestEnv| {
-        let out = env
-            .command("gpg")
-            .args(["--batch", "--no-autostart", "--with-colons", "-K"])
-            .output()
-            .expect("gpg runs");
-        stdout(&out).contains(&fingerprint)
-    };
-    wait_until("gpg's keyring has the certificate", || gpg_lists(&env));
+    wait_until("gpg's keyring has the certificate", || {
+        env.gpg_has_secret_key(&fingerprint)
+    });
     env.mesh(&["daemon", "stop"]);
 
     // The same socket names as the units, made by systemd's own tool.

@@ -591,6 +591,17 @@ impl TestEnv {
         self.mesh_runtime_dir().join("ssh-agent.sock")
     }
 
+    /// Whether gpg lists this certificate as a secret key (`gpg -K`),
+    /// without ever starting an agent.
+    pub fn gpg_has_secret_key(&self, fingerprint: &str) -> bool {
+        let out = self
+            .command("gpg")
+            .args(["--batch", "--no-autostart", "--with-colons", "-K"])
+            .output()
+            .expect("gpg runs");
+        stdout(&out).contains(fingerprint)
+    }
+
     /// The public keys `meshd`'s agent serves (`ssh-add -L`), one a line.
     pub fn agent_keys(&self) -> String {
         let out = self
