@@ -1,15 +1,6 @@
 //! The README's quick start, run as the README says, in a throwaway HOME.
 
-use std::path::{Path, PathBuf};
-
 use mesh_e2e::{TestEnv, bin, fresh_port, run_ok, stdout};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_owned()
-}
 
 #[test]
 fn the_quick_start_gives_a_working_account_and_agent_and_is_idempotent() {
@@ -21,7 +12,7 @@ fn the_quick_start_gives_a_working_account_and_agent_and_is_idempotent() {
     let dir = bin("mesh").parent().expect("bin dir").to_owned();
     env.set_var("MESH_QUICKSTART_BIN", &dir);
     env.set_var("USER", "alice");
-    let quickstart = repo().join("scripts/quickstart");
+    let quickstart = mesh_e2e::repo_root().join("scripts/quickstart");
 
     let first = stdout(&run_ok(&mut env.command(&quickstart)));
     let line = format!(

@@ -2,17 +2,10 @@
 //! socket activation driven by the real `systemd-socket-activate`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use mesh_e2e::{MeshService, TestEnv, require_tool, run_ok, stdout, wait_until};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_owned()
-}
 
 #[test]
 fn systemd_analyze_accepts_the_units() {
@@ -22,7 +15,7 @@ fn systemd_analyze_accepts_the_units() {
     let dir = env.root().join("units");
     fs::create_dir_all(&dir).expect("dir");
     let mut units = Vec::new();
-    for entry in fs::read_dir(repo().join("systemd")).expect("systemd/") {
+    for entry in fs::read_dir(mesh_e2e::repo_root().join("systemd")).expect("systemd/") {
         let path = entry.expect("entry").path();
         let name = path
             .file_name()
@@ -61,7 +54,7 @@ fn systemd_analyze_accepts_the_units() {
 #[test]
 fn the_launchd_plist_is_a_property_list() {
     require_tool("python3", "python3");
-    let plist = repo().join("launchd/org.mathmesh.meshd.plist");
+    let plist = mesh_e2e::repo_root().join("launchd/org.mathmesh.meshd.plist");
     let out = run_ok(
         Command::new("python3")
             .arg("-c")

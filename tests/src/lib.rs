@@ -531,6 +531,14 @@ impl Drop for Sshd {
     }
 }
 
+/// The workspace's root directory (scripts, units).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_owned()
+}
+
 /// A loopback TCP port nobody listens on right now.
 pub fn fresh_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
