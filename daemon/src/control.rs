@@ -5,6 +5,7 @@
 //! [`mesh_protocol::control`]; a malformed frame gets an error answer and
 //! closes that connection and nothing else.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,11 +42,32 @@ pub struct State {
 }
 
 /// Accept control connections until the future is dropped.
-///
-/// Each connection is a task in a `JoinSet` owned here, so dropping this
-/// future (when the daemon stops) aborts every connection with it.
 pub async fn serve(listener: UnixListener, state: Arc<State>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let uid = state.uid;
+    accept_loop(listener, "control", MAX_CONNECTIONS, uid, move |stream| {
+        let state = Arc::clone(&state);
+        async move { handle(stream, &state).await.map_err(|e| e.to_string()) }
+    })
+    .await;
+}
+
+/// Serve a socket: accept, refuse peers of another uid and connections
+/// over `max`, and run `handle` for each in a task of its own.
+///
+/// The tasks live in a `JoinSet` owned here, so dropping this future (when
+/// the daemon stops) aborts every connection with it. Every frontend
+/// (control, SSH agent, gpg-agent) is served through this one loop.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: UnixListener,
+    frontend: &'static str,
+    max: usize,
+    uid: u32,
+    handle: F,
+) where
+    F: Fn(UnixStream) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(max));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -53,19 +75,19 @@ pub async fn serve(listener: UnixListener, state: Arc<State>) {
                 let (stream, _) = match accepted {
                     Ok(pair) => pair,
                     Err(err) => {
-                        tracing::warn!(error = %err, "control accept failed");
+                        tracing::warn!(error = %err, frontend, "accept failed");
                         continue;
                     }
                 };
                 let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::warn!("too many control connections; refusing one");
+                    tracing::warn!(frontend, "too many connections; refusing one");
                     continue;
                 };
-                let Some(span) = admit(&stream, state.uid, "control") else { continue };
-                let state = Arc::clone(&state);
+                let Some(span) = admit(&stream, uid, frontend) else { continue };
+                let connection = handle(stream);
                 connections.spawn(async move {
-                    if let Err(err) = handle(stream, &state).await {
-                        tracing::debug!(error = %err, "control connection closed");
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "connection closed");
                     }
                     drop(permit);
                 }.instrument(span));
@@ -76,11 +98,7 @@ pub async fn serve(listener: UnixListener, state: Arc<State>) {
 }
 
 /// Check the peer's uid; return the connection's span if it is ours.
-pub(crate) fn admit(
-    stream: &UnixStream,
-    uid: u32,
-    frontend: &'static str,
-) -> Option<tracing::Span> {
+fn admit(stream: &UnixStream, uid: u32, frontend: &'static str) -> Option<tracing::Span> {
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(err) => {

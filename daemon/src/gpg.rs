@@ -5,7 +5,8 @@
 //! `/run/user/<uid>` exists; rather than re-derive gpg's rules, meshd asks
 //! `gpgconf --list-dirs agent-socket` once at start-up, with its own
 //! environment, and reports GETINFO version as the installed gpg's own
-//! version so gpg prints no "server is older than us" warning.
+//! version (read on first use, not at start-up) so gpg prints no "server
+//! is older than us" warning.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,13 +19,20 @@ const FALLBACK_VERSION: &str = "2.2.40";
 
 /// The agent socket gpg will use, if gpgconf is installed.
 pub fn socket_path() -> Option<PathBuf> {
-    // Make gpg's per-home socket directory under /run/user, where it
-    // would be used; nothing happens where it would not.
-    let _ = Command::new("gpgconf")
-        .arg("--create-socketdir")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    let path = list_agent_socket()?;
+    if path.parent().is_some_and(|dir| !dir.exists()) {
+        // gpg's per-home socket directory under /run/user: gpgconf makes
+        // it as gpg would.
+        let _ = Command::new("gpgconf")
+            .arg("--create-socketdir")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    Some(path)
+}
+
+fn list_agent_socket() -> Option<PathBuf> {
     let out = Command::new("gpgconf")
         .args(["--list-dirs", "agent-socket"])
         .output()

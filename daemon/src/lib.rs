@@ -23,6 +23,7 @@ pub mod gpg;
 pub mod mesh;
 pub mod remote;
 pub mod replica;
+pub mod rsa_key;
 pub mod runtime_dir;
 pub mod secrets;
 pub mod ssh;
@@ -160,7 +161,7 @@ pub async fn run(
     let gpg_server = gpg.as_ref().map(|socket| {
         Arc::new(gpg::server::Server {
             keys: Arc::clone(&gpg_keys),
-            version: gpg::gpg_version(),
+            version: std::sync::OnceLock::new(),
             socket: socket.path.clone(),
             uid,
         })

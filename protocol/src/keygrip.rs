@@ -14,7 +14,7 @@
 
 use sha1::{Digest as _, Sha1};
 
-use crate::sexp::{Sexp, mpi};
+use crate::sexp::{Sexp, mpi, unsigned};
 
 /// A keygrip.
 pub type Keygrip = [u8; 20];
@@ -62,22 +62,22 @@ fn parameters(curve: Curve) -> [&'static str; 6] {
     }
 }
 
-fn unhex(text: &str) -> Vec<u8> {
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let digit = |c: u8| (c as char).to_digit(16).map_or(0, |d| d as u8);
-            match pair {
-                [hi, lo] => digit(*hi) << 4 | digit(*lo),
-                _ => 0,
-            }
-        })
+/// Hex, as gpg writes keygrips and digests: `None` unless every pair of
+/// characters is a hex byte.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    // (from_str_radix alone would take a sign: "+f".)
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
 }
 
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    bytes.get(start..).unwrap_or_default()
+/// The built-in curve constants, which are valid hex.
+fn unhex(text: &str) -> Vec<u8> {
+    decode_hex(text).unwrap_or_default()
 }
 
 /// The keygrip of an RSA key, from its modulus (big-endian).
@@ -107,7 +107,7 @@ pub fn ecc(curve: Curve, point: &[u8]) -> Keygrip {
         ("g", g),
         ("n", unhex(n)),
     ] {
-        let value = strip_zeros(&value).to_vec();
+        let value = unsigned(&value).to_vec();
         hasher.update(Sexp::list([Sexp::atom(name), Sexp::atom(value)]).encode());
     }
     hasher.update(Sexp::list([Sexp::atom("q"), Sexp::atom(q)]).encode());
@@ -121,10 +121,10 @@ pub fn to_hex(grip: &Keygrip) -> String {
 
 /// Parse 40 hex digits (either case).
 pub fn from_hex(text: &str) -> Option<Keygrip> {
-    if text.len() != 40 || !text.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if text.len() != 40 {
         return None;
     }
-    unhex(text).try_into().ok()
+    decode_hex(text)?.try_into().ok()
 }
 
 #[cfg(test)]
@@ -207,5 +207,6 @@ mod tests {
         assert_eq!(to_hex(&grip), "3785363171B8C767E03F785B0D96D1EA1AB1DB30");
         assert_eq!(from_hex("3785"), None);
         assert_eq!(from_hex(&"G".repeat(40)), None);
+        assert_eq!(decode_hex("+f"), None);
     }
 }

@@ -171,11 +171,16 @@ fn parse_at(input: &[u8], pos: &mut usize, depth: usize) -> Result<Sexp, SexpErr
     }
 }
 
+/// An unsigned big-endian number without its leading zero bytes.
+pub fn unsigned(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    bytes.get(start..).unwrap_or_default()
+}
+
 /// An unsigned big-endian number as libgcrypt prints an MPI: leading
 /// zeros stripped, then one `00` added if the top bit is set.
 pub fn mpi(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    let trimmed = bytes.get(start..).unwrap_or_default();
+    let trimmed = unsigned(bytes);
     let mut out = Vec::with_capacity(trimmed.len() + 1);
     if trimmed.first().is_some_and(|&b| b & 0x80 != 0) {
         out.push(0);

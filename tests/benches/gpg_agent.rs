@@ -155,15 +155,6 @@ fn measure(socket: &Path, grip: &str, clients: usize, per_client: usize) -> Figu
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn median_sign_ms(env: &TestEnv, fpr: &str, runs: usize) -> f64 {
     let file = env.root().join("bench-message");
     std::fs::write(&file, vec![b'x'; 4096]).expect("message");
@@ -258,8 +249,8 @@ fn main() {
     );
     println!(
         "resident memory: gpg-agent {} KiB, meshd {} KiB (meshd also serves SSH and the Mesh)",
-        rss_kib(real_pid),
-        rss_kib(mesh_pid)
+        mesh_e2e::resident_kib(real_pid),
+        mesh_e2e::resident_kib(mesh_pid)
     );
     let _ = real
         .command("gpgconf")

@@ -192,15 +192,6 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn keygen(env: &TestEnv, name: &str, args: &[&str]) -> PathBuf {
     let path = env.root().join(name);
     run_ok(
@@ -279,13 +270,13 @@ fn main() {
     let (meshd, _) = start(&memory_env, "meshd");
     let mut rss = Vec::new();
     for agent in [&openssh, &meshd] {
-        let before = rss_kib(agent.child.id());
+        let before = mesh_e2e::resident_kib(agent.child.id());
         add(&env, agent, &many);
         let mut stream = UnixStream::connect(&agent.socket).expect("connects");
         for key in &many {
             assert_eq!(call(&mut stream, &sign_request(&pubkey(key), 0))[0], 14);
         }
-        rss.push((agent.name, before, rss_kib(agent.child.id())));
+        rss.push((agent.name, before, mesh_e2e::resident_kib(agent.child.id())));
     }
     println!();
     for (name, before, after) in &rss {

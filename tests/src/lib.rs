@@ -531,6 +531,16 @@ impl Drop for Sshd {
     }
 }
 
+/// A process's resident set (VmRSS), in KiB, for the benchmarks.
+pub fn resident_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the process's status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// The workspace's root directory (scripts, units).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

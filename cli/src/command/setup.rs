@@ -285,6 +285,22 @@ fn git_config_path() -> anyhow::Result<PathBuf> {
     })
 }
 
+/// The key named `key` (else the first) of a list meshd answers.
+fn choose(
+    paths: &Paths,
+    list: &mesh_protocol::control::Request,
+    key: Option<&str>,
+    make_one: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let keys = super::account::ask(paths, list)?;
+    keys.as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| key.is_none_or(|name| k["name"] == name))
+        .cloned()
+        .with_context(|| format!("no such key in the account: make one with {make_one}"))
+}
+
 /// `mesh setup git`: sign commits with a key of the account.
 pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow::Result<ExitCode> {
     use mesh_protocol::control::Request;
@@ -292,13 +308,7 @@ pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow
     let mut settings: Vec<(&str, String)> = vec![("commit.gpgsign", "true".into())];
     match format {
         GitFormat::Ssh => {
-            let keys = super::account::ask(paths, &Request::SshList)?;
-            let chosen = keys
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|k| key.is_none_or(|name| k["name"] == name))
-                .context("no such SSH key in the account: make one with mesh ssh create")?;
+            let chosen = choose(paths, &Request::SshList, key, "mesh ssh create")?;
             let public = chosen["public"]
                 .as_str()
                 .context("a key without its public part")?;
@@ -322,13 +332,7 @@ pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow
             settings.push(("gpg.ssh.allowedSignersFile", file.display().to_string()));
         }
         GitFormat::Openpgp => {
-            let keys = super::account::ask(paths, &Request::OpenpgpList)?;
-            let chosen = keys
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|k| key.is_none_or(|name| k["name"] == name))
-                .context("no such OpenPGP key in the account: make one with mesh openpgp create")?;
+            let chosen = choose(paths, &Request::OpenpgpList, key, "mesh openpgp create")?;
             let fingerprint = chosen["fingerprint"]
                 .as_str()
                 .context("a key without a fingerprint")?;

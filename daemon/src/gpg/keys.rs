@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::Signer as _;
 use mesh_protocol::keygrip::{self, Curve, Keygrip};
-use mesh_protocol::sexp::{Sexp, mpi};
+use mesh_protocol::sexp::{Sexp, mpi, unsigned};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;
@@ -19,7 +19,7 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::pkey_ctx::PkeyCtx;
-use openssl::rsa::{Padding, Rsa};
+use openssl::rsa::Padding;
 use sequoia_openpgp::crypto::mpi::{PublicKey as Mpis, SecretKeyMaterial};
 use sequoia_openpgp::packet::key::SecretKeyMaterial as Secret;
 use sequoia_openpgp::types::Curve as PgpCurve;
@@ -165,41 +165,17 @@ impl GpgKey {
                 })
             }
             (Mpis::RSA { e, n }, SecretKeyMaterial::RSA { d, p, q, u }) => {
-                // OpenPGP: p < q, u = p^-1 mod q. OpenSSL's iqmp is
+                // OpenPGP: p < q, u = p^-1 mod q; OpenSSL's iqmp is
                 // q'^-1 mod p', so its p' is our q.
-                let (big_p, big_q, d) = (bn(q.value())?, bn(p.value())?, bn(d.value())?);
-                let mut ctx = BigNumContext::new_secure().map_err(|_| GpgKeyError::Invalid)?;
-                let crt = |prime: &BigNum, ctx: &mut BigNumContext| {
-                    let mut minus_one = BigNum::new().map_err(|_| GpgKeyError::Invalid)?;
-                    minus_one
-                        .checked_sub(
-                            prime,
-                            BigNum::from_u32(1)
-                                .map_err(|_| GpgKeyError::Invalid)?
-                                .as_ref(),
-                        )
-                        .map_err(|_| GpgKeyError::Invalid)?;
-                    let mut exponent = BigNum::new_secure().map_err(|_| GpgKeyError::Invalid)?;
-                    exponent
-                        .nnmod(&d, &minus_one, ctx)
-                        .map_err(|_| GpgKeyError::Invalid)?;
-                    Ok::<_, GpgKeyError>(exponent)
-                };
-                let (dmp1, dmq1) = (crt(&big_p, &mut ctx)?, crt(&big_q, &mut ctx)?);
-                let rsa = Rsa::from_private_components(
-                    bn(n.value())?,
-                    bn(e.value())?,
-                    d,
-                    big_p,
-                    big_q,
-                    dmp1,
-                    dmq1,
-                    bn(u.value())?,
+                let key = crate::rsa_key::from_parts(
+                    n.value(),
+                    e.value(),
+                    d.value(),
+                    q.value(),
+                    p.value(),
+                    u.value(),
                 )
-                .map_err(|_| GpgKeyError::Invalid)?;
-                if !rsa.check_key().map_err(|_| GpgKeyError::Invalid)? {
-                    return Err(GpgKeyError::Invalid);
-                }
+                .ok_or(GpgKeyError::Invalid)?;
                 let public = Sexp::list([
                     Sexp::atom("public-key"),
                     Sexp::list([
@@ -213,7 +189,7 @@ impl GpgKey {
                     grip: keygrip::rsa(n.value()),
                     public,
                     label,
-                    material: Material::Rsa(PKey::from_rsa(rsa).map_err(|_| GpgKeyError::Invalid)?),
+                    material: Material::Rsa(key),
                 })
             }
             _ => Err(GpgKeyError::Unsupported),
@@ -295,7 +271,7 @@ impl GpgKey {
                     .ok_or(GpgKeyError::BadInput)?;
                 let rsa = key.rsa().map_err(|_| GpgKeyError::Invalid)?;
                 let size = rsa.size() as usize;
-                let a = strip_zeros(a);
+                let a = unsigned(a);
                 if a.len() > size {
                     return Err(GpgKeyError::BadInput);
                 }
@@ -306,8 +282,7 @@ impl GpgKey {
                     .private_decrypt(&block, &mut out, Padding::NONE)
                     .map_err(|_| GpgKeyError::BadInput)?;
                 out.truncate(n);
-                let start = out.iter().position(|&b| b != 0).unwrap_or(out.len());
-                Zeroizing::new(out[start..].to_vec())
+                Zeroizing::new(unsigned(&out).to_vec())
             }
             Material::P256(key) => {
                 let e = ciphertext
@@ -336,11 +311,6 @@ impl GpgKey {
         encoded.push(b')');
         Ok(encoded)
     }
-}
-
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
 }
 
 fn public_ecc(curve: &str, flags: Option<&str>, q: &[u8]) -> Vec<u8> {
@@ -392,6 +362,7 @@ impl GpgKeyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::rsa::Rsa;
     use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
     use sequoia_openpgp::policy::StandardPolicy;
 

@@ -14,9 +14,6 @@ use mesh_protocol::keygrip::{self, Keygrip};
 use mesh_protocol::sexp::Sexp;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
 use super::keys::{GpgKeyError, GpgKeyring, hash_algorithm};
@@ -32,8 +29,9 @@ pub const MAX_INQUIRY: usize = 4096;
 pub struct Server {
     /// The keys.
     pub keys: Arc<GpgKeyring>,
-    /// The version GETINFO reports (gpg's own, so it does not warn).
-    pub version: String,
+    /// The version GETINFO reports (gpg's own, so it does not warn),
+    /// read on first use.
+    pub version: std::sync::OnceLock<String>,
     /// The socket served.
     pub socket: PathBuf,
     /// The only uid served.
@@ -49,30 +47,17 @@ struct Session {
 
 /// Accept gpg connections until the future is dropped.
 pub async fn serve(listener: UnixListener, server: Arc<Server>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::warn!("too many gpg-agent connections; refusing one");
-                    continue;
-                };
-                let Some(span) = crate::control::admit(&stream, server.uid, "gpg-agent") else {
-                    continue;
-                };
-                let server = Arc::clone(&server);
-                connections.spawn(async move {
-                    if let Err(err) = Connection::new(stream, &server).run().await {
-                        tracing::debug!(error = %err, "gpg-agent connection closed");
-                    }
-                    drop(permit);
-                }.instrument(span));
-            }
-            Some(_) = connections.join_next() => {}
+    let uid = server.uid;
+    crate::control::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
+        let server = Arc::clone(&server);
+        async move {
+            Connection::new(stream, &server)
+                .run()
+                .await
+                .map_err(|e| e.to_string())
         }
-    }
+    })
+    .await;
 }
 
 struct Connection<'a> {
@@ -201,7 +186,12 @@ impl<'a> Connection<'a> {
     fn getinfo(&self, args: &str) -> Outcome {
         let what = args.split_whitespace().next().unwrap_or_default();
         match what {
-            "version" => data(self.server.version.as_bytes()),
+            "version" => data(
+                self.server
+                    .version
+                    .get_or_init(super::gpg_version)
+                    .as_bytes(),
+            ),
             "pid" => data(std::process::id().to_string().as_bytes()),
             "socket_name" => data(self.server.socket.to_string_lossy().as_bytes()),
             "cmd_has_option" | "restricted" | "ephemeral" => {
@@ -295,7 +285,7 @@ impl<'a> Connection<'a> {
         let Some((len, _)) = hash_algorithm(algo) else {
             return Outcome::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
         };
-        let digest = hex.and_then(unhex);
+        let digest = hex.and_then(keygrip::decode_hex);
         match digest {
             Some(digest) if digest.len() == len => {
                 self.session.hash = Some((algo, digest));
@@ -387,14 +377,4 @@ fn data(bytes: &[u8]) -> Outcome {
     let mut out = assuan::data_lines(bytes);
     out.extend(assuan::ok(""));
     Outcome::Reply(out)
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }

@@ -15,7 +15,7 @@ use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
 use zeroize::Zeroizing;
 
 use super::{Mesh, MeshError, entry_type, err};
-use crate::ssh::keys::{Identity, Source};
+use crate::ssh::keys::Identity;
 
 /// RSA keys `mesh ssh create --alg rsa` makes.
 const RSA_BITS: u32 = 3072;
@@ -107,7 +107,7 @@ impl Mesh {
                 .map_err(|_| err("wrong passphrase for the key"))?;
         }
         // Check now that the agent can use it.
-        Identity::new(key.key_data(), String::new(), Source::Added)
+        Identity::new(key.key_data(), String::new())
             .map_err(|e| err(format!("cannot use this key: {e}")))?;
         self.ssh_put(name, key, confirm, true).await
     }
@@ -249,12 +249,7 @@ impl Mesh {
             let loaded = PrivateKey::from_openssh(private.as_str())
                 .map_err(|e| e.to_string())
                 .and_then(|key| {
-                    Identity::new(
-                        key.key_data(),
-                        entry.name.clone(),
-                        Source::Mesh(entry.name.clone()),
-                    )
-                    .map_err(|e| e.to_string())
+                    Identity::new(key.key_data(), entry.name.clone()).map_err(|e| e.to_string())
                 });
             match loaded {
                 Ok(mut identity) => {

@@ -18,13 +18,10 @@ use ssh_agent_lib::proto::{
 use ssh_agent_lib::ssh_encoding::Encode as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
 use super::confirm::Askpass;
-use super::keys::{Identity, Keyring, Source};
+use super::keys::{Identity, Keyring};
 use mesh_protocol::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
 
 /// How many agent connections may be open at once.
@@ -57,39 +54,14 @@ enum ConnectionError {
 
 /// Accept agent connections until the future is dropped.
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    let reaper = reap(Arc::clone(&agent.keys));
-    tokio::pin!(reaper);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "ssh-agent accept failed");
-                        continue;
-                    }
-                };
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::warn!("too many ssh-agent connections; refusing one");
-                    continue;
-                };
-                let Some(span) = crate::control::admit(&stream, agent.uid, "ssh-agent") else {
-                    continue;
-                };
-                let agent = Arc::clone(&agent);
-                connections.spawn(async move {
-                    if let Err(err) = handle(stream, &agent).await {
-                        tracing::debug!(error = %err, "ssh-agent connection closed");
-                    }
-                    drop(permit);
-                }.instrument(span));
-            }
-            Some(_) = connections.join_next() => {}
-            () = &mut reaper => {}
-        }
-    }
+    let uid = agent.uid;
+    let keys = Arc::clone(&agent.keys);
+    let connections =
+        crate::control::accept_loop(listener, "ssh-agent", MAX_CONNECTIONS, uid, move |stream| {
+            let agent = Arc::clone(&agent);
+            async move { handle(stream, &agent).await.map_err(|e| e.to_string()) }
+        });
+    tokio::join!(connections, reap(keys));
 }
 
 /// Forget keys added with a lifetime when it ends, even if no client asks.
@@ -224,7 +196,7 @@ fn add(identity: AddIdentity, constraints: Vec<KeyConstraint>, keys: &Keyring) -
         tracing::info!("refusing to add a certificate: not supported");
         return Response::Failure;
     };
-    let mut id = match Identity::new(privkey, comment.clone(), Source::Added) {
+    let mut id = match Identity::new(privkey, comment.clone()) {
         Ok(id) => id,
         Err(err) => {
             tracing::info!(error = %err, "refusing a key");

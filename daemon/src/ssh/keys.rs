@@ -94,45 +94,22 @@ impl Signer {
                 Signer::Ecdsa(curve, PKey::from_ec_key(key).map_err(invalid)?)
             }
             KeypairData::Rsa(pair) => {
-                let invalid = |_| KeyError::Invalid("rsa");
-                let int = |m: &ssh_key::Mpint| {
-                    m.as_positive_bytes()
-                        .ok_or(KeyError::Invalid("rsa"))
-                        .and_then(|b| BigNum::from_slice(b).map_err(invalid))
-                };
-                let (p, q, d) = (
-                    int(&pair.private.p)?,
-                    int(&pair.private.q)?,
-                    int(&pair.private.d)?,
-                );
-                let mut ctx = BigNumContext::new_secure().map_err(invalid)?;
-                let one = BigNum::from_u32(1).map_err(invalid)?;
-                let crt = |prime: &BigNum, ctx: &mut BigNumContext| {
-                    let mut minus_one = BigNum::new().map_err(invalid)?;
-                    minus_one.checked_sub(prime, &one).map_err(invalid)?;
-                    let mut exponent = BigNum::new_secure().map_err(invalid)?;
-                    exponent.nnmod(&d, &minus_one, ctx).map_err(invalid)?;
-                    Ok::<_, KeyError>(exponent)
-                };
-                let (dmp1, dmq1) = (crt(&p, &mut ctx)?, crt(&q, &mut ctx)?);
-                let rsa = Rsa::from_private_components(
+                fn int(m: &ssh_key::Mpint) -> Result<&[u8], KeyError> {
+                    m.as_positive_bytes().ok_or(KeyError::Invalid("rsa"))
+                }
+                let key = crate::rsa_key::from_parts(
                     int(&pair.public.n)?,
                     int(&pair.public.e)?,
-                    d.to_owned().map_err(invalid)?,
-                    p,
-                    q,
-                    dmp1,
-                    dmq1,
+                    int(&pair.private.d)?,
+                    int(&pair.private.p)?,
+                    int(&pair.private.q)?,
                     int(&pair.private.iqmp)?,
                 )
-                .map_err(invalid)?;
-                if !rsa.check_key().map_err(invalid)? {
-                    return Err(KeyError::Invalid("rsa"));
-                }
-                if rsa.size() < 2048 / 8 {
+                .ok_or(KeyError::Invalid("rsa"))?;
+                if key.bits() < 2048 {
                     return Err(KeyError::Unsupported("RSA shorter than 2048 bits".into()));
                 }
-                Signer::Rsa(PKey::from_rsa(rsa).map_err(invalid)?)
+                Signer::Rsa(key)
             }
             other => {
                 let name = other
@@ -216,23 +193,12 @@ pub fn generate_rsa(bits: u32) -> Result<KeypairData, KeyError> {
     }))
 }
 
-/// Where an identity came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The Application catalog, under this name.
-    Mesh(String),
-    /// `ssh-add`: in memory only, gone when the daemon stops.
-    Added,
-}
-
 /// A key the agent can sign with, and the rules for using it.
 pub struct Identity {
     /// The public key, as the agent protocol carries it.
     pub public: KeyData,
     /// The comment `ssh-add -l` shows.
     pub comment: String,
-    /// Where it came from.
-    pub source: Source,
     /// Ask through askpass before each signature.
     pub confirm: bool,
     /// When it is forgotten (`ssh-add -t`).
@@ -246,19 +212,17 @@ impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
             .field("comment", &self.comment)
-            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
 
 impl Identity {
     /// An identity from a private key, unconstrained.
-    pub fn new(keypair: &KeypairData, comment: String, source: Source) -> Result<Self, KeyError> {
+    pub fn new(keypair: &KeypairData, comment: String) -> Result<Self, KeyError> {
         Ok(Identity {
             public: KeyData::try_from(keypair).map_err(|_| KeyError::Invalid("public"))?,
             signer: Signer::new(keypair)?,
             comment,
-            source,
             confirm: false,
             expires: None,
             destinations: Vec::new(),
@@ -488,7 +452,7 @@ mod tests {
     }
 
     fn identity(private: &PrivateKey) -> Identity {
-        Identity::new(private.key_data(), "test".into(), Source::Added).expect("identity")
+        Identity::new(private.key_data(), "test".into()).expect("identity")
     }
 
     #[test]
@@ -545,8 +509,7 @@ mod tests {
         };
         pair.public = other.public;
         assert_eq!(
-            Identity::new(&KeypairData::Ed25519(pair), String::new(), Source::Added)
-                .expect_err("mismatch"),
+            Identity::new(&KeypairData::Ed25519(pair), String::new()).expect_err("mismatch"),
             KeyError::Invalid("ed25519")
         );
     }
@@ -571,9 +534,7 @@ mod tests {
     fn mesh_keys_list_first_and_survive_remove_all() {
         let ring = Keyring::default();
         let mesh = key(Algorithm::Ed25519);
-        let mut from_mesh = identity(&mesh);
-        from_mesh.source = Source::Mesh("work".into());
-        ring.set_mesh(vec![from_mesh]);
+        ring.set_mesh(vec![identity(&mesh)]);
         let added = key(Algorithm::Ed25519);
         ring.add(identity(&added));
         let listed: Vec<_> = ring
