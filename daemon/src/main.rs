@@ -9,6 +9,14 @@ use mesh_daemon::Config;
 use mesh_protocol::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
+/// Every heap block is wiped when it is freed or moved by a reallocation.
+/// Private keys pass through buffers meshd does not own (serde_json's
+/// scratch space when a key's text has escapes, growing vectors, socket
+/// reads); `Zeroizing` covers only the final copy of each.
+#[global_allocator]
+static ALLOCATOR: zalloc::ZeroizingAlloc<std::alloc::System> =
+    zalloc::ZeroizingAlloc(std::alloc::System);
+
 /// The Mesh daemon: keeps your Mesh in sync and serves its keys to ssh,
 /// git and gpg. `mesh daemon start` runs it in the background; systemd or
 /// launchd start it at login.

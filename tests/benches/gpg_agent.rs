@@ -247,10 +247,13 @@ fn main() {
         "gpg --detach-sign (ed25519, 4 KiB), median of 21: gpg-agent {theirs:.1} ms, meshd {ours:.1} ms ({:.2} x)",
         theirs / ours
     );
+    let (theirs, ours) = (
+        mesh_e2e::Resident::of(real_pid),
+        mesh_e2e::Resident::of(mesh_pid),
+    );
     println!(
-        "resident memory: gpg-agent {} KiB, meshd {} KiB (meshd also serves SSH and the Mesh)",
-        mesh_e2e::resident_kib(real_pid),
-        mesh_e2e::resident_kib(mesh_pid)
+        "resident memory: gpg-agent {} KiB ({} private), meshd {} KiB ({} private; meshd also serves SSH and the Mesh)",
+        theirs.total, theirs.private, ours.total, ours.private
     );
     let _ = real
         .command("gpgconf")

@@ -11,8 +11,9 @@
 //! with Ed25519, ECDSA P-256 and RSA-3072 (rsa-sha2-512), at 1 and 8
 //! concurrent clients, it prints operations per second, p50 and p99 for
 //! each agent and meshd's throughput as a multiple of OpenSSH's; then
-//! resident memory with 100 keys loaded, and the time from starting the
-//! process to its first answer. No assertion: this machine is shared and
+//! resident memory with 100 keys loaded (all of it, VmRSS, and the
+//! process's own, RssAnon), and the time from starting the process to its
+//! first answer. No assertion: this machine is shared and
 //! noisy; the figures are read, not checked.
 
 use std::io::{Read as _, Write as _};
@@ -270,19 +271,24 @@ fn main() {
     let (meshd, _) = start(&memory_env, "meshd");
     let mut rss = Vec::new();
     for agent in [&openssh, &meshd] {
-        let before = mesh_e2e::resident_kib(agent.child.id());
+        let before = mesh_e2e::Resident::of(agent.child.id());
         add(&env, agent, &many);
         let mut stream = UnixStream::connect(&agent.socket).expect("connects");
         for key in &many {
             assert_eq!(call(&mut stream, &sign_request(&pubkey(key), 0))[0], 14);
         }
-        rss.push((agent.name, before, mesh_e2e::resident_kib(agent.child.id())));
+        rss.push((agent.name, before, mesh_e2e::Resident::of(agent.child.id())));
     }
     println!();
     for (name, before, after) in &rss {
         println!(
-            "resident memory {name:>10}: {before} KiB at start, {after} KiB with 100 keys ({:.2} x OpenSSH)",
-            *after as f64 / rss[0].2 as f64
+            "resident memory {name:>10}: {} KiB at start, {} KiB with 100 keys ({:.2} x OpenSSH); private {} KiB at start, {} KiB with 100 keys ({:.2} x)",
+            before.total,
+            after.total,
+            after.total as f64 / rss[0].2.total as f64,
+            before.private,
+            after.private,
+            after.private as f64 / rss[0].2.private as f64,
         );
     }
     drop(openssh);

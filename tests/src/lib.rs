@@ -531,14 +531,35 @@ impl Drop for Sshd {
     }
 }
 
-/// A process's resident set (VmRSS), in KiB, for the benchmarks.
-pub fn resident_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("the process's status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+/// A process's resident memory, in KiB, for the benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct Resident {
+    /// Everything resident (VmRSS), shared library and program pages
+    /// included: how many of those are mapped depends on the page cache
+    /// (whole large folios are mapped at once), so it varies by some
+    /// hundreds of KiB between runs of the same binary.
+    pub total: u64,
+    /// Memory of this process alone (RssAnon: heap, stacks, written data).
+    pub private: u64,
+}
+
+impl Resident {
+    /// Read `pid`'s figures from /proc.
+    pub fn of(pid: u32) -> Resident {
+        let status =
+            fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+        };
+        Resident {
+            total: field("VmRSS:"),
+            private: field("RssAnon:"),
+        }
+    }
 }
 
 /// The workspace's root directory (scripts, units).
