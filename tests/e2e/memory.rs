@@ -2,9 +2,9 @@
 //!
 //! meshd parses imported keys from JSON, copies them through buffers it
 //! does not own (serde's, the socket reader's, growing vectors) and keeps
-//! only the parsed key. These tests read meshd's whole address space
+//! only the parsed key. This test reads all of meshd's writable memory
 //! through /proc (as root: meshd is not dumpable, so only CAP_SYS_PTRACE
-//! may look) and require that no line of the key's text is left anywhere.
+//! may look) and requires that no line of the key's text is left in it.
 
 use std::fs;
 use std::io::{Read as _, Seek as _, SeekFrom};
