@@ -1,7 +1,7 @@
 //! Accounts and devices: one real `mesh-service` on loopback, each device
 //! a home of its own with its own `meshd`.
 
-use mesh_e2e::{MeshService, TestEnv, approve, run_err, stderr, stdout, wait_until};
+use mesh_e2e::{MeshService, TestEnv, connect_device, run_err, stderr, stdout, wait_until};
 use serde_json::Value;
 
 /// A service and a first device that created `alice@example.com`.
@@ -23,14 +23,6 @@ fn catalog(env: &TestEnv) -> Value {
     env.mesh_json(&["catalog", "list", "application"])
 }
 
-/// Connect `device` by witness approval on `admin`, and wait for it.
-fn connect_by_witness(admin: &TestEnv, device: &TestEnv, name: &str, rights: &str) {
-    approve(admin, device, name, rights);
-    wait_until("the device is accepted", || {
-        device.mesh_json(&["account", "status"])["status"] == "connected"
-    });
-}
-
 #[test]
 fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
     let (_host, service, tablet) = account();
@@ -43,7 +35,7 @@ fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
     ]);
 
     let laptop = TestEnv::device(&service);
-    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    connect_device(&tablet, &laptop, "laptop", "device");
     wait_until("the laptop has the tablet's catalog", || {
         catalog(&laptop) == catalog(&tablet)
     });
@@ -101,7 +93,7 @@ fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
 fn a_revoked_device_is_refused_and_knows_it() {
     let (_host, service, tablet) = account();
     let laptop = TestEnv::device(&service);
-    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    connect_device(&tablet, &laptop, "laptop", "device");
     tablet.mesh(&["device", "revoke", "laptop"]);
     let err = stderr(&run_err(laptop.ours("mesh").args([
         "catalog",
@@ -202,7 +194,7 @@ fn a_hostile_service_is_caught_every_time() {
         let (_host, mut service, tablet) = account();
         tablet.mesh(&["catalog", "put", "application", "one", "1"]);
         let laptop = TestEnv::device(&service);
-        connect_by_witness(&tablet, &laptop, "laptop", "device");
+        connect_device(&tablet, &laptop, "laptop", "device");
         wait_until("the laptop synced", || catalog(&laptop)["one"] == "1");
         if mode == "rollback" {
             // A rollback shows less than the laptop has already seen.
@@ -258,7 +250,7 @@ fn a_hostile_service_is_caught_every_time() {
 fn a_killed_service_loses_no_acknowledged_entry() {
     let (_host, mut service, tablet) = account();
     let laptop = TestEnv::device(&service);
-    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    connect_device(&tablet, &laptop, "laptop", "device");
     let mut acknowledged = Vec::new();
     for round in 0..3 {
         for i in 0..5 {
@@ -286,7 +278,7 @@ fn the_service_speaks_tls_and_an_untrusted_certificate_is_refused() {
     tablet.mesh_json(&["account", "create", "alice@example.com", "--name", "tablet"]);
     tablet.mesh(&["catalog", "put", "application", "over-tls", "yes"]);
     let laptop = TestEnv::device(&service);
-    connect_by_witness(&tablet, &laptop, "laptop", "device");
+    connect_device(&tablet, &laptop, "laptop", "device");
     wait_until("the laptop syncs over TLS", || {
         catalog(&laptop)["over-tls"] == "yes"
     });

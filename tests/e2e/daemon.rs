@@ -8,13 +8,6 @@ use std::os::unix::net::UnixStream;
 use mesh_e2e::{TestEnv, run_err, run_ok, stderr, stdout};
 use mesh_protocol::control::{self, Request, Response};
 
-/// The pid `mesh status --json` reports.
-fn daemon_pid(env: &TestEnv) -> u32 {
-    let status: serde_json::Value =
-        serde_json::from_slice(&env.mesh(&["status", "--json"]).stdout).expect("status is JSON");
-    u32::try_from(status["pid"].as_u64().expect("a pid")).expect("a pid fits")
-}
-
 #[test]
 fn start_status_stop() {
     let env = TestEnv::new();
@@ -67,7 +60,7 @@ fn start_status_stop() {
 fn a_stale_socket_from_a_killed_daemon_is_replaced() {
     let env = TestEnv::new();
     env.mesh(&["daemon", "start"]);
-    let first = daemon_pid(&env);
+    let first = env.meshd_pid();
     run_ok(env.command("kill").args(["-KILL", &first.to_string()]));
     // The killed daemon could not clean up; wait until it is gone.
     while fs::metadata(format!("/proc/{first}")).is_ok()
@@ -85,7 +78,7 @@ fn a_stale_socket_from_a_killed_daemon_is_replaced() {
     assert!(err.contains("not running"), "{err}");
 
     env.mesh(&["daemon", "start"]);
-    assert_ne!(daemon_pid(&env), first);
+    assert_ne!(env.meshd_pid(), first);
 }
 
 #[test]

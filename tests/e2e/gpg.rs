@@ -6,7 +6,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use mesh_e2e::{MeshService, TestEnv, approve, run_ok, stderr, stdout, wait_until};
+use mesh_e2e::{MeshService, TestEnv, connect_device, run_ok, stderr, stdout, wait_until};
 
 /// An account on a fresh service, with `first` as its administrator.
 fn account() -> (TestEnv, MeshService, TestEnv) {
@@ -170,10 +170,7 @@ fn gpg_signs_decrypts_and_signs_git_commits_with_mesh_keys() {
 fn a_key_made_on_one_device_signs_on_another() {
     let (_host, service, laptop) = account();
     let desktop = TestEnv::device(&service);
-    approve(&laptop, &desktop, "desktop", "device");
-    wait_until("the desktop is accepted", || {
-        desktop.mesh_json(&["account", "status"])["status"] == "connected"
-    });
+    connect_device(&laptop, &desktop, "desktop", "device");
     let ed = create(&laptop, "Alice <alice@example.com>", "ed25519");
     wait_for_secret_key(&desktop, &ed);
     sign_and_decrypt(&desktop, &ed);

@@ -11,12 +11,6 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 
 use mesh_e2e::{MeshService, TestEnv, run_ok};
 
-/// meshd's pid, from `mesh status --json`.
-fn meshd_pid(env: &TestEnv) -> u32 {
-    let status = env.mesh_json(&["status"]);
-    u32::try_from(status["pid"].as_u64().expect("a pid")).expect("a pid fits")
-}
-
 /// Every writable mapping of `pid` (heap, stacks, thread arenas, data: where
 /// anything meshd computed can be), read whole, with its line from
 /// /proc/PID/maps.
@@ -95,7 +89,7 @@ fn an_imported_private_key_leaves_no_text_behind_in_meshd() {
     );
 
     // The key is in use, and nothing of its text is left.
-    let found = leftovers(meshd_pid(&env), &text);
+    let found = leftovers(env.meshd_pid(), &text);
     assert!(
         found.is_empty(),
         "meshd still holds the key's text:\n{}",

@@ -84,10 +84,7 @@ fn a_git_credential_stored_on_one_device_is_filled_on_another() {
     let laptop = TestEnv::device(&service);
     laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
     let desktop = TestEnv::device(&service);
-    mesh_e2e::approve(&laptop, &desktop, "desktop", "device,web");
-    mesh_e2e::wait_until("the desktop is accepted", || {
-        desktop.mesh_json(&["account", "status"])["status"] == "connected"
-    });
+    mesh_e2e::connect_device(&laptop, &desktop, "desktop", "device,web");
 
     let stored = git_credential(
         &laptop,

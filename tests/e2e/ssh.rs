@@ -8,7 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use mesh_e2e::{
-    MeshService, OpensshAgent, Sshd, TestEnv, approve, run_err, run_ok, stderr, stdout, wait_until,
+    MeshService, OpensshAgent, Sshd, TestEnv, connect_device, run_err, run_ok, stderr, stdout,
+    wait_until,
 };
 
 /// A home whose agents ask an askpass script that answers from files:
@@ -381,10 +382,7 @@ fn a_mesh_key_logs_in_to_sshd_and_signs_for_ssh_keygen_and_git() {
 fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
     let (_host, service, laptop) = account();
     let desktop = TestEnv::device(&service);
-    approve(&laptop, &desktop, "desktop", "device");
-    wait_until("the desktop is accepted", || {
-        desktop.mesh_json(&["account", "status"])["status"] == "connected"
-    });
+    connect_device(&laptop, &desktop, "desktop", "device");
     laptop.mesh(&["ssh", "create", "shared"]);
     let public = stdout(&laptop.mesh(&["ssh", "get", "shared"]));
     wait_until("the desktop's agent serves the new key", || {

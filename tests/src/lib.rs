@@ -327,6 +327,14 @@ pub fn approve(admin: &TestEnv, device: &TestEnv, name: &str, rights: &str) {
     admin.mesh(&["device", "accept", &code, "--rights", rights]);
 }
 
+/// [`approve`] `device` on `admin`, then wait until it is connected.
+pub fn connect_device(admin: &TestEnv, device: &TestEnv, name: &str, rights: &str) {
+    approve(admin, device, name, rights);
+    wait_until("the device is accepted", || {
+        device.mesh_json(&["account", "status"])["status"] == "connected"
+    });
+}
+
 /// Poll `check` until it holds, for up to 20 seconds.
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -639,6 +647,12 @@ impl TestEnv {
             .output()
             .expect("gpg runs");
         stdout(&out).contains(fingerprint)
+    }
+
+    /// The pid of the running meshd, as `mesh status --json` reports it.
+    pub fn meshd_pid(&self) -> u32 {
+        let status = self.mesh_json(&["status"]);
+        u32::try_from(status["pid"].as_u64().expect("a pid")).expect("a pid fits")
     }
 
     /// The public keys `meshd`'s agent serves (`ssh-add -L`), one a line.

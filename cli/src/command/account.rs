@@ -214,8 +214,25 @@ pub(crate) fn show(json: bool, value: &Value, human: impl FnOnce(&Value) -> Stri
     }
 }
 
+/// Like [`show`], for a list: one `human` line (or block) per element.
+pub(crate) fn show_each(json: bool, value: &Value, human: impl Fn(&Value) -> String) {
+    show(json, value, |v| {
+        v.as_array().into_iter().flatten().map(human).collect()
+    });
+}
+
 pub(crate) fn text(value: &Value, key: &str) -> String {
     value[key].as_str().unwrap_or("-").to_owned()
+}
+
+/// The strings in the array `value` (none if it is not an array).
+pub(crate) fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<ExitCode> {
@@ -295,12 +312,7 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
         } => {
             let value = ask(paths, &Request::AccountEscrow { shares, quorum })?;
             show(json, &value, |v| {
-                let shares: Vec<&str> = v["shares"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
+                let shares = strings(&v["shares"]);
                 format!(
                     "{} recovery shares; any {} rebuild the account. Keep them apart and safe:\n{}\n",
                     shares.len(),

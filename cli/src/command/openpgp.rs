@@ -11,7 +11,7 @@ use mesh_protocol::paths::Paths;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::account::{ask, show, text};
+use super::account::{ask, show, show_each, strings, text};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum OpenpgpCommand {
@@ -68,12 +68,7 @@ fn configured(v: &Value) -> String {
 }
 
 fn describe(v: &Value) -> String {
-    let ids: Vec<&str> = v["user_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let ids = strings(&v["user_ids"]);
     format!(
         "{}\t{}\t{}\n",
         text(v, "name"),
@@ -131,9 +126,7 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
         }
         OpenpgpCommand::List { json } => {
             let value = ask(paths, &Request::OpenpgpList)?;
-            show(json, &value, |v| {
-                v.as_array().into_iter().flatten().map(describe).collect()
-            });
+            show_each(json, &value, describe);
         }
         OpenpgpCommand::Export { name } => {
             let value = ask(paths, &Request::OpenpgpExport { name })?;

@@ -11,7 +11,7 @@ use mesh_protocol::paths::Paths;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::account::{ask, show, text};
+use super::account::{ask, show, show_each, text};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SshCommand {
@@ -128,9 +128,7 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
         }
         SshCommand::List { json } => {
             let value = ask(paths, &Request::SshList)?;
-            show(json, &value, |v| {
-                v.as_array().into_iter().flatten().map(describe).collect()
-            });
+            show_each(json, &value, describe);
         }
         SshCommand::Get { name } => {
             let value = ask(paths, &Request::SshGet { name })?;
