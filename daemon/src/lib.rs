@@ -1,56 +1,54 @@
 //! `meshd`: the per-user Mesh daemon, as a library.
 //!
-//! The binary is a thin `main` around [`run`]: it resolves [`Paths`], sets
-//! up logging, hardens the process and hands over a shutdown future. Tests
-//! call the same function.
+//! The binary is a thin `main` around [`run`]: it reads the environment
+//! once into a [`Config`], sets up logging, hardens the process and hands
+//! over a shutdown future. Tests call the same function.
 //!
-//! Today the daemon owns its runtime directory and serves the control
-//! socket ([`control`]). The SSH agent, the gpg-agent (Assuan) server, the
-//! keystore and the sync client join it here; decrypted private keys will
-//! live in this crate and nowhere else.
+//! The shape (ARCHITECTURE.md has the map): `server` owns the sockets;
+//! `frontend` serves the control socket, the SSH agent and gpg's agent;
+//! `keystore` is the only place parsed private keys live; `account` is
+//! this device's account, owned by one task that publishes what it holds;
+//! `store` keeps replicas and secrets; `service_client` talks to the Mesh
+//! service; `host` keeps gpg's configuration and keyring in step. Every
+//! task is owned by [`run`].
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mesh_protocol::paths::Paths;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
-pub mod activation;
-pub mod control;
-pub mod gpg;
-pub mod mesh;
-pub mod remote;
-pub mod replica;
-pub mod rsa_key;
-pub mod runtime_dir;
-pub mod secrets;
-pub mod ssh;
+pub mod account;
+pub mod frontend;
+pub mod host;
+pub mod keystore;
+pub mod server;
+pub mod service_client;
+pub mod store;
 
-/// What the daemon needs to start.
+use server::{Socket, activation, runtime_dir};
+
+/// What the daemon needs to start: everything it would otherwise read
+/// from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where everything lives.
     pub paths: Paths,
     /// How often to sync with the service.
-    pub sync_interval: std::time::Duration,
-}
-
-/// Sync the account every `interval`, for as long as the daemon runs.
-async fn sync_loop(mesh: Arc<tokio::sync::Mutex<mesh::Mesh>>, interval: std::time::Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let mut mesh = mesh.lock().await;
-        if mesh.should_sync() {
-            let report = mesh.sync().await;
-            if report["ok"] != true {
-                tracing::warn!(errors = %report["errors"], "sync found problems");
-            }
-        }
-    }
+    pub sync_interval: Duration,
+    /// `MESH_KEYRING`: force `file` or `secret-service`.
+    pub keyring: Option<String>,
+    /// Whether the session has a D-Bus bus (`DBUS_SESSION_BUS_ADDRESS`).
+    pub session_bus: bool,
+    /// `MESH_SERVICE_CA`: PEM certificates to trust for the service.
+    pub service_ca: Option<PathBuf>,
+    /// Who to ask before a confirmed key signs.
+    pub askpass: keystore::confirm::Askpass,
+    /// gpg's files.
+    pub gpg: host::gpg::Gpg,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -67,7 +65,7 @@ pub enum DaemonError {
     },
     /// The account state could not be loaded.
     #[error("cannot load the account: {0}")]
-    Account(String),
+    Account(#[from] account::AccountError),
     /// Another daemon answers on the socket already.
     #[error("meshd is already running (it answers on {0})")]
     AlreadyRunning(PathBuf),
@@ -81,49 +79,6 @@ pub enum DaemonError {
         /// The error from the OS.
         source: std::io::Error,
     },
-}
-
-/// A listening socket, and whether meshd made its file (and so removes it).
-struct Socket {
-    listener: tokio::net::UnixListener,
-    path: PathBuf,
-    owned: bool,
-}
-
-impl Socket {
-    /// The socket the service manager handed over as `name`, else one
-    /// bound at `path`.
-    fn open(
-        activated: &mut activation::Activated,
-        name: &str,
-        path: PathBuf,
-    ) -> Result<Socket, DaemonError> {
-        let Some(std) = activated.take(name) else {
-            return Ok(Socket {
-                listener: runtime_dir::bind(&path)?,
-                path,
-                owned: true,
-            });
-        };
-        let io = |source| DaemonError::Io {
-            what: "cannot use the socket handed over for",
-            path: path.clone(),
-            source,
-        };
-        std.set_nonblocking(true).map_err(io)?;
-        let listener = tokio::net::UnixListener::from_std(std).map_err(io)?;
-        let path = listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(PathBuf::from))
-            .unwrap_or(path);
-        tracing::info!(socket = %path.display(), name, "using a socket handed over");
-        Ok(Socket {
-            listener,
-            path,
-            owned: false,
-        })
-    }
 }
 
 /// Run the daemon until `shutdown` completes or a client asks it to stop.
@@ -149,48 +104,29 @@ pub async fn run(
     };
     let gpg = open_gpg(&mut activated);
     tracing::info!(control = %control.path.display(), ssh_agent = %ssh_agent.path.display(), "meshd listening");
-
-    let uid = rustix::process::getuid().as_raw();
-    let keys = Arc::new(ssh::keys::Keyring::default());
-    let agent = Arc::new(ssh::agent::Agent {
-        keys: Arc::clone(&keys),
-        askpass: ssh::confirm::Askpass::from_env(|name| std::env::var_os(name)),
-        uid,
-    });
-    let gpg_keys = Arc::new(gpg::keys::GpgKeyring::default());
-    let gpg_server = gpg.as_ref().map(|socket| {
-        Arc::new(gpg::server::Server {
-            keys: Arc::clone(&gpg_keys),
-            version: std::sync::OnceLock::new(),
-            socket: socket.path.clone(),
-            uid,
-        })
-    });
-    let named: Vec<(&'static str, &Socket)> = [("control", &control), ("ssh-agent", &ssh_agent)]
+    let ours: Vec<PathBuf> = [Some(&control), Some(&ssh_agent), gpg.as_ref()]
         .into_iter()
-        .chain(gpg.as_ref().map(|s| ("gpg-agent", s)))
+        .flatten()
+        .filter(|socket| socket.owned)
+        .map(|socket| socket.path.clone())
         .collect();
-    let sockets = named
-        .iter()
-        .map(|(name, socket)| (*name, socket.path.clone()))
-        .collect();
-    let ours: Vec<PathBuf> = named
-        .iter()
-        .filter(|(_, socket)| socket.owned)
-        .map(|(_, socket)| socket.path.clone())
-        .collect();
-    let result = match mesh::Mesh::open(paths.clone(), Some(keys), Some(gpg_keys)) {
-        Ok(mesh) => {
-            let frontends = Frontends {
-                control: control.listener,
-                ssh_agent: (ssh_agent.listener, agent),
-                gpg: gpg.map(|s| s.listener).zip(gpg_server),
-                sockets,
+    let settings = account::Settings {
+        paths: paths.clone(),
+        keyring: config.keyring.clone(),
+        session_bus: config.session_bus,
+        connector: service_client::Http::connector(config.service_ca.clone()),
+    };
+    let result = match account::Account::open(settings) {
+        Ok(account) => {
+            let sockets = Sockets {
+                control,
+                ssh_agent,
+                gpg,
             };
-            serve(mesh, frontends, &config, shutdown).await;
+            serve(account, sockets, &config, shutdown).await;
             Ok(())
         }
-        Err(e) => Err(DaemonError::Account(e.0)),
+        Err(e) => Err(e.into()),
     };
     for path in ours {
         runtime_dir::remove_socket(&path);
@@ -201,7 +137,7 @@ pub async fn run(
 /// gpg's agent socket: handed over, or bound if gpg is installed and no
 /// other agent holds it. Without it meshd still runs; the reason is logged.
 fn open_gpg(activated: &mut activation::Activated) -> Option<Socket> {
-    let path = gpg::socket_path()?;
+    let path = host::gpg::socket_path()?;
     if let Some(parent) = path.parent()
         && let Err(e) = runtime_dir::prepare(parent)
     {
@@ -217,55 +153,91 @@ fn open_gpg(activated: &mut activation::Activated) -> Option<Socket> {
     }
 }
 
-/// The listeners `serve` runs, and the sockets they are on.
-struct Frontends {
-    control: tokio::net::UnixListener,
-    ssh_agent: (tokio::net::UnixListener, Arc<ssh::agent::Agent>),
-    gpg: Option<(tokio::net::UnixListener, Arc<gpg::server::Server>)>,
-    sockets: Vec<(&'static str, PathBuf)>,
+/// The sockets `serve` runs the frontends on.
+struct Sockets {
+    control: Socket,
+    ssh_agent: Socket,
+    gpg: Option<Socket>,
 }
 
 /// Serve every frontend until `shutdown` completes or a client asks the
-/// daemon to stop.
+/// daemon to stop. Every task is in one `JoinSet`, dropped (and so
+/// aborted) on return.
 async fn serve(
-    mesh: mesh::Mesh,
-    frontends: Frontends,
+    account: account::Account,
+    sockets: Sockets,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) {
-    let Frontends {
-        control: control_listener,
-        ssh_agent: (agent_listener, agent),
-        gpg,
-        sockets,
-    } = frontends;
-    let mesh = Arc::new(tokio::sync::Mutex::new(mesh));
-    let stop = Arc::new(Notify::new());
-    let state = Arc::new(control::State {
-        started: Instant::now(),
-        uid: agent.uid,
-        runtime_dir: config.paths.runtime_dir.clone(),
-        listeners: sockets
-            .into_iter()
-            .map(|(frontend, path)| mesh_protocol::control::Listener {
-                frontend: frontend.into(),
-                path,
-            })
-            .collect(),
-        stop: Arc::clone(&stop),
-        mesh: Arc::clone(&mesh),
+    let uid = rustix::process::getuid().as_raw();
+    let mut listeners = vec![
+        listener("control", &sockets.control),
+        listener("ssh-agent", &sockets.ssh_agent),
+    ];
+    listeners.extend(sockets.gpg.as_ref().map(|s| listener("gpg-agent", s)));
+
+    let mut tasks = JoinSet::new();
+    let (handle, mut snapshots, account_task) = account::spawn(account, config.sync_interval);
+    tasks.spawn(account_task);
+
+    // The keys there are at start are served from the first connection on.
+    let keystore = Arc::new(keystore::Keystore::default());
+    let first = snapshots.try_recv().map_or(0, |snapshot| {
+        keystore.apply(&snapshot);
+        snapshot.generation
     });
+    let (applied_tx, applied) = watch::channel(first);
+    tasks.spawn(keystore::feed(Arc::clone(&keystore), snapshots, applied_tx));
+    let (imported_tx, imported) = watch::channel(0);
+    tasks.spawn(host::gpg::follow(
+        config.gpg.clone(),
+        handle.certificates(),
+        imported_tx,
+    ));
+
+    let agent = Arc::new(frontend::ssh_agent::Agent {
+        keys: Arc::clone(&keystore.ssh),
+        askpass: config.askpass.clone(),
+        uid,
+    });
+    tasks.spawn(frontend::ssh_agent::serve(
+        sockets.ssh_agent.listener,
+        agent,
+    ));
+    if let Some(gpg) = sockets.gpg {
+        let server = Arc::new(frontend::gpg_agent::Server {
+            keys: Arc::clone(&keystore.gpg),
+            version: std::sync::OnceLock::new(),
+            socket: gpg.path,
+            uid,
+        });
+        tasks.spawn(frontend::gpg_agent::serve(gpg.listener, server));
+    }
+    let stop = Arc::new(Notify::new());
+    let state = Arc::new(frontend::control::State {
+        started: Instant::now(),
+        uid,
+        runtime_dir: config.paths.runtime_dir.clone(),
+        listeners,
+        stop: Arc::clone(&stop),
+        account: handle,
+        keystore_applied: applied,
+        gpg_imported: imported,
+        gpg: config.gpg.clone(),
+    });
+    tasks.spawn(frontend::control::serve(sockets.control.listener, state));
     tokio::select! {
         () = shutdown => tracing::info!("meshd stopping on signal"),
         () = stop.notified() => tracing::info!("meshd stopping on request"),
-        () = control::serve(control_listener, state) => {}
-        () = ssh::agent::serve(agent_listener, agent) => {}
-        () = async {
-            match gpg {
-                Some((listener, server)) => gpg::server::serve(listener, server).await,
-                None => std::future::pending().await,
-            }
-        } => {}
-        () = sync_loop(mesh, config.sync_interval) => {}
+        Some(ended) = tasks.join_next() => {
+            tracing::error!(?ended, "a task of meshd ended; stopping");
+        }
+    }
+}
+
+fn listener(frontend: &str, socket: &Socket) -> mesh_protocol::control::Listener {
+    mesh_protocol::control::Listener {
+        frontend: frontend.into(),
+        path: socket.path.clone(),
     }
 }

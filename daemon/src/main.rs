@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use mesh_daemon::Config;
+use mesh_daemon::host::gpg::Gpg;
+use mesh_daemon::keystore::confirm::Askpass;
 use mesh_protocol::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
@@ -44,27 +49,42 @@ fn main() -> ExitCode {
 
 fn daemon() -> anyhow::Result<()> {
     // Before any thread exists: this clears LISTEN_PID and LISTEN_FDS.
-    let activated = mesh_daemon::activation::Activated::from_env();
+    let activated = mesh_daemon::server::activation::Activated::from_env();
     harden();
+    let config = config()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(mesh_daemon::run(config, activated, signal()))?;
+    Ok(())
+}
+
+/// Everything meshd takes from its environment, read here and nowhere
+/// else.
+fn config() -> anyhow::Result<Config> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     let uid = rustix::process::getuid().as_raw();
     let paths = Paths::resolve(|name| std::env::var_os(name), uid)?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let sync_interval = std::env::var("MESH_SYNC_INTERVAL_MS")
+    let sync_interval = var("MESH_SYNC_INTERVAL_MS")
+        .and_then(|ms| ms.to_str()?.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_millis);
+    let gnupg_home = var("GNUPGHOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths.home.join(".gnupg"));
+    let agent_shim = std::env::current_exe()
         .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map_or(
-            std::time::Duration::from_secs(2),
-            std::time::Duration::from_millis,
-        );
-    runtime.block_on(mesh_daemon::run(
-        Config {
-            paths,
-            sync_interval,
+        .and_then(|exe| Some(exe.parent()?.join("mesh-gpg-agent")))
+        .filter(|p| p.is_file());
+    Ok(Config {
+        sync_interval,
+        keyring: var("MESH_KEYRING").map(|v| v.to_string_lossy().into_owned()),
+        session_bus: var("DBUS_SESSION_BUS_ADDRESS").is_some(),
+        service_ca: var("MESH_SERVICE_CA").map(PathBuf::from),
+        askpass: Askpass::from_env(|name| std::env::var_os(name)),
+        gpg: Gpg {
+            home: gnupg_home,
+            agent_shim,
         },
-        activated,
-        signal(),
-    ))?;
-    Ok(())
+        paths,
+    })
 }
 
 /// Keep secrets out of core files and away from same-uid debuggers.

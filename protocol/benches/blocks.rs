@@ -25,7 +25,7 @@ fn per_op(n: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn entry(i: usize) -> Envelope {
-    let meta = ContentMeta::for_event(&format!("entry-{i}"), "New");
+    let meta = ContentMeta::for_event(&format!("entry-{i}"), mesh_protocol::envelope::Event::New);
     Envelope::unsealed(vec![(i % 251) as u8; 128], Some(&meta))
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mesh_protocol::envelope::{ContentMeta, Envelope, SealOptions};
+use mesh_protocol::envelope::{ContentMeta, Envelope, Event, SealOptions};
 use mesh_protocol::keys::PrivateKey;
 use mesh_protocol::sequence::{ContainerType, Sequence, walk_backwards};
 use mesh_protocol::udf::seed::KeyAlg;
@@ -132,21 +132,24 @@ fn main() {
         "neg_tampered_body",
         "one bit of the ciphertext flipped",
         "error failed",
-        &|e| e.body[0] ^= 1,
+        &|e| e.tamper_body()[0] ^= 1,
     );
     changed(
         "neg_truncated_body",
         "the last ciphertext block cut",
         "error failed",
-        &|e| e.body.truncate(e.body.len() - 16),
+        &|e| {
+            let body = e.tamper_body();
+            body.truncate(body.len() - 16);
+        },
     );
     changed(
         "neg_body_and_digest",
         "ciphertext changed and the PayloadDigest recomputed: the signature still fails",
         "error failed",
         &|e| {
-            e.body[0] ^= 1;
-            e.trailer.payload_digest = Some(Sha512::digest(&e.body).to_vec());
+            e.tamper_body()[0] ^= 1;
+            e.trailer.payload_digest = Some(Sha512::digest(e.peek_unverified()).to_vec());
         },
     );
     changed(
@@ -225,14 +228,14 @@ fn main() {
     sequences(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sequence"));
 }
 
-fn entry(id: &str, event: &str, body: &[u8]) -> Envelope {
+fn entry(id: &str, event: Event, body: &[u8]) -> Envelope {
     Envelope::unsealed(body.to_vec(), Some(&ContentMeta::for_event(id, event)))
 }
 
-fn log(entries: &[(&str, &str, &[u8])]) -> Sequence {
+fn log(entries: &[(&str, Event, &[u8])]) -> Sequence {
     let mut sequence = Sequence::new(ContainerType::Merkle);
     for (id, event, body) in entries {
-        sequence.append(entry(id, event, body));
+        sequence.append(entry(id, *event, body));
     }
     sequence
 }
@@ -247,13 +250,13 @@ fn write_log(dir: &Path, name: &str, fields: &str, expect: &str, comment: &str, 
 
 fn sequences(dir: &Path) {
     fs::create_dir_all(dir).expect("the directory");
-    let entries: [(&str, &str, &[u8]); 6] = [
-        ("alpha", "New", b"one"),
-        ("beta", "New", b"two"),
-        ("alpha", "Update", b"three"),
-        ("gamma", "New", b"four"),
-        ("beta", "Delete", b""),
-        ("delta", "New", b"five"),
+    let entries: [(&str, Event, &[u8]); 6] = [
+        ("alpha", Event::New, b"one"),
+        ("beta", Event::New, b"two"),
+        ("alpha", Event::Update, b"three"),
+        ("gamma", Event::New, b"four"),
+        ("beta", Event::Delete, b""),
+        ("delta", Event::New, b"five"),
     ];
     let honest = log(&entries);
     let bytes = honest.encode();
@@ -277,7 +280,7 @@ fn sequences(dir: &Path) {
     );
 
     let mut forked = entries;
-    forked[1] = ("beta", "New", b"TWO");
+    forked[1] = ("beta", Event::New, b"TWO");
     let forked = log(&forked).encode();
     write_log(
         dir,

@@ -34,32 +34,74 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::envelope::{ContentMeta, Envelope, OpenError, SealOptions};
+use crate::envelope::{ContentMeta, Envelope, Event, OpenError, SealOptions};
 use crate::keys::{KeyError, PrivateKey, PublicKey};
 use crate::udf::Udf;
 use crate::udf::seed::{KeyAlg, KeySpecifier, Seed};
 
-/// The Device catalog: one [`CatalogedDevice`] per connected device.
-pub const STORE_DEVICE: &str = "MMM_Device";
-/// The Access catalog: one [`AccessCapability`] per device the service serves.
-pub const STORE_ACCESS: &str = "MMM_Access";
-/// The Application catalog: SSH and OpenPGP keys and the like.
-pub const STORE_APPLICATION: &str = "MMM_Application";
-/// The Credential catalog: passwords and tokens.
-pub const STORE_CREDENTIAL: &str = "MMM_Credential";
-/// The Inbound spool: connection requests and other messages to the account.
-pub const STORE_INBOUND: &str = "MMM_Inbound";
-/// The Local spool: administrators' own records (PINs).
-pub const STORE_LOCAL: &str = "MMM_Local";
-/// Every store an account has.
-pub const STORES: [&str; 6] = [
-    STORE_DEVICE,
-    STORE_ACCESS,
-    STORE_APPLICATION,
-    STORE_CREDENTIAL,
-    STORE_INBOUND,
-    STORE_LOCAL,
-];
+/// One of an account's stores. The set is closed: a name outside it is a
+/// decode error wherever it comes from (the service, the control socket, a
+/// file), so no store name from outside ever becomes a path by itself.
+///
+/// The wire form is the store's name (`MMM_Device` ...); changing it changes
+/// the store keys (they are derived from it) and the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Store {
+    /// The Device catalog: one [`CatalogedDevice`] per connected device.
+    #[serde(rename = "MMM_Device")]
+    Device,
+    /// The Access catalog: one [`AccessCapability`] per device the service serves.
+    #[serde(rename = "MMM_Access")]
+    Access,
+    /// The Application catalog: SSH and OpenPGP keys and the like.
+    #[serde(rename = "MMM_Application")]
+    Application,
+    /// The Credential catalog: passwords and tokens.
+    #[serde(rename = "MMM_Credential")]
+    Credential,
+    /// The Inbound spool: connection requests and other messages to the account.
+    #[serde(rename = "MMM_Inbound")]
+    Inbound,
+    /// The Local spool: administrators' own records (PINs).
+    #[serde(rename = "MMM_Local")]
+    Local,
+}
+
+impl Store {
+    /// Every store an account has.
+    pub const ALL: [Store; 6] = [
+        Store::Device,
+        Store::Access,
+        Store::Application,
+        Store::Credential,
+        Store::Inbound,
+        Store::Local,
+    ];
+
+    /// The store's name, as the wire and the store key derivation use it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Store::Device => "MMM_Device",
+            Store::Access => "MMM_Access",
+            Store::Application => "MMM_Application",
+            Store::Credential => "MMM_Credential",
+            Store::Inbound => "MMM_Inbound",
+            Store::Local => "MMM_Local",
+        }
+    }
+
+    /// The store of this exact name, or `None` for any other text
+    /// (`../x`, `/abs`, `MMM_Other`).
+    pub fn from_name(name: &str) -> Option<Store> {
+        Store::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Message types, as `MessageType` in a record's metadata.
 pub mod message_type {
@@ -99,6 +141,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// `admin`, `device` or `web`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Device => "device",
+            Role::Web => "web",
+        }
+    }
+
     /// Parse `admin`, `device` or `web`.
     pub fn parse(text: &str) -> Option<Role> {
         match text {
@@ -111,16 +162,16 @@ impl Role {
 }
 
 /// The stores a device with these roles may read.
-pub fn stores_for(roles: &[Role]) -> Vec<&'static str> {
+pub fn stores_for(roles: &[Role]) -> Vec<Store> {
     if roles.contains(&Role::Admin) {
-        return STORES.to_vec();
+        return Store::ALL.to_vec();
     }
-    let mut stores = vec![STORE_DEVICE];
+    let mut stores = vec![Store::Device];
     if roles.contains(&Role::Device) {
-        stores.push(STORE_APPLICATION);
+        stores.push(Store::Application);
     }
     if roles.contains(&Role::Web) {
-        stores.push(STORE_CREDENTIAL);
+        stores.push(Store::Credential);
     }
     stores
 }
@@ -245,7 +296,7 @@ pub struct ActivationCommon {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_seed: Option<String>,
     /// The secret of each store key granted: `(store, base64url secret)`.
-    pub store_keys: Vec<(String, String)>,
+    pub store_keys: Vec<(Store, String)>,
 }
 
 macro_rules! secret_record {
@@ -416,17 +467,21 @@ impl AccountKeys {
     }
 
     /// The key of a store (`CompleteAccountEncrypt` + the store's name).
-    pub fn store_key(&self, store: &str) -> Result<PrivateKey, AccountError> {
+    pub fn store_key(&self, store: Store) -> Result<PrivateKey, AccountError> {
         derive(
             &self.seed,
             KeyAlg::X25519,
-            &format!("CompleteAccountEncrypt{store}"),
+            &format!("CompleteAccountEncrypt{}", store.name()),
         )
     }
 
     /// The secret a store key is derived from, for an [`ActivationCommon`].
-    fn store_secret(&self, store: &str) -> Zeroizing<Vec<u8>> {
-        crate::keys::derive_okm(&self.seed, &format!("CompleteAccountEncrypt{store}"), 32)
+    fn store_secret(&self, store: Store) -> Zeroizing<Vec<u8>> {
+        crate::keys::derive_okm(
+            &self.seed,
+            &format!("CompleteAccountEncrypt{}", store.name()),
+            32,
+        )
     }
 
     /// The account's profile, signed by its profile key.
@@ -490,7 +545,7 @@ impl AccountKeys {
             use base64::Engine as _;
             let secret = self.store_secret(store);
             let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_slice());
-            common.store_keys.push((store.to_owned(), b64));
+            common.store_keys.push((store, b64));
         }
         let cataloged = CatalogedDevice {
             device_udf: device.profile_signature.udf.clone(),
@@ -524,13 +579,13 @@ impl AccountKeys {
         };
         // Readable by every device of the Device store, and by the device
         // itself before it has any store key.
-        let recipients = [self.store_key(STORE_DEVICE)?.public(), base_encrypt];
+        let recipients = [self.store_key(Store::Device)?.public(), base_encrypt];
         let entry = seal_entry(
             rng,
             &cataloged,
             message_type::CATALOGED_DEVICE,
             &cataloged.device_udf,
-            "New",
+            Event::New,
             &self.admin,
             &recipients,
         )?;
@@ -545,7 +600,7 @@ impl AccountKeys {
             &capability,
             message_type::ACCESS_CAPABILITY,
             &capability.device_udf,
-            "New",
+            Event::New,
             &self.admin,
             &[],
         )?;
@@ -638,7 +693,7 @@ pub struct Activation {
     /// The account's keys, for administrators.
     pub account: Option<AccountKeys>,
     /// The store keys granted.
-    pub store_keys: Vec<(String, PrivateKey)>,
+    pub store_keys: Vec<(Store, PrivateKey)>,
 }
 
 impl std::fmt::Debug for Activation {
@@ -719,10 +774,7 @@ impl Activation {
                     .decode(secret)
                     .map_err(|_| AccountError::Malformed("store key"))?,
             );
-            store_keys.push((
-                store.clone(),
-                PrivateKey::from_okm(KeyAlg::X25519, &secret)?,
-            ));
+            store_keys.push((*store, PrivateKey::from_okm(KeyAlg::X25519, &secret)?));
         }
         Ok(Activation {
             profile,
@@ -735,10 +787,10 @@ impl Activation {
     }
 
     /// The key of a store, if granted.
-    pub fn store_key(&self, store: &str) -> Option<&PrivateKey> {
+    pub fn store_key(&self, store: Store) -> Option<&PrivateKey> {
         self.store_keys
             .iter()
-            .find(|(s, _)| s == store)
+            .find(|(s, _)| *s == store)
             .map(|(_, k)| k)
     }
 }
@@ -767,7 +819,7 @@ pub fn seal_entry<T: Serialize>(
     record: &T,
     message_type: &str,
     unique_id: &str,
-    event: &str,
+    event: Event,
     signer: &PrivateKey,
     recipients: &[PublicKey],
 ) -> Result<Envelope, AccountError> {
@@ -874,7 +926,7 @@ mod tests {
         let (entry, access) = account
             .connect(&mut rng, &device_profile, "laptop", &[Role::Device])
             .expect("connects");
-        let store_key = account.store_key(STORE_DEVICE).expect("a key");
+        let store_key = account.store_key(Store::Device).expect("a key");
         let opened = entry
             .open(Some(&store_key), Some(&account.admin.public()))
             .expect("opens");
@@ -884,8 +936,8 @@ mod tests {
             activation.account.is_none(),
             "a plain device gets no account seed"
         );
-        assert!(activation.store_key(STORE_APPLICATION).is_some());
-        assert!(activation.store_key(STORE_CREDENTIAL).is_none());
+        assert!(activation.store_key(Store::Application).is_some());
+        assert!(activation.store_key(Store::Credential).is_none());
         let capability: AccessCapability =
             verify_admin_signed(&access.to_json(), &account.admin.public()).expect("signed");
         assert_eq!(capability.signature, KeyData::of(&activation.sign.public()));
@@ -919,12 +971,12 @@ mod tests {
             .connect(&mut rng, &device_profile, "tablet", &[Role::Admin])
             .expect("connects");
         let opened = entry
-            .open(Some(&account.store_key(STORE_DEVICE).expect("key")), None)
+            .open(Some(&account.store_key(Store::Device).expect("key")), None)
             .expect("opens");
         let cataloged: CatalogedDevice = serde_json::from_slice(&opened.payload).expect("json");
         let activation = Activation::open(&device, &profile, &cataloged).expect("activates");
         let keys = activation.account.expect("an admin holds the account");
         assert_eq!(keys.udf(), account.udf());
-        assert_eq!(activation.store_keys.len(), STORES.len());
+        assert_eq!(activation.store_keys.len(), Store::ALL.len());
     }
 }

@@ -30,8 +30,9 @@ pub const OPENPGP_PREFIX: &str = "openpgp/";
 /// The longest application name.
 pub const MAX_NAME: usize = 64;
 
-/// An SSH identity as the Application catalog holds it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An SSH identity as the Application catalog holds it. A secret: not
+/// `Clone`, not comparable, wiped when dropped.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct SshIdentity {
     /// Its name in the account (`work`, `github`).
@@ -66,6 +67,44 @@ impl SshIdentity {
     /// The entry's unique id in the catalog.
     pub fn unique_id(name: &str) -> String {
         format!("{SSH_PREFIX}{name}")
+    }
+}
+
+/// An OpenPGP certificate as a catalog holds it (unique id
+/// `openpgp/<name>`). A secret: not `Clone`, not comparable, wiped when
+/// dropped.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OpenpgpEntry {
+    /// Its name in the account.
+    pub name: String,
+    /// The primary key's fingerprint (hex).
+    pub fingerprint: String,
+    /// The armored public certificate.
+    pub public: String,
+    /// The armored secret keys this store's readers may hold.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for OpenpgpEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenpgpEntry")
+            .field("name", &self.name)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for OpenpgpEntry {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl OpenpgpEntry {
+    /// The entry's unique id in a catalog.
+    pub fn unique_id(name: &str) -> String {
+        format!("{OPENPGP_PREFIX}{name}")
     }
 }
 

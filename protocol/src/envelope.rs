@@ -196,6 +196,18 @@ pub struct SequenceInfo {
     pub index: u64,
 }
 
+/// A persistence event on a catalog entry (DARE `Event`). The set is
+/// closed: a frame naming another event does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Event {
+    /// The entry is made.
+    New,
+    /// The entry is replaced.
+    Update,
+    /// The entry is removed.
+    Delete,
+}
+
 /// What the payload is (`ContentMeta`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,9 +225,9 @@ pub struct ContentMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub message_type: Option<String>,
-    /// The persistence event: `New`, `Update` or `Delete`.
+    /// The persistence event; any other name is a decode error.
     #[serde(rename = "Event", default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
+    pub event: Option<Event>,
     /// When the content was made (RFC 3339), given by the caller.
     #[serde(rename = "Created", default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
@@ -227,10 +239,10 @@ pub struct ContentMeta {
 impl ContentMeta {
     /// The metadata of a persistence event (`New`, `Update`, `Delete`) on
     /// the object `unique_id`, as catalog entries carry it.
-    pub fn for_event(unique_id: &str, event: &str) -> ContentMeta {
+    pub fn for_event(unique_id: &str, event: Event) -> ContentMeta {
         ContentMeta {
             unique_id: Some(unique_id.into()),
-            event: Some(event.into()),
+            event: Some(event),
             ..ContentMeta::default()
         }
     }
@@ -241,8 +253,9 @@ impl ContentMeta {
 pub struct Envelope {
     /// The header.
     pub header: Header,
-    /// The body: the payload, or its ciphertext.
-    pub body: Vec<u8>,
+    /// The body: the payload, or its ciphertext. Not public: its bytes are
+    /// unverified until [`Envelope::open`]; see [`Envelope::peek_unverified`].
+    pub(crate) body: Vec<u8>,
     /// The trailer.
     pub trailer: Trailer,
 }
@@ -338,6 +351,19 @@ pub struct SealOptions<'a> {
 }
 
 impl Envelope {
+    /// The body's bytes as they came, before any check: for records whose
+    /// every field the caller verifies itself (a service-written spool
+    /// entry), and for display. Trust nothing read here.
+    pub fn peek_unverified(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body's bytes, to alter: for hostile test doubles and negative
+    /// test vectors only.
+    pub fn tamper_body(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
     /// An envelope that is neither signed nor encrypted: the payload and
     /// its metadata, for a sequence to add its digests to.
     pub fn unsealed(payload: Vec<u8>, meta: Option<&ContentMeta>) -> Envelope {

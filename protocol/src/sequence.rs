@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha512};
 
-use crate::envelope::{ContentMeta, Envelope, Header, SequenceInfo, Trailer};
+use crate::envelope::{ContentMeta, Envelope, Event, Header, SequenceInfo, Trailer};
 use crate::merkle::{self, Frontier, Hash};
 
 /// The largest frame we read or write.
@@ -453,7 +453,7 @@ impl Sequence {
 
     /// The events of frames `from..=len` as `(UniqueId, event, index)`,
     /// for keeping a live set up to date without replaying everything.
-    pub fn events_from(&self, from: u64) -> Vec<(String, String, u64)> {
+    pub fn events_from(&self, from: u64) -> Vec<(String, Event, u64)> {
         let mut out = Vec::new();
         for index in from.max(1)..=self.len() {
             let Some(raw) = usize::try_from(index).ok().and_then(|i| self.frames.get(i)) else {
@@ -472,7 +472,7 @@ impl Sequence {
                 ..
             }) = meta
             {
-                out.push((id, event.unwrap_or_else(|| "New".into()), index));
+                out.push((id, event.unwrap_or(Event::New), index));
             }
         }
         out
@@ -562,30 +562,32 @@ impl Sequence {
                 .header
                 .content_meta_data
                 .as_deref()
-                .and_then(|json| serde_json::from_slice(json).ok())
-                .ok_or(SequenceError::BadEvent(index, "no content metadata"))?;
+                .ok_or(SequenceError::BadEvent(index, "no content metadata"))
+                .and_then(|json| {
+                    serde_json::from_slice(json)
+                        .map_err(|_| SequenceError::BadEvent(index, "bad content metadata"))
+                })?;
             let id = meta
                 .unique_id
                 .ok_or(SequenceError::BadEvent(index, "no UniqueId"))?;
-            match meta.event.as_deref().unwrap_or("New") {
-                "New" if live.contains_key(&id) => {
+            match meta.event.unwrap_or(Event::New) {
+                Event::New if live.contains_key(&id) => {
                     return Err(SequenceError::BadEvent(index, "New on an existing object"));
                 }
-                "New" => {
+                Event::New => {
                     live.insert(id, index);
                 }
-                "Update" => match live.get_mut(&id) {
+                Event::Update => match live.get_mut(&id) {
                     Some(at) => *at = index,
                     None => {
                         return Err(SequenceError::BadEvent(index, "Update of a missing object"));
                     }
                 },
-                "Delete" => {
+                Event::Delete => {
                     if live.remove(&id).is_none() {
                         return Err(SequenceError::BadEvent(index, "Delete of a missing object"));
                     }
                 }
-                _ => return Err(SequenceError::BadEvent(index, "unknown event")),
             }
         }
         Ok(live)
@@ -649,7 +651,7 @@ fn envelope_of(raw: &RawFrame) -> Result<Envelope, serde_json::Error> {
 mod tests {
     use super::*;
 
-    fn entry(id: &str, event: &str, body: &[u8]) -> Envelope {
+    fn entry(id: &str, event: Event, body: &[u8]) -> Envelope {
         Envelope::unsealed(body.to_vec(), Some(&ContentMeta::for_event(id, event)))
     }
 
@@ -687,7 +689,7 @@ mod tests {
             for i in 0..20u8 {
                 seq.append(entry(
                     &format!("id{}", i % 7),
-                    if i < 7 { "New" } else { "Update" },
+                    if i < 7 { Event::New } else { Event::Update },
                     &[i; 40],
                 ));
             }
@@ -707,7 +709,7 @@ mod tests {
     fn tampering_is_found_where_integrity_is_kept() {
         let mut seq = Sequence::new(ContainerType::Merkle);
         for i in 0..10u8 {
-            seq.append(entry(&format!("id{i}"), "New", &[i; 40]));
+            seq.append(entry(&format!("id{i}"), Event::New, &[i; 40]));
         }
         let bytes = seq.encode();
         // Change one payload byte of frame 4 (its 40 bytes of 4s).
@@ -744,12 +746,12 @@ mod tests {
     fn a_client_tells_an_honest_log_from_a_rolled_back_or_forked_one() {
         let mut honest = Sequence::new(ContainerType::Merkle);
         for i in 0..6u8 {
-            honest.append(entry(&format!("id{i}"), "New", &[i]));
+            honest.append(entry(&format!("id{i}"), Event::New, &[i]));
         }
         let (seen_size, seen_apex) = (honest.len(), honest.apex());
         let mut fork = honest.clone();
         for i in 6..9u8 {
-            honest.append(entry(&format!("id{i}"), "New", &[i]));
+            honest.append(entry(&format!("id{i}"), Event::New, &[i]));
         }
         let proof = honest.consistency_proof(seen_size).expect("a proof");
         assert!(merkle::verify_consistency(
@@ -762,11 +764,11 @@ mod tests {
         // A fork rewrites history before the seen apex: frame 6 differs.
         let mut forked = Sequence::new(ContainerType::Merkle);
         for i in 0..5u8 {
-            forked.append(entry(&format!("id{i}"), "New", &[i]));
+            forked.append(entry(&format!("id{i}"), Event::New, &[i]));
         }
-        forked.append(entry("evil", "New", b"x"));
+        forked.append(entry("evil", Event::New, b"x"));
         for i in 6..9u8 {
-            forked.append(entry(&format!("id{i}"), "New", &[i]));
+            forked.append(entry(&format!("id{i}"), Event::New, &[i]));
         }
         let proof = forked.consistency_proof(seen_size).expect("a proof");
         assert!(!merkle::verify_consistency(
@@ -798,36 +800,36 @@ mod tests {
     fn truncate_undoes_appends() {
         let mut seq = Sequence::new(ContainerType::Merkle);
         for i in 0..5u8 {
-            seq.append(entry(&format!("id{i}"), "New", &[i]));
+            seq.append(entry(&format!("id{i}"), Event::New, &[i]));
         }
         let before = seq.encode();
         let (apex, chain) = (seq.apex(), seq.chain);
         for i in 5..9u8 {
-            seq.append(entry(&format!("id{i}"), "New", &[i]));
+            seq.append(entry(&format!("id{i}"), Event::New, &[i]));
         }
         seq.truncate(5);
         assert_eq!((seq.encode(), seq.apex(), seq.chain), (before, apex, chain));
-        seq.append(entry("again", "New", b"x"));
+        seq.append(entry("again", Event::New, b"x"));
         Sequence::decode(&seq.encode())
             .expect("decodes")
             .verify()
             .expect("verifies");
         assert_eq!(
             seq.events_from(6),
-            vec![("again".to_string(), "New".to_string(), 6)]
+            vec![("again".to_string(), Event::New, 6)]
         );
     }
 
     #[test]
     fn replay_gives_the_live_set() {
         let mut seq = Sequence::new(ContainerType::Merkle);
-        seq.append(entry("a", "New", b"1"));
-        seq.append(entry("b", "New", b"2"));
-        seq.append(entry("a", "Update", b"3"));
-        seq.append(entry("b", "Delete", b""));
+        seq.append(entry("a", Event::New, b"1"));
+        seq.append(entry("b", Event::New, b"2"));
+        seq.append(entry("a", Event::Update, b"3"));
+        seq.append(entry("b", Event::Delete, b""));
         let live = seq.replay().expect("replays");
         assert_eq!(live, BTreeMap::from([("a".to_string(), 3)]));
-        seq.append(entry("b", "Update", b"4"));
+        seq.append(entry("b", Event::Update, b"4"));
         assert_eq!(
             seq.replay().err(),
             Some(SequenceError::BadEvent(5, "Update of a missing object"))

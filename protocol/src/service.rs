@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::Store;
 use crate::udf::Udf;
 
 /// The fixed request path of the Mesh service.
@@ -152,7 +153,7 @@ pub struct StatusRequest {
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct StoreStatus {
     /// The store.
-    pub store: String,
+    pub store: Store,
     /// Its last frame's index.
     pub index: u64,
     /// Its Merkle apex (base64url).
@@ -178,7 +179,7 @@ pub struct DownloadRequest {
     /// The account.
     pub account_address: String,
     /// The store.
-    pub store: String,
+    pub store: Store,
     /// Frames after this index.
     pub after: u64,
 }
@@ -201,7 +202,7 @@ pub struct DownloadResponse {
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct StoreUpdate {
     /// The store.
-    pub store: String,
+    pub store: Store,
     /// The index the client believes is the store's last.
     pub index: u64,
     /// The apex the client believes the store has (base64url).
@@ -231,6 +232,20 @@ pub struct TransactRequest {
     /// Answers to connection requests.
     #[serde(default)]
     pub responses: Vec<PostedResponse>,
+}
+
+/// The Inbound spool entry the service writes for a connection request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InboundConnection {
+    /// The device's signed request.
+    pub enveloped_request_connection: String,
+    /// The service's nonce (base64url).
+    pub server_nonce: String,
+    /// The witness code.
+    pub witness: String,
+    /// Where the answer goes.
+    pub response_id: String,
 }
 
 /// The most frame bytes one Download answer carries.
@@ -386,10 +401,66 @@ pub struct StatusOnly {
     pub status: u16,
     /// One line, for a person, that never echoes the request.
     pub status_description: String,
-    /// For programs: `DeviceRevoked`, `Conflict`, `NotAuthorized`,
-    /// `NotFound`, `Refused`, `TooLarge`, `AccountRegistered`, `Malformed`.
+    /// For programs: why, as one of a closed set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
+}
+
+/// Why the service refused a request. The set is closed: a client that
+/// meets another reason treats the answer as malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The address is bound to an account already.
+    AccountRegistered,
+    /// The client's view of a store is stale: sync and try again.
+    Conflict,
+    /// The device was revoked from the account.
+    DeviceRevoked,
+    /// The service failed inside.
+    Internal,
+    /// The request does not parse.
+    Malformed,
+    /// Only an administrator may do this.
+    NotAdministrator,
+    /// The request is not authenticated.
+    NotAuthorized,
+    /// No such account, store or request.
+    NotFound,
+    /// The caller may not do this.
+    Refused,
+    /// The request's time is not after the device's last one.
+    Replayed,
+    /// The service's storage failed.
+    Storage,
+    /// The request or the account is over a limit.
+    TooLarge,
+}
+
+impl Reason {
+    /// The reason's wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::AccountRegistered => "AccountRegistered",
+            Reason::Conflict => "Conflict",
+            Reason::DeviceRevoked => "DeviceRevoked",
+            Reason::Internal => "Internal",
+            Reason::Malformed => "Malformed",
+            Reason::NotAdministrator => "NotAdministrator",
+            Reason::NotAuthorized => "NotAuthorized",
+            Reason::NotFound => "NotFound",
+            Reason::Refused => "Refused",
+            Reason::Replayed => "Replayed",
+            Reason::Storage => "Storage",
+            Reason::TooLarge => "TooLarge",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl HelloResponse {

@@ -320,10 +320,7 @@ fn run(case: &Case) -> bool {
             let len: usize = case.field("length").parse().expect("a length");
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut log = Sequence::new(ContainerType::Chain);
-            log.append(Envelope {
-                body: payload,
-                ..Envelope::default()
-            });
+            log.append(Envelope::unsealed(payload, None));
             let trailer = log.frame(1).expect("a frame").trailer;
             let pd = b64(&trailer.payload_digest.expect("a digest"));
             let chain = b64(&trailer.chain_digest.expect("a chain digest"));

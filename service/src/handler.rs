@@ -14,17 +14,16 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mesh_protocol::account::{
-    self, AccessCapability, ProfileDevice, ProfileUser, RequestConnection, Role, STORE_ACCESS,
-    STORE_DEVICE, STORE_INBOUND, STORE_LOCAL, STORES,
+    self, AccessCapability, ProfileDevice, ProfileUser, RequestConnection, Role, Store,
 };
-use mesh_protocol::envelope::{ContentMeta, Envelope};
+use mesh_protocol::envelope::{ContentMeta, Envelope, Event};
 use mesh_protocol::keys::PublicKey;
 use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence};
 use mesh_protocol::service::{
     Auth, BindRequest, CompleteRequest, CompleteResponse, ConnectRequest, ConnectResponse,
-    DownloadRequest, DownloadResponse, HelloResponse, MAX_DOWNLOAD, STATUS_SUCCESS, ServiceRequest,
-    ServiceResponse, StatusOnly, StatusResponse, StoreStatus, TransactRequest, auth_message,
-    witness,
+    DownloadRequest, DownloadResponse, HelloResponse, InboundConnection, MAX_DOWNLOAD, Reason,
+    STATUS_SUCCESS, ServiceRequest, ServiceResponse, StatusOnly, StatusResponse, StoreStatus,
+    TransactRequest, auth_message, witness,
 };
 use mesh_protocol::udf::Udf;
 use rand_core::{OsRng, RngCore};
@@ -38,13 +37,13 @@ pub struct Refusal {
     /// The HTTP status.
     pub status: u16,
     /// `DeviceRevoked`, `Conflict`, ...
-    pub reason: &'static str,
+    pub reason: Reason,
     /// One line that echoes nothing of the request.
     pub description: String,
 }
 
 impl Refusal {
-    fn new(status: u16, reason: &'static str, description: impl Into<String>) -> Refusal {
+    fn new(status: u16, reason: Reason, description: impl Into<String>) -> Refusal {
         Refusal {
             status,
             reason,
@@ -57,7 +56,7 @@ impl Refusal {
         ServiceResponse::MeshResponse(StatusOnly {
             status: self.status,
             status_description: self.description.clone(),
-            reason: Some(self.reason.to_owned()),
+            reason: Some(self.reason),
         })
     }
 }
@@ -67,14 +66,14 @@ impl From<StorageError> for Refusal {
         tracing::error!(error = %err, "storage failed");
         Refusal::new(
             500,
-            "Storage",
+            Reason::Storage,
             "the service could not store or read the account",
         )
     }
 }
 
 fn malformed(what: &str) -> Refusal {
-    Refusal::new(400, "Malformed", format!("malformed {what}"))
+    Refusal::new(400, Reason::Malformed, format!("malformed {what}"))
 }
 
 /// How a deliberately hostile service misbehaves (for testing clients).
@@ -111,25 +110,11 @@ struct AccountRecord {
     profile: String,
 }
 
-/// The Inbound spool entry the service writes for a connection request.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InboundConnection {
-    /// The device's signed request.
-    pub enveloped_request_connection: String,
-    /// The service's nonce (base64url).
-    pub server_nonce: String,
-    /// The witness code.
-    pub witness: String,
-    /// Where the answer goes.
-    pub response_id: String,
-}
-
 /// The service's state: storage, plus each store loaded once as a
 /// verified sequence.
 pub struct Service {
     storage: Box<dyn Storage>,
-    stores: Mutex<HashMap<(String, String), Sequence>>,
+    stores: Mutex<HashMap<(String, Store), Sequence>>,
     limits: Limits,
     hostile: Option<Hostile>,
 }
@@ -149,15 +134,15 @@ struct Caller {
 }
 
 impl Caller {
-    fn may_read(&self, store: &str) -> bool {
+    fn may_read(&self, store: Store) -> bool {
         account::stores_for(&self.roles).contains(&store)
     }
 
-    fn may_write(&self, store: &str) -> bool {
+    fn may_write(&self, store: Store) -> bool {
         match store {
-            STORE_ACCESS | STORE_DEVICE | STORE_LOCAL => self.roles.contains(&Role::Admin),
-            STORE_INBOUND => false,
-            _ => self.may_read(store),
+            Store::Access | Store::Device | Store::Local => self.roles.contains(&Role::Admin),
+            Store::Inbound => false,
+            Store::Application | Store::Credential => self.may_read(store),
         }
     }
 }
@@ -191,7 +176,7 @@ impl Service {
         let mut stores = self
             .stores
             .lock()
-            .map_err(|_| Refusal::new(500, "Internal", "service state lost"))?;
+            .map_err(|_| Refusal::new(500, Reason::Internal, "service state lost"))?;
         let auth = auth
             .map(|a| Auth::parse(a).ok_or_else(|| malformed("mesh-auth header")))
             .transpose()?;
@@ -211,7 +196,7 @@ impl Service {
                 if !caller.roles.contains(&Role::Admin) {
                     return Err(Refusal::new(
                         403,
-                        "NotAdministrator",
+                        Reason::NotAdministrator,
                         "only an administrator may delete the account",
                     ));
                 }
@@ -249,11 +234,11 @@ impl Service {
     /// How many frames an account holds in all its stores.
     fn entries(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         address: &str,
     ) -> Result<u64, Refusal> {
         let mut total = 0;
-        for store in STORES {
+        for store in Store::ALL {
             total += self.store(stores, address, store)?.len();
         }
         Ok(total)
@@ -263,7 +248,7 @@ impl Service {
     /// `mesh-capability` header introduces, and record its time.
     fn reader(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         address: &str,
         auth: Option<&Auth>,
         capability: Option<&str>,
@@ -295,22 +280,20 @@ impl Service {
     }
 
     fn profile(&self, address: &str) -> Result<ProfileUser, Refusal> {
-        let record = self
-            .storage
-            .account(address)?
-            .ok_or_else(|| Refusal::new(404, "NotFound", "no such account on this service"))?;
+        let record = self.storage.account(address)?.ok_or_else(|| {
+            Refusal::new(404, Reason::NotFound, "no such account on this service")
+        })?;
         let record: AccountRecord =
             serde_json::from_slice(&record).map_err(|_| malformed("account record"))?;
         account::verify_profile::<ProfileUser>(&record.profile)
             .map(|(p, _)| p)
-            .map_err(|_| Refusal::new(500, "Internal", "stored profile does not verify"))
+            .map_err(|_| Refusal::new(500, Reason::Internal, "stored profile does not verify"))
     }
 
     fn profile_json(&self, address: &str) -> Result<String, Refusal> {
-        let record = self
-            .storage
-            .account(address)?
-            .ok_or_else(|| Refusal::new(404, "NotFound", "no such account on this service"))?;
+        let record = self.storage.account(address)?.ok_or_else(|| {
+            Refusal::new(404, Reason::NotFound, "no such account on this service")
+        })?;
         let record: AccountRecord =
             serde_json::from_slice(&record).map_err(|_| malformed("account record"))?;
         Ok(record.profile)
@@ -319,32 +302,32 @@ impl Service {
     /// The store, loaded from storage on first use.
     fn store<'a>(
         &self,
-        stores: &'a mut HashMap<(String, String), Sequence>,
+        stores: &'a mut HashMap<(String, Store), Sequence>,
         address: &str,
-        store: &str,
+        store: Store,
     ) -> Result<&'a mut Sequence, Refusal> {
-        let key = (address.to_owned(), store.to_owned());
+        let key = (address.to_owned(), store);
         if !stores.contains_key(&key) {
-            let bytes: Vec<u8> = self.storage.frames(address, store)?.concat();
+            let bytes: Vec<u8> = self.storage.frames(address, store.name())?.concat();
             let sequence = Sequence::decode(&bytes)
                 .and_then(sequence::Unverified::verify)
-                .map_err(|_| Refusal::new(500, "Internal", "a stored log does not verify"))?;
+                .map_err(|_| Refusal::new(500, Reason::Internal, "a stored log does not verify"))?;
             stores.insert(key.clone(), sequence);
         }
         stores
             .get_mut(&key)
-            .ok_or_else(|| Refusal::new(500, "Internal", "store vanished"))
+            .ok_or_else(|| Refusal::new(500, Reason::Internal, "store vanished"))
     }
 
     /// The live Access capabilities of an account, and the devices that
     /// once had one (revoked).
     fn capabilities(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         address: &str,
     ) -> Result<(HashMap<String, AccessCapability>, Vec<String>), Refusal> {
         let admin = self.admin_key(address)?;
-        let access = self.store(stores, address, STORE_ACCESS)?;
+        let access = self.store(stores, address, Store::Access)?;
         let mut live = HashMap::new();
         let mut revoked = Vec::new();
         for index in 1..=access.len() {
@@ -353,7 +336,7 @@ impl Service {
             };
             let meta = meta_of(&frame);
             let Some(id) = meta.unique_id else { continue };
-            if meta.event.as_deref() == Some("Delete") {
+            if meta.event == Some(Event::Delete) {
                 live.remove(&id);
                 revoked.push(id);
                 continue;
@@ -375,7 +358,7 @@ impl Service {
     /// commit that records its time.
     fn authenticate(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         address: &str,
         auth: Option<&Auth>,
         body: &[u8],
@@ -384,7 +367,7 @@ impl Service {
         let auth = auth.ok_or_else(|| {
             Refusal::new(
                 401,
-                "NotAuthorized",
+                Reason::NotAuthorized,
                 "this request must be signed by a device",
             )
         })?;
@@ -395,14 +378,14 @@ impl Service {
             (None, _) if revoked.contains(&auth.device) => {
                 return Err(Refusal::new(
                     410,
-                    "DeviceRevoked",
+                    Reason::DeviceRevoked,
                     "this device was revoked from the account",
                 ));
             }
             (None, _) => {
                 return Err(Refusal::new(
                     401,
-                    "NotAuthorized",
+                    Reason::NotAuthorized,
                     "this device is not connected to the account",
                 ));
             }
@@ -436,14 +419,14 @@ impl Service {
         key.verify(&message, &auth.signature).map_err(|_| {
             Refusal::new(
                 401,
-                "NotAuthorized",
+                Reason::NotAuthorized,
                 "the request's signature does not verify",
             )
         })?;
         if auth.time <= self.storage.time(address, &auth.device)? {
             return Err(Refusal::new(
                 401,
-                "Replayed",
+                Reason::Replayed,
                 "the request is a replay (its time is not later than the last)",
             ));
         }
@@ -452,7 +435,7 @@ impl Service {
 
     fn bind(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         bind: BindRequest,
         auth: Option<Auth>,
         body: &[u8],
@@ -467,16 +450,16 @@ impl Service {
         if self.storage.account(&address)?.is_some() {
             return Err(Refusal::new(
                 409,
-                "AccountRegistered",
+                Reason::AccountRegistered,
                 "an account with that address exists",
             ));
         }
         let (profile, _) = account::verify_profile::<ProfileUser>(&bind.enveloped_profile_user)
-            .map_err(|_| Refusal::new(400, "Malformed", "the profile does not verify"))?;
+            .map_err(|_| Refusal::new(400, Reason::Malformed, "the profile does not verify"))?;
         if profile.account_address != address {
             return Err(Refusal::new(
                 400,
-                "Malformed",
+                Reason::Malformed,
                 "the profile is for another address",
             ));
         }
@@ -492,14 +475,14 @@ impl Service {
         let auth = auth.ok_or_else(|| {
             Refusal::new(
                 401,
-                "NotAuthorized",
+                Reason::NotAuthorized,
                 "this request must be signed by a device",
             )
         })?;
         if auth.device != capability.device_udf {
             return Err(Refusal::new(
                 401,
-                "NotAuthorized",
+                Reason::NotAuthorized,
                 "the request is not signed by the binding device",
             ));
         }
@@ -524,13 +507,13 @@ impl Service {
             ..Commit::default()
         };
         let mut fresh = Vec::new();
-        for store in STORES {
+        for store in Store::ALL {
             let mut sequence = Sequence::new(ContainerType::Merkle);
             match store {
-                STORE_ACCESS => {
+                Store::Access => {
                     sequence.append(access.clone());
                 }
-                STORE_DEVICE => {
+                Store::Device => {
                     sequence.append(device.clone());
                 }
                 _ => {}
@@ -538,7 +521,7 @@ impl Service {
             for (index, raw) in sequence.raw_frames().iter().enumerate() {
                 commit.frames.push((
                     address.clone(),
-                    store.to_owned(),
+                    store.name().to_owned(),
                     index as u64,
                     sequence::encode_frame(raw),
                 ));
@@ -547,7 +530,7 @@ impl Service {
         }
         self.storage.commit(commit)?;
         for (store, sequence) in fresh {
-            stores.insert((address.clone(), store.to_owned()), sequence);
+            stores.insert((address.clone(), store), sequence);
         }
         tracing::info!("account bound");
         Ok(success("account created"))
@@ -555,7 +538,7 @@ impl Service {
 
     fn connect(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         req: ConnectRequest,
     ) -> Result<ServiceResponse, Refusal> {
         let address = req.account_address;
@@ -563,15 +546,20 @@ impl Service {
         let request_envelope = Envelope::from_json(req.enveloped_request_connection.as_bytes())
             .map_err(|_| malformed("request"))?;
         let unchecked: RequestConnection =
-            serde_json::from_slice(&request_envelope.body).map_err(|_| malformed("request"))?;
+            serde_json::from_slice(request_envelope.peek_unverified())
+                .map_err(|_| malformed("request"))?;
         let (device, device_key) = account::verify_profile::<ProfileDevice>(
             &unchecked.enveloped_profile_device,
         )
-        .map_err(|_| Refusal::new(400, "Malformed", "the device profile does not verify"))?;
+        .map_err(|_| Refusal::new(400, Reason::Malformed, "the device profile does not verify"))?;
         request_envelope
             .open(None, Some(&device_key))
             .map_err(|_| {
-                Refusal::new(400, "Malformed", "the request is not signed by the device")
+                Refusal::new(
+                    400,
+                    Reason::Malformed,
+                    "the request is not signed by the device",
+                )
             })?;
         if unchecked.account_address != address {
             return Err(malformed("request"));
@@ -598,17 +586,17 @@ impl Service {
         let json = serde_json::to_vec(&entry).map_err(|_| malformed("request"))?;
         let meta = ContentMeta {
             message_type: Some(account::message_type::REQUEST_CONNECTION.into()),
-            ..ContentMeta::for_event(&response_id, "New")
+            ..ContentMeta::for_event(&response_id, Event::New)
         };
         // Anyone may ask to connect: the account's limit bounds the spool.
         if self.entries(stores, &address)? >= self.limits.entries_per_account {
             return Err(Refusal::new(
                 413,
-                "TooLarge",
+                Reason::TooLarge,
                 "the account holds too many entries",
             ));
         }
-        let inbound = self.store(stores, &address, STORE_INBOUND)?;
+        let inbound = self.store(stores, &address, Store::Inbound)?;
         let mut next = inbound.clone();
         let index = next.append(Envelope::unsealed(json, Some(&meta)));
         let raw = next
@@ -619,7 +607,7 @@ impl Service {
         let commit = Commit {
             frames: vec![(
                 address.clone(),
-                STORE_INBOUND.to_owned(),
+                Store::Inbound.name().to_owned(),
                 index,
                 sequence::encode_frame(&raw),
             )],
@@ -651,21 +639,21 @@ impl Service {
         let device = self
             .storage
             .pending(&address, &req.response_id)?
-            .ok_or_else(|| Refusal::new(404, "NotFound", "no such connection request"))?;
+            .ok_or_else(|| Refusal::new(404, Reason::NotFound, "no such connection request"))?;
         let device = String::from_utf8(device).map_err(|_| malformed("pending"))?;
         let (profile, key) =
             account::verify_profile::<ProfileDevice>(&device).map_err(|_| malformed("pending"))?;
         let auth = auth.ok_or_else(|| {
             Refusal::new(
                 401,
-                "NotAuthorized",
+                Reason::NotAuthorized,
                 "this request must be signed by the device",
             )
         })?;
         if auth.device != profile.profile_signature.udf {
             return Err(Refusal::new(
                 401,
-                "NotAuthorized",
+                Reason::NotAuthorized,
                 "the request is not from the device that asked",
             ));
         }
@@ -691,12 +679,12 @@ impl Service {
 
     fn status(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         address: &str,
         caller: &Caller,
     ) -> Result<ServiceResponse, Refusal> {
         let mut out = Vec::new();
-        for store in STORES {
+        for store in Store::ALL {
             if !caller.may_read(store) {
                 continue;
             }
@@ -727,21 +715,18 @@ impl Service {
 
     fn download(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         req: DownloadRequest,
         caller: &Caller,
     ) -> Result<ServiceResponse, Refusal> {
-        if !STORES.contains(&req.store.as_str()) {
-            return Err(Refusal::new(404, "NotFound", "no such store"));
-        }
-        if !caller.may_read(&req.store) {
+        if !caller.may_read(req.store) {
             return Err(Refusal::new(
                 403,
-                "Refused",
+                Reason::Refused,
                 "this device may not read that store",
             ));
         }
-        let sequence = self.store(stores, &req.account_address, &req.store)?;
+        let sequence = self.store(stores, &req.account_address, req.store)?;
         let fork;
         let served: &Sequence = match self.hostile {
             Some(Hostile::Fork) if !sequence.is_empty() => {
@@ -800,7 +785,7 @@ impl Service {
 
     fn transact(
         &self,
-        stores: &mut HashMap<(String, String), Sequence>,
+        stores: &mut HashMap<(String, Store), Sequence>,
         req: TransactRequest,
         auth: Option<&Auth>,
         body: &[u8],
@@ -809,12 +794,9 @@ impl Service {
         let admin = self.admin_key(&address)?;
         // Decode every frame first; Access entries must be the
         // administrator's, and one of them may introduce the caller.
-        let mut decoded: Vec<(String, u64, String, Vec<RawFrame>)> = Vec::new();
+        let mut decoded: Vec<(Store, u64, String, Vec<RawFrame>)> = Vec::new();
         let mut brought = None;
         for update in &req.updates {
-            if !STORES.contains(&update.store.as_str()) {
-                return Err(Refusal::new(404, "NotFound", "no such store"));
-            }
             let mut frames = Vec::new();
             for text in &update.frames {
                 let bytes = URL_SAFE_NO_PAD
@@ -827,28 +809,23 @@ impl Service {
                 if used != bytes.len() {
                     return Err(malformed("frame"));
                 }
-                if update.store == STORE_ACCESS {
+                if update.store == Store::Access {
                     let envelope = raw.to_envelope().map_err(|_| malformed("frame"))?;
                     if let Ok(capability) = open_admin(&envelope, &admin) {
                         brought = Some(capability);
-                    } else if meta_of(&envelope).event.as_deref() != Some("Delete")
+                    } else if meta_of(&envelope).event != Some(Event::Delete)
                         || envelope.open(None, Some(&admin)).is_err()
                     {
                         return Err(Refusal::new(
                             403,
-                            "Refused",
+                            Reason::Refused,
                             "Access entries must be signed by the account's administrator",
                         ));
                     }
                 }
                 frames.push(raw);
             }
-            decoded.push((
-                update.store.clone(),
-                update.index,
-                update.apex.clone(),
-                frames,
-            ));
+            decoded.push((update.store, update.index, update.apex.clone(), frames));
         }
         let (caller, mut commit) =
             self.authenticate(stores, &address, auth, body, brought.as_ref())?;
@@ -856,37 +833,37 @@ impl Service {
         // Check everything before touching anything.
         let mut conflicts = Vec::new();
         for (store, index, apex, frames) in &decoded {
-            if !caller.may_write(store) {
+            if !caller.may_write(*store) {
                 return Err(Refusal::new(
                     403,
-                    "Refused",
+                    Reason::Refused,
                     format!("this device may not write {store}"),
                 ));
             }
-            let current = self.store(stores, &address, store)?;
+            let current = self.store(stores, &address, *store)?;
             if current.len() != *index || URL_SAFE_NO_PAD.encode(current.apex()) != *apex {
-                conflicts.push(store.clone());
+                conflicts.push(store.name());
             }
             total += frames.len() as u64;
         }
         if !conflicts.is_empty() {
             return Err(Refusal::new(
                 409,
-                "Conflict",
+                Reason::Conflict,
                 format!("stale view of {}: sync and try again", conflicts.join(", ")),
             ));
         }
         if total > self.limits.entries_per_account {
             return Err(Refusal::new(
                 413,
-                "TooLarge",
+                Reason::TooLarge,
                 "the account holds too many entries",
             ));
         }
         if !req.responses.is_empty() && !caller.roles.contains(&Role::Admin) {
             return Err(Refusal::new(
                 403,
-                "NotAdministrator",
+                Reason::NotAdministrator,
                 "only an administrator may answer a connection request",
             ));
         }
@@ -896,7 +873,11 @@ impl Service {
                 .pending(&address, &response.response_id)?
                 .is_none()
             {
-                return Err(Refusal::new(404, "NotFound", "no such connection request"));
+                return Err(Refusal::new(
+                    404,
+                    Reason::NotFound,
+                    "no such connection request",
+                ));
             }
             commit.responses.push((
                 address.clone(),
@@ -905,21 +886,23 @@ impl Service {
             ));
         }
         // Append in place; undo every store touched if anything fails.
-        let mut touched: Vec<(String, u64)> = Vec::new();
+        let mut touched: Vec<(Store, u64)> = Vec::new();
         let mut outcome = Ok(());
         for (store, index, _, frames) in decoded {
-            touched.push((store.clone(), index));
-            let sequence = self.store(stores, &address, &store)?;
+            touched.push((store, index));
+            let sequence = self.store(stores, &address, store)?;
             for raw in frames {
                 let bytes = sequence::encode_frame(&raw);
                 match sequence.push_verified(raw) {
-                    Ok(at) => commit
-                        .frames
-                        .push((address.clone(), store.clone(), at, bytes)),
+                    Ok(at) => {
+                        commit
+                            .frames
+                            .push((address.clone(), store.name().to_owned(), at, bytes))
+                    }
                     Err(_) => {
                         outcome = Err(Refusal::new(
                             400,
-                            "Malformed",
+                            Reason::Malformed,
                             format!("a frame does not extend {store}"),
                         ));
                         break;
@@ -952,7 +935,7 @@ fn forked(sequence: &Sequence) -> Sequence {
     for index in 1..=sequence.len() {
         if let Some(mut frame) = sequence.frame(index) {
             if index == 1 {
-                frame.body.push(b'!');
+                frame.tamper_body().push(b'!');
             }
             fork.append(frame);
         }
@@ -973,7 +956,7 @@ fn open_admin(envelope: &Envelope, admin: &PublicKey) -> Result<AccessCapability
     let opened = envelope.open(None, Some(admin)).map_err(|_| {
         Refusal::new(
             403,
-            "Refused",
+            Reason::Refused,
             "Access entries must be signed by the account's administrator",
         )
     })?;

@@ -21,8 +21,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use mesh_protocol::service::{
-    AUTH_HEADER, CAPABILITY_HEADER, MAX_MESSAGE, SERVICE_PATH, ServiceRequest, ServiceResponse,
-    StatusOnly,
+    AUTH_HEADER, CAPABILITY_HEADER, MAX_MESSAGE, Reason, SERVICE_PATH, ServiceRequest,
+    ServiceResponse, StatusOnly,
 };
 use tokio::net::TcpListener;
 
@@ -86,7 +86,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(|| async {
             refuse(
                 StatusCode::NOT_FOUND,
-                "NotFound",
+                Reason::NotFound,
                 "no such resource; POST to /.well-known/mmm/",
             )
         })
@@ -102,7 +102,7 @@ async fn transaction(
     let Ok(bytes) = to_bytes(body, MAX_MESSAGE).await else {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "TooLarge",
+            Reason::TooLarge,
             &format!("request body over {MAX_MESSAGE} bytes"),
         );
     };
@@ -111,14 +111,14 @@ async fn transaction(
         Err(err) if err.is_data() => {
             return refuse(
                 StatusCode::NOT_FOUND,
-                "NotFound",
+                Reason::NotFound,
                 "unknown transaction or malformed fields",
             );
         }
         Err(_) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "Malformed",
+                Reason::Malformed,
                 "request body is not a JSON object",
             );
         }
@@ -128,7 +128,7 @@ async fn transaction(
         Some(Err(_)) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
-                "Malformed",
+                Reason::Malformed,
                 "malformed mesh-auth header",
             );
         }
@@ -151,18 +151,18 @@ async fn transaction(
         }
         Err(_) => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal",
+            Reason::Internal,
             "the transaction failed",
         ),
     }
 }
 
 /// A refusal: the HTTP status, and the same status with a reason in JSON.
-fn refuse(status: StatusCode, reason: &str, description: &str) -> Response {
+fn refuse(status: StatusCode, reason: Reason, description: &str) -> Response {
     let body = ServiceResponse::MeshResponse(StatusOnly {
         status: status.as_u16(),
         status_description: description.to_owned(),
-        reason: Some(reason.to_owned()),
+        reason: Some(reason),
     });
     (status, Json(body)).into_response()
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use mesh_protocol::control::{self, DaemonStatus, FrameError, Request, Response};
+use mesh_protocol::control::{self, DaemonStatus, ErrorKind, FrameError, Request, Response};
 use mesh_protocol::paths::Paths;
 
 /// How long [`start`] waits for a new daemon to answer.
@@ -30,8 +30,13 @@ pub enum DaemonError {
     #[error("meshd closed the connection without answering")]
     NoAnswer,
     /// The daemon refused the request.
-    #[error("meshd refused: {0}")]
-    Refused(String),
+    #[error("meshd refused: {message}")]
+    Refused {
+        /// What kind of refusal.
+        kind: ErrorKind,
+        /// Its one line.
+        message: String,
+    },
     /// The daemon answered something that does not fit the request.
     #[error("meshd gave an unexpected answer")]
     Unexpected,
@@ -60,7 +65,7 @@ pub fn request(paths: &Paths, request: &Request) -> Result<Response, DaemonError
         .map_err(FrameError::Io)?;
     control::write_frame(&mut stream, request)?;
     match control::read_frame(&mut stream)? {
-        Some(Response::Error { message }) => Err(DaemonError::Refused(message)),
+        Some(Response::Error { kind, message }) => Err(DaemonError::Refused { kind, message }),
         Some(response) => Ok(response),
         None => Err(DaemonError::NoAnswer),
     }

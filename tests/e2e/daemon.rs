@@ -111,8 +111,8 @@ fn a_bad_frame_closes_only_its_own_connection() {
     bad.write_all(body).expect("sent");
     let answer: Option<Response> = control::read_frame(&mut bad).expect("a frame");
     match answer {
-        Some(Response::Error { message }) => {
-            assert!(message.contains("malformed"), "{message}");
+        Some(Response::Error { kind, message }) => {
+            assert_eq!(kind, control::ErrorKind::Malformed, "{message}");
             assert!(
                 !message.contains("steal"),
                 "the input is not echoed: {message}"

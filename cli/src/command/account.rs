@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use mesh_protocol::control::{Request, Response};
+use mesh_protocol::account::Role;
+use mesh_protocol::control::{Catalog, Request, Response, Standing};
 use mesh_protocol::paths::Paths;
 use mesh_protocol::udf::name::ConnectUri;
 use mesh_shims::daemon::{self, DaemonError};
-use serde_json::Value;
 
 /// The service used when none is given.
 const DEFAULT_SERVICE: &str = "http://127.0.0.1:8088";
@@ -190,7 +190,7 @@ pub(crate) enum CatalogCommand {
 }
 
 /// Ask meshd, starting it if it is not running.
-pub(crate) fn ask(paths: &Paths, request: &Request) -> anyhow::Result<Value> {
+pub(crate) fn ask(paths: &Paths, request: &Request) -> anyhow::Result<Response> {
     let response = match daemon::request(paths, request) {
         Err(DaemonError::NotRunning(_)) => {
             daemon::start(paths, &daemon::meshd_program())?;
@@ -199,40 +199,60 @@ pub(crate) fn ask(paths: &Paths, request: &Request) -> anyhow::Result<Value> {
         other => other,
     };
     match response {
-        Ok(Response::Value { value }) => Ok(value),
-        Ok(_) => anyhow::bail!("meshd gave an unexpected answer"),
-        Err(DaemonError::Refused(message)) => anyhow::bail!("{message}"),
+        Ok(response) => Ok(response),
+        Err(DaemonError::Refused { message, .. }) => anyhow::bail!("{message}"),
         Err(e) => Err(e.into()),
     }
 }
 
-pub(crate) fn show(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
+/// Take the one answer a request may get, or fail.
+macro_rules! answer {
+    ($response:expr, $pattern:pat => $value:expr) => {
+        match $response {
+            $pattern => $value,
+            _ => anyhow::bail!("meshd gave an unexpected answer"),
+        }
+    };
+}
+pub(crate) use answer;
+
+/// Print `value` as JSON, or as `human` says.
+pub(crate) fn show<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
     if json {
-        println!("{value}");
+        println!(
+            "{}",
+            serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+        );
     } else {
         print!("{}", human(value));
     }
 }
 
 /// Like [`show`], for a list: one `human` line (or block) per element.
-pub(crate) fn show_each(json: bool, value: &Value, human: impl Fn(&Value) -> String) {
-    show(json, value, |v| {
-        v.as_array().into_iter().flatten().map(human).collect()
-    });
+pub(crate) fn show_each<T: serde::Serialize>(json: bool, list: &[T], human: impl Fn(&T) -> String) {
+    show(json, &list, |l| l.iter().map(&human).collect());
 }
 
-pub(crate) fn text(value: &Value, key: &str) -> String {
-    value[key].as_str().unwrap_or("-").to_owned()
-}
-
-/// The strings in the array `value` (none if it is not an array).
-pub(crate) fn strings(value: &Value) -> Vec<&str> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+/// Roles from the command line (`admin,web` or several values).
+fn roles(rights: &[String]) -> anyhow::Result<Vec<Role>> {
+    rights
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(|r| {
+            Role::parse(r.trim())
+                .ok_or_else(|| anyhow::anyhow!("unknown right {r:?}: use admin, device or web"))
+        })
         .collect()
+}
+
+/// A catalog's name from the command line.
+fn catalog_name(name: &str) -> anyhow::Result<Catalog> {
+    Catalog::parse(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown catalog {name:?}: use application or credential"))
+}
+
+fn or_dash(value: Option<&String>) -> &str {
+    value.map_or("-", String::as_str)
 }
 
 pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<ExitCode> {
@@ -243,65 +263,59 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             name,
             json,
         } => {
-            let value = ask(
-                paths,
-                &Request::AccountCreate {
-                    address,
-                    service,
-                    name,
-                },
-            )?;
-            show(json, &value, |v| {
+            let request = Request::AccountCreate {
+                address,
+                service,
+                name,
+            };
+            let created = answer!(ask(paths, &request)?, Response::AccountCreated(c) => c);
+            show(json, &created, |v| {
                 format!(
                     "created {} (profile {})\nthis device: {}\nsecrets kept in {}\n",
-                    text(v, "address"),
-                    text(v, "profile"),
-                    text(v, "device"),
-                    text(v, "secrets")
+                    v.address, v.profile, v.device, v.secrets
                 )
             });
         }
         AccountCommand::Status { json } => {
-            let value = ask(paths, &Request::AccountStatus)?;
-            show(json, &value, |v| {
-                let mut out = format!("status:   {}\n", text(v, "status"));
-                if v["status"] != "none" {
+            let status = answer!(ask(paths, &Request::AccountStatus)?, Response::Account(s) => s);
+            show(json, &status, |v| {
+                let mut out = format!("status:   {}\n", v.status.name());
+                if v.status != Standing::None {
                     out += &format!(
                         "account:  {} (profile {})\nservice:  {}\ndevice:   {} ({})\n",
-                        text(v, "address"),
-                        text(v, "profile"),
-                        text(v, "service"),
-                        text(v, "device_name"),
-                        text(v, "device")
+                        or_dash(v.address.as_ref()),
+                        or_dash(v.profile.as_ref()),
+                        or_dash(v.service.as_ref()),
+                        or_dash(v.device_name.as_ref()),
+                        or_dash(v.device.as_ref())
                     );
                 }
-                if let Some(errors) = v["sync_errors"].as_object().filter(|e| !e.is_empty()) {
+                if !v.sync_errors.is_empty() {
                     out += "SYNC PROBLEMS (the service's data was not believed):\n";
-                    for (store, error) in errors {
-                        out += &format!("  {store}: {}\n", error.as_str().unwrap_or_default());
+                    for (store, error) in &v.sync_errors {
+                        out += &format!("  {store}: {error}\n");
                     }
                 }
-                out + &format!("secrets:  {}\n", text(v, "secrets"))
+                out + &format!("secrets:  {}\n", v.secrets)
             });
-            if value["status"] == "revoked"
-                || value["sync_errors"]
-                    .as_object()
-                    .is_some_and(|e| !e.is_empty())
-            {
+            if status.status == Standing::Revoked || !status.sync_errors.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
         AccountCommand::Sync { json } => {
-            let value = ask(paths, &Request::AccountSync)?;
-            let ok = value["ok"] == true;
-            show(json, &value, |v| {
-                if ok {
-                    format!("in sync; updated: {}\n", v["updated"])
+            let report = answer!(ask(paths, &Request::AccountSync)?, Response::Synced(r) => r);
+            show(json, &report, |v| {
+                if v.ok {
+                    let updated: Vec<String> =
+                        v.updated.iter().map(|(s, n)| format!("{s} +{n}")).collect();
+                    format!("in sync; updated: {}\n", updated.join(", "))
                 } else {
-                    format!("sync FAILED: {}\n", v["errors"])
+                    let errors: Vec<String> =
+                        v.errors.iter().map(|(s, e)| format!("{s}: {e}")).collect();
+                    format!("sync FAILED: {}\n", errors.join("; "))
                 }
             });
-            if !ok {
+            if !report.ok {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -310,14 +324,14 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             quorum,
             json,
         } => {
-            let value = ask(paths, &Request::AccountEscrow { shares, quorum })?;
-            show(json, &value, |v| {
-                let shares = strings(&v["shares"]);
+            let request = Request::AccountEscrow { shares, quorum };
+            let escrow = answer!(ask(paths, &request)?, Response::Escrow(e) => e);
+            show(json, &escrow, |v| {
                 format!(
                     "{} recovery shares; any {} rebuild the account. Keep them apart and safe:\n{}\n",
-                    shares.len(),
-                    v["quorum"],
-                    shares.join("\n")
+                    v.shares.len(),
+                    v.quorum,
+                    v.shares.join("\n")
                 )
             });
         }
@@ -329,26 +343,29 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             json,
         } => {
             let rejoin = address.map(|address| (address, service, name));
-            let value = ask(paths, &Request::AccountRecover { shares, rejoin })?;
-            show(json, &value, |v| {
-                format!(
-                    "recovered the account seed of profile {}\n",
-                    text(v, "profile")
-                )
+            let request = Request::AccountRecover { shares, rejoin };
+            let recovered = answer!(ask(paths, &request)?, Response::Recovered(r) => r);
+            show(json, &recovered, |v| {
+                format!("recovered the account seed of profile {}\n", v.profile)
             });
         }
         AccountCommand::Pin { rights, json } => {
-            let value = ask(paths, &Request::AccountPin { roles: rights })?;
-            show(json, &value, |v| {
-                let uri = text(v, "uri");
-                let qr = qrcode::QrCode::new(uri.as_bytes())
+            let request = Request::AccountPin {
+                roles: roles(&rights)?,
+            };
+            let pin = answer!(ask(paths, &request)?, Response::Pin(p) => p);
+            show(json, &pin, |v| {
+                let qr = qrcode::QrCode::new(v.uri.as_bytes())
                     .map(|code| {
                         code.render::<qrcode::render::unicode::Dense1x2>()
                             .quiet_zone(true)
                             .build()
                     })
                     .unwrap_or_default();
-                format!("{qr}\n{uri}\nOn the new device: mesh device connect {uri}\n")
+                format!(
+                    "{qr}\n{}\nOn the new device: mesh device connect {}\n",
+                    v.uri, v.uri
+                )
             });
         }
     }
@@ -375,31 +392,32 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
             } else {
                 (account, pin)
             };
-            let value = ask(
-                paths,
-                &Request::DeviceConnect {
-                    address,
-                    service,
-                    name,
-                    pin,
-                },
-            )?;
+            let request = Request::DeviceConnect {
+                address,
+                service,
+                name,
+                pin,
+            };
+            let connection = answer!(ask(paths, &request)?, Response::Connection(c) => c);
             if !json {
-                println!("witness code: {}", text(&value, "witness"));
+                println!("witness code: {}", or_dash(connection.witness.as_ref()));
                 println!(
                     "check that the administrator's `mesh device pending` shows the same code"
                 );
             }
             if no_wait {
-                show(json, &value, |_| String::new());
+                show(json, &connection, |_| String::new());
                 return Ok(ExitCode::SUCCESS);
             }
             let deadline = Instant::now() + Duration::from_secs(timeout);
             let mut dots = 0;
             loop {
-                let state = ask(paths, &Request::DeviceConnectStatus)?;
-                match state["status"].as_str() {
-                    Some("connected") => {
+                let state = answer!(
+                    ask(paths, &Request::DeviceConnectStatus)?,
+                    Response::Connection(c) => c
+                );
+                match state.status {
+                    Standing::Connected => {
                         if !json && dots > 0 {
                             eprintln!();
                         }
@@ -408,7 +426,9 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
                         });
                         return Ok(ExitCode::SUCCESS);
                     }
-                    Some("rejected") => anyhow::bail!("the administrator rejected this device"),
+                    Standing::Rejected => {
+                        anyhow::bail!("the administrator rejected this device")
+                    }
                     _ => {}
                 }
                 anyhow::ensure!(
@@ -430,23 +450,22 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
             }
         }
         DeviceCommand::Pending { json } => {
-            let value = ask(paths, &Request::DevicePending)?;
-            show(json, &value, |v| {
-                let rows = v.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
-                    return "no pending requests\n".into();
-                }
-                rows.iter()
-                    .map(|r| {
-                        format!(
-                            "{}  {}{}\n",
-                            text(r, "witness"),
-                            text(r, "description"),
-                            if r["pin"] == true { " (PIN)" } else { "" }
-                        )
-                    })
-                    .collect()
-            });
+            let requests = answer!(
+                ask(paths, &Request::DevicePending)?,
+                Response::Pending { requests } => requests
+            );
+            if requests.is_empty() && !json {
+                println!("no pending requests");
+            } else {
+                show_each(json, &requests, |r| {
+                    format!(
+                        "{}  {}{}\n",
+                        r.witness,
+                        r.description,
+                        if r.pin { " (PIN)" } else { "" }
+                    )
+                });
+            }
         }
         DeviceCommand::Accept {
             code,
@@ -454,48 +473,48 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
             name,
             json,
         } => {
-            let value = ask(
-                paths,
-                &Request::DeviceAccept {
-                    code,
-                    roles: rights,
-                    name,
-                },
-            )?;
-            show(json, &value, |v| {
-                format!("accepted {} ({})\n", text(v, "name"), text(v, "device"))
+            let request = Request::DeviceAccept {
+                code,
+                roles: roles(&rights)?,
+                name,
+            };
+            let answered = answer!(ask(paths, &request)?, Response::Answered(a) => a);
+            show(json, &answered, |v| {
+                format!("accepted {} ({})\n", or_dash(v.name.as_ref()), v.device)
             });
         }
         DeviceCommand::Reject { code, json } => {
-            let value = ask(paths, &Request::DeviceReject { code })?;
-            show(json, &value, |v| {
-                format!("rejected {}\n", text(v, "device"))
-            });
+            let answered = answer!(
+                ask(paths, &Request::DeviceReject { code })?,
+                Response::Answered(a) => a
+            );
+            show(json, &answered, |v| format!("rejected {}\n", v.device));
         }
         DeviceCommand::List { json } => {
-            let value = ask(paths, &Request::DeviceList)?;
-            show(json, &value, |v| {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|d| {
-                        format!(
-                            "{} {:<12} {}  {}\n",
-                            if d["this"] == true { "*" } else { " " },
-                            text(d, "name"),
-                            d["roles"],
-                            text(d, "device")
-                        )
-                    })
-                    .collect()
+            let devices = answer!(
+                ask(paths, &Request::DeviceList)?,
+                Response::Devices { devices } => devices
+            );
+            show_each(json, &devices, |d| {
+                let roles: Vec<&str> = d.roles.iter().map(|r| r.name()).collect();
+                format!(
+                    "{} {:<12} {}  {}\n",
+                    if d.this { "*" } else { " " },
+                    d.name,
+                    roles.join(","),
+                    d.device
+                )
             });
         }
         DeviceCommand::Revoke { name, json } => {
-            let value = ask(paths, &Request::DeviceRevoke { name })?;
-            show(json, &value, |v| {
+            let revoked = answer!(
+                ask(paths, &Request::DeviceRevoke { name })?,
+                Response::Revoked(r) => r
+            );
+            show(json, &revoked, |v| {
                 format!(
                     "revoked {}: the service refuses it from now on\n",
-                    text(v, "revoked")
+                    v.revoked
                 )
             });
         }
@@ -510,18 +529,17 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
             name,
             value,
         } => {
-            ask(
-                paths,
-                &Request::CatalogPut {
-                    store: catalog,
-                    name,
-                    value,
-                },
-            )?;
+            let request = Request::CatalogPut {
+                store: catalog_name(&catalog)?,
+                name,
+                value,
+            };
+            answer!(ask(paths, &request)?, Response::CatalogChanged(_) => ());
         }
         CatalogCommand::Import { catalog, file } => {
+            let store = catalog_name(&catalog)?;
             let bytes = super::input::read_input(&file)?;
-            let map: serde_json::Map<String, Value> = serde_json::from_slice(&bytes)
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
                 .map_err(|_| anyhow::anyhow!("{file} is not a JSON object of names and values"))?;
             let entries: Vec<(String, String)> = map
                 .into_iter()
@@ -529,36 +547,31 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
                 .collect();
             // Control frames are small: send a few hundred at a time.
             for chunk in entries.chunks(200) {
-                ask(
-                    paths,
-                    &Request::CatalogImport {
-                        store: catalog.clone(),
-                        entries: chunk.to_vec(),
-                    },
-                )?;
+                let request = Request::CatalogImport {
+                    store,
+                    entries: chunk.to_vec(),
+                };
+                answer!(ask(paths, &request)?, Response::CatalogChanged(_) => ());
             }
             println!("imported {} entries", entries.len());
         }
         CatalogCommand::List { catalog, json } => {
-            let value = ask(paths, &Request::CatalogList { store: catalog })?;
-            show(json, &value, |v| {
-                v.as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(name, value)| {
-                        format!("{name}\t{}\n", value.as_str().unwrap_or_default())
-                    })
+            let request = Request::CatalogList {
+                store: catalog_name(&catalog)?,
+            };
+            let entries = answer!(ask(paths, &request)?, Response::Catalog { entries } => entries);
+            show(json, &entries, |v| {
+                v.iter()
+                    .map(|(name, value)| format!("{name}\t{value}\n"))
                     .collect()
             });
         }
         CatalogCommand::Delete { catalog, name } => {
-            ask(
-                paths,
-                &Request::CatalogDelete {
-                    store: catalog,
-                    name,
-                },
-            )?;
+            let request = Request::CatalogDelete {
+                store: catalog_name(&catalog)?,
+                name,
+            };
+            answer!(ask(paths, &request)?, Response::CatalogChanged(_) => ());
         }
     }
     Ok(ExitCode::SUCCESS)

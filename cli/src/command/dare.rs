@@ -223,7 +223,14 @@ fn log(command: LogCommand) -> anyhow::Result<ExitCode> {
                 Some(id) => id,
                 None => mesh_protocol::udf::Udf::nonce(&mut rand_core::OsRng, 16)?.to_string(),
             };
-            let meta = ContentMeta::for_event(&id, &format!("{event:?}"));
+            let meta = ContentMeta::for_event(
+                &id,
+                match event {
+                    Event::New => mesh_protocol::envelope::Event::New,
+                    Event::Update => mesh_protocol::envelope::Event::Update,
+                    Event::Delete => mesh_protocol::envelope::Event::Delete,
+                },
+            );
             let envelope = Envelope::unsealed(payload, Some(&meta));
             let mut trial = sequence.clone();
             let index = trial.append(envelope);
@@ -252,7 +259,7 @@ fn log(command: LogCommand) -> anyhow::Result<ExitCode> {
                     "index": index,
                     "id": meta.unique_id,
                     "event": meta.event,
-                    "bytes": frame.body.len(),
+                    "bytes": frame.peek_unverified().len(),
                     "encrypted": frame.header.enc.is_some(),
                 }));
             }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use mesh_protocol::control::{DaemonStatus, Request, Response};
+use mesh_protocol::control::{DaemonStatus, Request, Response, Standing};
 use mesh_protocol::paths::Paths;
 use mesh_shims::daemon;
 use serde_json::{Value, json};
@@ -180,55 +180,56 @@ fn agent_pid(socket: &Path) -> Option<u32> {
 
 /// The account: there is one, the service answers, the catalogs agree.
 fn account(paths: &Paths) -> Vec<Finding> {
-    let ask = |request: &Request| match daemon::request(paths, request) {
-        Ok(Response::Value { value }) => Some(value),
+    let status = match daemon::request(paths, &Request::AccountStatus) {
+        Ok(Response::Account(status)) => Some(status),
         _ => None,
     };
-    let Some(status) = ask(&Request::AccountStatus) else {
+    let Some(status) = status else {
         return vec![problem(
             "account",
             "meshd does not answer",
             "mesh daemon stop; mesh daemon start",
         )];
     };
-    match status["status"].as_str() {
-        Some("connected") => {}
-        Some("none") | None => {
+    match status.status {
+        Standing::Connected => {}
+        Standing::None => {
             return vec![problem(
                 "account",
                 "this device has no Mesh account",
                 "mesh account create ADDRESS (or mesh device connect ADDRESS)",
             )];
         }
-        Some("pending") => {
+        Standing::Pending => {
             return vec![problem(
                 "account",
                 "this device waits for an administrator's approval",
                 "mesh device accept CODE (on an administrator device)",
             )];
         }
-        Some(other) => {
+        other => {
             return vec![problem(
                 "account",
-                format!("this device is {other}"),
+                format!("this device is {}", other.name()),
                 "mesh device connect ADDRESS",
             )];
         }
     }
-    let service = status["service"]
-        .as_str()
-        .unwrap_or("the service")
-        .to_owned();
-    let Some(sync) = ask(&Request::AccountSync) else {
+    let service = status.service.unwrap_or_else(|| "the service".into());
+    let sync = match daemon::request(paths, &Request::AccountSync) {
+        Ok(Response::Synced(report)) => Some(report),
+        _ => None,
+    };
+    let Some(sync) = sync else {
         return vec![problem(
             "account",
             "meshd does not answer",
             "mesh daemon stop; mesh daemon start",
         )];
     };
-    let errors = sync["errors"].as_object().cloned().unwrap_or_default();
+    let errors = sync.errors;
     let mut findings = Vec::new();
-    match errors.get("service").and_then(Value::as_str) {
+    match errors.get("service") {
         Some(reason) => findings.push(problem(
             "service",
             format!("the Mesh service {service} cannot be reached ({reason})"),

@@ -6,12 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use mesh_protocol::control::{Request, SecretText};
+use mesh_protocol::control::{OpenpgpAdded, OpenpgpRow, Request, Response, SecretText};
 use mesh_protocol::paths::Paths;
-use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::account::{ask, show, show_each, strings, text};
+use super::account::{answer, ask, show, show_each};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum OpenpgpCommand {
@@ -60,21 +59,15 @@ pub(crate) enum OpenpgpCommand {
 }
 
 /// What meshd changed in gpg's configuration, as a line (or nothing).
-fn configured(v: &Value) -> String {
-    v["configured"]
-        .as_str()
+fn configured(v: &OpenpgpAdded) -> String {
+    v.configured
+        .as_ref()
         .map(|change| format!("{change}\n"))
         .unwrap_or_default()
 }
 
-fn describe(v: &Value) -> String {
-    let ids = strings(&v["user_ids"]);
-    format!(
-        "{}\t{}\t{}\n",
-        text(v, "name"),
-        text(v, "fingerprint"),
-        ids.join(", ")
-    )
+fn describe(v: &OpenpgpRow) -> String {
+    format!("{}\t{}\t{}\n", v.name, v.fingerprint, v.user_ids.join(", "))
 }
 
 pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<ExitCode> {
@@ -85,21 +78,14 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
             name,
             json,
         } => {
-            let value = ask(
-                paths,
-                &Request::OpenpgpCreate {
-                    user_id,
-                    algorithm: alg,
-                    name,
-                },
-            )?;
-            show(json, &value, |v| {
-                format!(
-                    "created {}\t{}\n{}",
-                    text(v, "name"),
-                    text(v, "fingerprint"),
-                    configured(v)
-                )
+            let request = Request::OpenpgpCreate {
+                user_id,
+                algorithm: alg,
+                name,
+            };
+            let added = answer!(ask(paths, &request)?, Response::OpenpgpAdded(a) => a);
+            show(json, &added, |v| {
+                format!("created {}\t{}\n{}", v.name, v.fingerprint, configured(v))
             });
         }
         OpenpgpCommand::Import { file, name, json } => {
@@ -108,32 +94,30 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
             let secret = String::from_utf8(bytes.to_vec())
                 .map(Zeroizing::new)
                 .context("give the key armored: gpg --export-secret-keys --armor")?;
-            let value = ask(
-                paths,
-                &Request::OpenpgpImport {
-                    secret: SecretText(secret.to_string()),
-                    name,
-                },
-            )?;
-            show(json, &value, |v| {
-                format!(
-                    "imported {}\t{}\n{}",
-                    text(v, "name"),
-                    text(v, "fingerprint"),
-                    configured(v)
-                )
+            let request = Request::OpenpgpImport {
+                secret: SecretText::new(secret.to_string()),
+                name,
+            };
+            let added = answer!(ask(paths, &request)?, Response::OpenpgpAdded(a) => a);
+            show(json, &added, |v| {
+                format!("imported {}\t{}\n{}", v.name, v.fingerprint, configured(v))
             });
         }
         OpenpgpCommand::List { json } => {
-            let value = ask(paths, &Request::OpenpgpList)?;
-            show_each(json, &value, describe);
+            let keys =
+                answer!(ask(paths, &Request::OpenpgpList)?, Response::OpenpgpKeys { keys } => keys);
+            show_each(json, &keys, describe);
         }
         OpenpgpCommand::Export { name } => {
-            let value = ask(paths, &Request::OpenpgpExport { name })?;
-            print!("{}", text(&value, "public"));
+            let cert = answer!(
+                ask(paths, &Request::OpenpgpExport { name })?,
+                Response::OpenpgpCertificate(c) => c
+            );
+            print!("{}", cert.public);
         }
         OpenpgpCommand::Delete { name } => {
-            ask(paths, &Request::OpenpgpDelete { name: name.clone() })?;
+            let request = Request::OpenpgpDelete { name: name.clone() };
+            answer!(ask(paths, &request)?, Response::Deleted { .. } => ());
             println!("deleted {name}");
         }
     }

@@ -285,41 +285,37 @@ fn git_config_path() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The key named `key` (else the first) of a list meshd answers.
-fn choose(
-    paths: &Paths,
-    list: &mesh_protocol::control::Request,
+/// The item named `key` (else the first) of a list meshd answered.
+fn choose<T>(
+    list: Vec<T>,
+    name: impl Fn(&T) -> &str,
     key: Option<&str>,
     make_one: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let keys = super::account::ask(paths, list)?;
-    keys.as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| key.is_none_or(|name| k["name"] == name))
-        .cloned()
+) -> anyhow::Result<T> {
+    list.into_iter()
+        .find(|k| key.is_none_or(|wanted| name(k) == wanted))
         .with_context(|| format!("no such key in the account: make one with {make_one}"))
 }
 
 /// `mesh setup git`: sign commits with a key of the account.
 pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow::Result<ExitCode> {
-    use mesh_protocol::control::Request;
+    use super::account::{answer, ask};
+    use mesh_protocol::control::{Request, Response};
     let mut manifest = load(paths)?;
     let mut settings: Vec<(&str, String)> = vec![("commit.gpgsign", "true".into())];
     match format {
         GitFormat::Ssh => {
-            let chosen = choose(paths, &Request::SshList, key, "mesh ssh create")?;
-            let public = chosen["public"]
-                .as_str()
-                .context("a key without its public part")?;
-            let signers = super::account::ask(paths, &Request::SshAllowedSigners)?;
-            let text: String = signers
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l.as_str())
-                .map(|l| format!("{l}\n"))
-                .collect();
+            let identities = answer!(
+                ask(paths, &Request::SshList)?,
+                Response::SshIdentities { identities } => identities
+            );
+            let chosen = choose(identities, |i| &i.name, key, "mesh ssh create")?;
+            let public = chosen.public;
+            let signers = answer!(
+                ask(paths, &Request::SshAllowedSigners)?,
+                Response::Lines { lines } => lines
+            );
+            let text: String = signers.iter().map(|l| format!("{l}\n")).collect();
             let file = config_home()?.join("mesh/allowed_signers");
             let before = read_optional(&file)?;
             if before.as_deref() != Some(text.as_str()) {
@@ -332,12 +328,13 @@ pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow
             settings.push(("gpg.ssh.allowedSignersFile", file.display().to_string()));
         }
         GitFormat::Openpgp => {
-            let chosen = choose(paths, &Request::OpenpgpList, key, "mesh openpgp create")?;
-            let fingerprint = chosen["fingerprint"]
-                .as_str()
-                .context("a key without a fingerprint")?;
+            let keys = answer!(
+                ask(paths, &Request::OpenpgpList)?,
+                Response::OpenpgpKeys { keys } => keys
+            );
+            let chosen = choose(keys, |k| &k.name, key, "mesh openpgp create")?;
             settings.push(("gpg.format", "openpgp".into()));
-            settings.push(("user.signingkey", fingerprint.to_owned()));
+            settings.push(("user.signingkey", chosen.fingerprint));
         }
     }
     let config = git_config_path()?;

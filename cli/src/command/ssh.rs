@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use base64::Engine as _;
 use clap::Subcommand;
-use mesh_protocol::control::{Request, SecretText};
+use mesh_protocol::control::{Request, Response, SecretText, SshIdentityRow};
 use mesh_protocol::paths::Paths;
-use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::account::{ask, show, show_each, text};
+use super::account::{answer, ask, show, show_each};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SshCommand {
@@ -79,15 +78,13 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
             confirm,
             json,
         } => {
-            let value = ask(
-                paths,
-                &Request::SshCreate {
-                    name,
-                    algorithm: alg,
-                    confirm,
-                },
-            )?;
-            show(json, &value, describe);
+            let request = Request::SshCreate {
+                name,
+                algorithm: alg,
+                confirm,
+            };
+            let identity = answer!(ask(paths, &request)?, Response::SshIdentity(i) => i);
+            show(json, &identity, describe);
         }
         SshCommand::Import {
             file,
@@ -108,38 +105,43 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
                     .with_context(|| format!("cannot read {}", file.display()))?,
             );
             let passphrase = if is_encrypted(&private) {
-                Some(SecretText(super::input::read_passphrase(&format!(
+                Some(SecretText::new(super::input::read_passphrase(&format!(
                     "Passphrase for {}: ",
                     file.display()
                 ))?))
             } else {
                 None
             };
-            let value = ask(
-                paths,
-                &Request::SshImport {
-                    name,
-                    private: SecretText(private.to_string()),
-                    passphrase,
-                    confirm,
-                },
-            )?;
-            show(json, &value, describe);
+            let request = Request::SshImport {
+                name,
+                private: SecretText::new(private.to_string()),
+                passphrase,
+                confirm,
+            };
+            let identity = answer!(ask(paths, &request)?, Response::SshIdentity(i) => i);
+            show(json, &identity, describe);
         }
         SshCommand::List { json } => {
-            let value = ask(paths, &Request::SshList)?;
-            show_each(json, &value, describe);
+            let identities = answer!(
+                ask(paths, &Request::SshList)?,
+                Response::SshIdentities { identities } => identities
+            );
+            show_each(json, &identities, describe);
         }
         SshCommand::Get { name } => {
-            let value = ask(paths, &Request::SshGet { name })?;
-            println!("{}", text(&value, "public"));
+            let identity = answer!(
+                ask(paths, &Request::SshGet { name })?,
+                Response::SshIdentity(i) => i
+            );
+            println!("{}", identity.public);
         }
         SshCommand::Delete { name } => {
-            ask(paths, &Request::SshDelete { name: name.clone() })?;
+            let request = Request::SshDelete { name: name.clone() };
+            answer!(ask(paths, &request)?, Response::Deleted { .. } => ());
             println!("deleted {name}");
         }
-        SshCommand::AuthorizedKeys => print_lines(&ask(paths, &Request::SshAuthorizedKeys)?),
-        SshCommand::AllowedSigners => print_lines(&ask(paths, &Request::SshAllowedSigners)?),
+        SshCommand::AuthorizedKeys => print_lines(ask(paths, &Request::SshAuthorizedKeys)?)?,
+        SshCommand::AllowedSigners => print_lines(ask(paths, &Request::SshAllowedSigners)?)?,
         SshCommand::Env => println!("{}", env_line(paths)),
     }
     Ok(ExitCode::SUCCESS)
@@ -164,24 +166,21 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
-fn describe(v: &Value) -> String {
-    let confirm = if v["confirm"] == true {
-        "  confirm"
-    } else {
-        ""
-    };
+fn describe(v: &SshIdentityRow) -> String {
+    let confirm = if v.confirm { "  confirm" } else { "" };
     format!(
         "{}\t{} {}{confirm}\n",
-        text(v, "name"),
-        text(v, "algorithm"),
-        text(v, "fingerprint"),
+        v.name,
+        v.algorithm.as_deref().unwrap_or("-"),
+        v.fingerprint.as_deref().unwrap_or("-"),
     )
 }
 
-fn print_lines(value: &Value) {
-    for line in value.as_array().into_iter().flatten() {
-        println!("{}", line.as_str().unwrap_or_default());
+fn print_lines(response: Response) -> anyhow::Result<()> {
+    for line in answer!(response, Response::Lines { lines } => lines) {
+        println!("{line}");
     }
+    Ok(())
 }
 
 /// Whether an OpenSSH private key file is encrypted: its cipher name

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
-use mesh_protocol::control::{Request, Response};
+use mesh_protocol::control::{Catalog, ErrorKind, Request, Response};
 use mesh_protocol::paths::Paths;
 use mesh_shims::daemon::{self, DaemonError};
 
@@ -40,13 +40,17 @@ fn run(action: &str) -> Result<(), String> {
     let paths = Paths::resolve(|n| std::env::var_os(n), uid).map_err(|e| e.to_string())?;
     match action {
         "get" => {
-            let entries = ask(
+            let response = ask(
                 &paths,
                 &Request::CatalogList {
-                    store: "credential".into(),
+                    store: Catalog::Credential,
                 },
-            )?;
-            let Some(value) = entries.get(&name).and_then(|v| v.as_str()) else {
+            )
+            .map_err(|(_, message)| message)?;
+            let Response::Catalog { entries } = response else {
+                return Err("meshd gave an unexpected answer".into());
+            };
+            let Some(value) = entries.get(&name) else {
                 return Ok(()); // nothing known: git asks elsewhere
             };
             let stored: BTreeMap<String, String> =
@@ -73,23 +77,23 @@ fn run(action: &str) -> Result<(), String> {
             ask(
                 &paths,
                 &Request::CatalogPut {
-                    store: "credential".into(),
+                    store: Catalog::Credential,
                     name,
                     value,
                 },
             )
             .map(drop)
+            .map_err(|(_, message)| message)
         }
         "erase" => match ask(
             &paths,
             &Request::CatalogDelete {
-                store: "credential".into(),
+                store: Catalog::Credential,
                 name,
             },
         ) {
-            Ok(_) => Ok(()),
-            Err(e) if e.starts_with("no entry") => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) | Err((Some(ErrorKind::NotFound), _)) => Ok(()),
+            Err((_, message)) => Err(message),
         },
         // Unknown actions are ignored, as gitcredentials(7) asks.
         _ => Ok(()),
@@ -127,21 +131,21 @@ fn entry_name(fields: &BTreeMap<String, String>) -> Result<String, String> {
     })
 }
 
-/// Ask meshd, starting it if it is not running; the result, or its one
-/// line of refusal.
-fn ask(paths: &Paths, request: &Request) -> Result<serde_json::Value, String> {
+/// Ask meshd, starting it if it is not running; the answer, or the kind
+/// (if meshd refused) and one line of what went wrong.
+fn ask(paths: &Paths, request: &Request) -> Result<Response, (Option<ErrorKind>, String)> {
     let response = match daemon::request(paths, request) {
         Err(DaemonError::NotRunning(_)) => {
-            daemon::start(paths, &daemon::meshd_program()).map_err(|e| e.to_string())?;
+            daemon::start(paths, &daemon::meshd_program()).map_err(|e| (None, e.to_string()))?;
             daemon::request(paths, request)
         }
         other => other,
     };
     match response {
-        Ok(Response::Value { value }) => Ok(value),
-        Ok(Response::Error { message }) => Err(message),
-        Ok(_) => Err("meshd gave an unexpected answer".into()),
-        Err(DaemonError::Refused(message)) => Err(message),
-        Err(e) => Err(e.to_string()),
+        Ok(Response::Error { kind, message }) | Err(DaemonError::Refused { kind, message }) => {
+            Err((Some(kind), message))
+        }
+        Ok(response) => Ok(response),
+        Err(e) => Err((None, e.to_string())),
     }
 }

@@ -20,8 +20,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
-use super::confirm::Askpass;
-use super::keys::{Identity, Keyring};
+use crate::keystore::confirm::Askpass;
+use crate::keystore::ssh::{Identity, Keyring};
 use mesh_protocol::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
 
 /// How many agent connections may be open at once.
@@ -57,9 +57,9 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
     let uid = agent.uid;
     let keys = Arc::clone(&agent.keys);
     let connections =
-        crate::control::accept_loop(listener, "ssh-agent", MAX_CONNECTIONS, uid, move |stream| {
+        crate::server::accept_loop(listener, "ssh-agent", MAX_CONNECTIONS, uid, move |stream| {
             let agent = Arc::clone(&agent);
-            async move { handle(stream, &agent).await.map_err(|e| e.to_string()) }
+            async move { handle(stream, &agent).await }
         });
     tokio::join!(connections, reap(keys));
 }
@@ -261,7 +261,7 @@ async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Respo
         let (id, data, flags) = (Arc::clone(&id), request.data, request.flags);
         tokio::task::spawn_blocking(move || id.sign(&data, flags))
             .await
-            .unwrap_or(Err(super::keys::KeyError::Sign))
+            .unwrap_or(Err(crate::keystore::ssh::KeyError::Sign))
     } else {
         id.sign(&request.data, request.flags)
     };

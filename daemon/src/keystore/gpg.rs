@@ -167,7 +167,7 @@ impl GpgKey {
             (Mpis::RSA { e, n }, SecretKeyMaterial::RSA { d, p, q, u }) => {
                 // OpenPGP: p < q, u = p^-1 mod q; OpenSSL's iqmp is
                 // q'^-1 mod p', so its p' is our q.
-                let key = crate::rsa_key::from_parts(
+                let key = super::rsa::from_parts(
                     n.value(),
                     e.value(),
                     d.value(),

@@ -16,7 +16,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use mesh_protocol::envelope::Envelope;
+use mesh_protocol::account::Store;
+use mesh_protocol::envelope::{Envelope, Event};
 use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence, SequenceError};
 
 /// One store's replica.
@@ -41,7 +42,7 @@ impl Replica {
     /// Fold the events of frames after `from` into the live set.
     fn index_from(&mut self, from: u64) {
         for (id, event, index) in self.sequence.events_from(from) {
-            if event == "Delete" {
+            if event == Event::Delete {
                 self.live.remove(&id);
             } else {
                 self.live.insert(id, index);
@@ -54,7 +55,7 @@ impl Replica {
 #[derive(Debug)]
 pub struct Replicas {
     dir: PathBuf,
-    stores: HashMap<String, Replica>,
+    stores: HashMap<Store, Replica>,
 }
 
 impl Replicas {
@@ -65,17 +66,19 @@ impl Replicas {
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries {
                 let path = entry?.path();
+                // Only the account's own stores: any other file is not ours.
                 let Some(store) = path
                     .file_name()
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.strip_suffix(".dare"))
+                    .and_then(Store::from_name)
                 else {
                     continue;
                 };
                 let bytes = fs::read(&path)?;
                 let whole = whole_frames(&bytes);
                 if whole < bytes.len() {
-                    tracing::warn!(store, "dropping a partial frame at the end of the replica");
+                    tracing::warn!(%store, "dropping a partial frame at the end of the replica");
                     let file = fs::OpenOptions::new().write(true).open(&path)?;
                     file.set_len(whole as u64)?;
                     file.sync_all()?;
@@ -94,7 +97,7 @@ impl Replicas {
                     live: BTreeMap::new(),
                 };
                 replica.index_from(1);
-                stores.insert(store.to_owned(), replica);
+                stores.insert(store, replica);
             }
         }
         Ok(Replicas {
@@ -103,41 +106,39 @@ impl Replicas {
         })
     }
 
-    fn replica(&mut self, store: &str) -> &mut Replica {
-        self.stores
-            .entry(store.to_owned())
-            .or_insert_with(Replica::empty)
+    fn replica(&mut self, store: Store) -> &mut Replica {
+        self.stores.entry(store).or_insert_with(Replica::empty)
     }
 
     /// A store's replica, if there is one.
-    pub fn sequence(&self, store: &str) -> Option<&Sequence> {
-        self.stores.get(store).map(|r| &r.sequence)
+    pub fn sequence(&self, store: Store) -> Option<&Sequence> {
+        self.stores.get(&store).map(|r| &r.sequence)
     }
 
     /// The number of frames and the apex of a store (an empty one if none).
-    pub fn head(&self, store: &str) -> (u64, [u8; 64]) {
-        match self.stores.get(store) {
+    pub fn head(&self, store: Store) -> (u64, [u8; 64]) {
+        match self.stores.get(&store) {
             Some(r) => (r.sequence.len(), r.sequence.apex()),
             None => (0, Sequence::new(ContainerType::Merkle).apex()),
         }
     }
 
     /// The live objects of a store: UniqueId → frame index.
-    pub fn live(&self, store: &str) -> BTreeMap<String, u64> {
+    pub fn live(&self, store: Store) -> BTreeMap<String, u64> {
         self.stores
-            .get(store)
+            .get(&store)
             .map(|r| r.live.clone())
             .unwrap_or_default()
     }
 
     /// Frame `index` of a store.
-    pub fn frame(&self, store: &str, index: u64) -> Option<Envelope> {
-        self.stores.get(store)?.sequence.frame(index)
+    pub fn frame(&self, store: Store, index: u64) -> Option<Envelope> {
+        self.stores.get(&store)?.sequence.frame(index)
     }
 
     /// Stage our own entries: append them in memory and return the new
     /// frames' bytes (commit or roll back afterwards).
-    pub fn stage(&mut self, store: &str, entries: Vec<Envelope>) -> Vec<Vec<u8>> {
+    pub fn stage(&mut self, store: Store, entries: Vec<Envelope>) -> Vec<Vec<u8>> {
         let replica = self.replica(store);
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -151,7 +152,7 @@ impl Replicas {
 
     /// Stage downloaded frames: each must verify on top of the replica.
     /// On the first that does not, everything staged is rolled back.
-    pub fn extend(&mut self, store: &str, frames: Vec<RawFrame>) -> Result<(), SequenceError> {
+    pub fn extend(&mut self, store: Store, frames: Vec<RawFrame>) -> Result<(), SequenceError> {
         let replica = self.replica(store);
         for raw in frames {
             if let Err(err) = replica.sequence.push_verified(raw) {
@@ -163,19 +164,19 @@ impl Replicas {
     }
 
     /// Drop whatever was staged and not committed.
-    pub fn rollback(&mut self, store: &str) {
-        if let Some(replica) = self.stores.get_mut(store) {
+    pub fn rollback(&mut self, store: Store) {
+        if let Some(replica) = self.stores.get_mut(&store) {
             replica.sequence.truncate(replica.persisted.unwrap_or(0));
         }
     }
 
     /// Write what was staged: only the new frames are appended and synced.
-    pub fn commit(&mut self, store: &str) -> io::Result<()> {
+    pub fn commit(&mut self, store: Store) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
-        let path = self.dir.join(format!("{store}.dare"));
+        let path = self.dir.join(format!("{}.dare", store.name()));
         let replica = self.replica(store);
         let from = replica.persisted.map_or(0, |n| n + 1);
         let bytes: Vec<u8> = replica
@@ -214,10 +215,12 @@ mod tests {
     use super::*;
     use mesh_protocol::envelope::ContentMeta;
 
+    const S: Store = Store::Local;
+
     fn entry(id: &str) -> Envelope {
         Envelope::unsealed(
             id.as_bytes().to_vec(),
-            Some(&ContentMeta::for_event(id, "New")),
+            Some(&ContentMeta::for_event(id, Event::New)),
         )
     }
 
@@ -225,25 +228,39 @@ mod tests {
     fn staged_frames_commit_by_appending_or_roll_back() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut replicas = Replicas::open(tmp.path()).expect("opens");
-        replicas.stage("S", vec![entry("a"), entry("b")]);
-        replicas.commit("S").expect("commits");
-        replicas.stage("S", vec![entry("c")]);
-        replicas.rollback("S");
-        assert_eq!(replicas.head("S").0, 2);
-        replicas.stage("S", vec![entry("d")]);
-        replicas.commit("S").expect("commits");
+        replicas.stage(S, vec![entry("a"), entry("b")]);
+        replicas.commit(S).expect("commits");
+        replicas.stage(S, vec![entry("c")]);
+        replicas.rollback(S);
+        assert_eq!(replicas.head(S).0, 2);
+        replicas.stage(S, vec![entry("d")]);
+        replicas.commit(S).expect("commits");
         let again = Replicas::open(tmp.path()).expect("reopens");
-        assert_eq!(again.head("S"), replicas.head("S"));
-        assert_eq!(again.live("S").keys().collect::<Vec<_>>(), ["a", "b", "d"]);
+        assert_eq!(again.head(S), replicas.head(S));
+        assert_eq!(again.live(S).keys().collect::<Vec<_>>(), ["a", "b", "d"]);
 
         // A crash mid-append leaves a partial frame: it is dropped.
-        let path = tmp.path().join("S.dare");
+        let path = tmp.path().join("MMM_Local.dare");
         let mut bytes = fs::read(&path).expect("read");
         let len = bytes.len();
         bytes.extend_from_slice(&[0xF5, 0x01, 0x00, 0xF0]);
         fs::write(&path, &bytes).expect("written");
         let recovered = Replicas::open(tmp.path()).expect("reopens");
-        assert_eq!(recovered.head("S").0, 3);
+        assert_eq!(recovered.head(S).0, 3);
         assert_eq!(fs::metadata(&path).expect("exists").len(), len as u64);
+    }
+
+    #[test]
+    fn files_that_name_no_store_are_not_read_as_replicas() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut replicas = Replicas::open(tmp.path()).expect("opens");
+        replicas.stage(S, vec![entry("a")]);
+        replicas.commit(S).expect("commits");
+        let bytes = fs::read(tmp.path().join("MMM_Local.dare")).expect("read");
+        for stray in ["MMM_Other.dare", "..dare", "x.dare"] {
+            fs::write(tmp.path().join(stray), &bytes).expect("written");
+        }
+        let again = Replicas::open(tmp.path()).expect("reopens");
+        assert_eq!(again.stores.keys().collect::<Vec<_>>(), [&S]);
     }
 }

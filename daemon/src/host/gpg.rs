@@ -1,18 +1,22 @@
-//! The gpg-agent frontend: GnuPG's agent protocol (Assuan) on the socket
-//! gpg looks for, with the OpenPGP keys of the Mesh.
+//! gpg on this machine: where its agent socket is, its version, its
+//! gpg.conf, and its keyring of public certificates.
 //!
-//! Where that socket is depends on GNUPGHOME and on whether
+//! Where the agent socket is depends on GNUPGHOME and on whether
 //! `/run/user/<uid>` exists; rather than re-derive gpg's rules, meshd asks
 //! `gpgconf --list-dirs agent-socket` once at start-up, with its own
 //! environment, and reports GETINFO version as the installed gpg's own
 //! version (read on first use, not at start-up) so gpg prints no "server
 //! is older than us" warning.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-pub mod keys;
-pub mod server;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::watch;
+
+use crate::account::Certificates;
 
 /// The version reported when gpg's own cannot be read.
 const FALLBACK_VERSION: &str = "2.2.40";
@@ -25,8 +29,8 @@ pub fn socket_path() -> Option<PathBuf> {
         // it as gpg would.
         let _ = Command::new("gpgconf")
             .arg("--create-socketdir")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status();
     }
     Some(path)
@@ -61,15 +65,11 @@ pub fn gpg_version() -> String {
 /// its socket: `agent-program <mesh-gpg-agent>` in GNUPGHOME's gpg.conf.
 /// Returns what was changed, if anything. An `agent-program` line the
 /// user wrote is left alone (and reported).
-pub fn ensure_agent_program() -> Result<Option<String>, String> {
-    let home = std::env::var_os("GNUPGHOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".gnupg")))
-        .ok_or("no GNUPGHOME or HOME")?;
-    let shim = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("mesh-gpg-agent")))
-        .filter(|p| p.is_file())
+pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, String> {
+    let home = &gpg.home;
+    let shim = gpg
+        .agent_shim
+        .as_ref()
         .ok_or("mesh-gpg-agent is not installed beside meshd")?;
     let conf = home.join("gpg.conf");
     let text = match std::fs::read_to_string(&conf) {
@@ -99,7 +99,7 @@ pub fn ensure_agent_program() -> Result<Option<String>, String> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&home)
+        .create(home)
         .map_err(|e| format!("cannot create {}: {e}", home.display()))?;
     let tmp = home.join(".gpg.conf.mesh-tmp");
     std::fs::OpenOptions::new()
@@ -115,4 +115,90 @@ pub fn ensure_agent_program() -> Result<Option<String>, String> {
         "gpg will start meshd as its agent: added `agent-program {wanted}` to {}",
         conf.display()
     )))
+}
+
+/// Where gpg's files are, and the shim gpg should start as its agent.
+#[derive(Debug, Clone)]
+pub struct Gpg {
+    /// GNUPGHOME, else `~/.gnupg`.
+    pub home: PathBuf,
+    /// `mesh-gpg-agent`, if installed beside meshd.
+    pub agent_shim: Option<PathBuf>,
+}
+
+/// Keep gpg's keyring up to date with the account's certificates: each
+/// certificate gpg does not know yet is imported (`gpg --import`,
+/// ultimately trusted) and gpg.conf names meshd's shim as its agent
+/// program. `imported` says up to which key snapshot this is done, so a
+/// command can return when gpg can use what it made. Ends when the
+/// account's task does.
+pub async fn follow(
+    gpg: Gpg,
+    mut snapshots: watch::Receiver<Arc<Certificates>>,
+    imported: watch::Sender<u64>,
+) {
+    let mut known = BTreeSet::new();
+    loop {
+        let snapshot = Arc::clone(&snapshots.borrow_and_update());
+        if !snapshot.openpgp.is_empty() {
+            match ensure_agent_program(&gpg) {
+                Ok(Some(change)) => tracing::info!("{change}"),
+                Ok(None) => {}
+                Err(warning) => tracing::warn!("{warning}"),
+            }
+        }
+        for entry in &snapshot.openpgp {
+            if known.contains(&entry.fingerprint) {
+                continue;
+            }
+            if import(&gpg.home, &entry.fingerprint, &entry.public).await {
+                tracing::info!(name = %entry.name, "certificate imported into gpg's keyring");
+                known.insert(entry.fingerprint.clone());
+            }
+        }
+        imported.send_replace(snapshot.generation);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `gpg --import` a public certificate and trust it ultimately. gpg asks
+/// this very daemon's agent socket while it imports (`--no-autostart`:
+/// never the real gpg-agent).
+async fn import(home: &Path, fingerprint: &str, public: &str) -> bool {
+    async fn run(home: &Path, args: &[&str], input: &str) -> bool {
+        let child = tokio::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--batch", "--no-autostart", "--quiet"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let Ok(mut child) = child else {
+            tracing::warn!("cannot run gpg to import a certificate");
+            return false;
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
+        match child.wait_with_output().await {
+            Ok(out) if out.status.success() => true,
+            Ok(out) => {
+                tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr).trim(), "gpg failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+    run(home, &["--import"], public).await
+        && run(
+            home,
+            &["--import-ownertrust"],
+            &format!("{fingerprint}:6:\n"),
+        )
+        .await
 }

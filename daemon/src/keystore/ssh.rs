@@ -97,7 +97,7 @@ impl Signer {
                 fn int(m: &ssh_key::Mpint) -> Result<&[u8], KeyError> {
                     m.as_positive_bytes().ok_or(KeyError::Invalid("rsa"))
                 }
-                let key = crate::rsa_key::from_parts(
+                let key = super::rsa::from_parts(
                     int(&pair.public.n)?,
                     int(&pair.public.e)?,
                     int(&pair.private.d)?,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
-use super::keys::{GpgKeyError, GpgKeyring, hash_algorithm};
+use crate::keystore::gpg::{GpgKeyError, GpgKeyring, hash_algorithm};
 
 /// How many gpg connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -48,14 +48,9 @@ struct Session {
 /// Accept gpg connections until the future is dropped.
 pub async fn serve(listener: UnixListener, server: Arc<Server>) {
     let uid = server.uid;
-    crate::control::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
+    crate::server::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
         let server = Arc::clone(&server);
-        async move {
-            Connection::new(stream, &server)
-                .run()
-                .await
-                .map_err(|e| e.to_string())
-        }
+        async move { Connection::new(stream, &server).run().await }
     })
     .await;
 }
@@ -189,7 +184,7 @@ impl<'a> Connection<'a> {
             "version" => data(
                 self.server
                     .version
-                    .get_or_init(super::gpg_version)
+                    .get_or_init(crate::host::gpg::gpg_version)
                     .as_bytes(),
             ),
             "pid" => data(std::process::id().to_string().as_bytes()),

@@ -40,9 +40,14 @@ impl std::fmt::Debug for SecretStore {
 }
 
 impl SecretStore {
-    /// The Secret Service if the session has one that answers, else files
-    /// in `dir`; `choice` (from `MESH_KEYRING`) forces one.
-    pub fn open(dir: &Path, choice: Option<&str>) -> Result<SecretStore, SecretError> {
+    /// The Secret Service if the session has one (`session_bus`) that
+    /// answers, else files in `dir`; `choice` (from `MESH_KEYRING`) forces
+    /// one.
+    pub fn open(
+        dir: &Path,
+        choice: Option<&str>,
+        session_bus: bool,
+    ) -> Result<SecretStore, SecretError> {
         let file = || SecretStore::File(dir.to_owned());
         match choice {
             Some("file") => return Ok(file()),
@@ -54,7 +59,7 @@ impl SecretStore {
             }
             None => {}
         }
-        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+        if !session_bus {
             return Ok(file());
         }
         match secret_service() {
@@ -156,7 +161,7 @@ mod tests {
     fn the_file_fallback_is_private() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("secrets");
-        let store = SecretStore::open(&dir, Some("file")).expect("a store");
+        let store = SecretStore::open(&dir, Some("file"), false).expect("a store");
         assert!(store.get("seed").expect("reads").is_none());
         store.set("seed", b"secret").expect("writes");
         assert_eq!(

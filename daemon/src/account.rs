@@ -1,0 +1,807 @@
+//! This device's account: its seed, its activation, the replicas of the
+//! catalogs, and the service they sync through.
+//!
+//! One task owns the [`Account`] ([`spawn`]); everything that changes it
+//! (enrolment, administration, catalog writes, sync ticks) is a [`Command`]
+//! sent through its [`Handle`] and done one at a time. What it holds is
+//! published through two `watch` channels, so readers never queue behind
+//! a write or a slow service: the [`View`] (status, devices, catalogs and
+//! application entries, as the control socket shows them) and the
+//! [`KeySnapshot`] (the private keys the agents serve, which the keystore
+//! and gpg's keyring subscribe to). Nothing here knows a socket, a
+//! frontend or gpg.
+//!
+//! Everything the service sends is checked before it is believed: frames
+//! must extend the local replica (so a dropped, reordered, altered or
+//! forged frame, or a rewritten history, is refused), a store may not
+//! shrink (rollback), the service may name only the stores this device's
+//! roles read, and records are opened only through the account's chain of
+//! signatures.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_protocol::account::{
+    self, AccountKeys, Activation, CatalogedDevice, ConnectionDevice, DeviceKeys, ProfileUser,
+    Role, Store,
+};
+use mesh_protocol::application::{OpenpgpEntry, SshIdentity};
+use mesh_protocol::control::{
+    AccountStatus, DeviceRow, OpenpgpCertificate, OpenpgpRow, PendingRequest, Response,
+    SshIdentityRow, Standing,
+};
+use mesh_protocol::envelope::{Envelope, Opened};
+use mesh_protocol::keys::PublicKey;
+use mesh_protocol::paths::Paths;
+use mesh_protocol::service::{ServiceRequest, ServiceResponse};
+use mesh_protocol::udf::Udf;
+use mesh_protocol::udf::seed::Seed;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use error::AccountError;
+
+use crate::service_client::{Connector, Remote};
+use crate::store::replica::Replicas;
+use crate::store::secrets::SecretStore;
+
+mod admin;
+mod catalog;
+mod enroll;
+mod error;
+mod openpgp;
+mod ssh;
+mod sync;
+
+/// The secret-store name of the device seed.
+const DEVICE_SEED: &str = "device-seed";
+/// The secret-store name of a recovered account seed.
+const ACCOUNT_SEED: &str = "account-seed";
+
+/// How long a service call may go unanswered before the view says that
+/// the service does not answer (the call itself goes on until its own
+/// time-out).
+const SLOW_SERVICE: Duration = Duration::from_secs(3);
+
+/// What the account needs to open.
+#[derive(Clone)]
+pub struct Settings {
+    /// Where it lives.
+    pub paths: Paths,
+    /// `MESH_KEYRING`: force `file` or `secret-service`.
+    pub keyring: Option<String>,
+    /// Whether the session has a D-Bus bus (so maybe a Secret Service).
+    pub session_bus: bool,
+    /// How to reach a service.
+    pub connector: Connector,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("paths", &self.paths)
+            .field("keyring", &self.keyring)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is kept on disk about the account (no secrets): `account.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    address: String,
+    service: String,
+    device_name: String,
+    #[serde(rename = "status")]
+    standing: Standing,
+    /// The account's profile, as the service first gave it.
+    profile: String,
+    /// While a connection request waits: its id and code.
+    pending: Option<PendingConnection>,
+    /// Inbound requests this administrator has answered.
+    #[serde(default)]
+    handled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingConnection {
+    response_id: String,
+    witness: String,
+}
+
+/// The account as this device holds it. Owned by one task.
+pub struct Account {
+    settings: Settings,
+    secrets: SecretStore,
+    state: Option<State>,
+    device: Option<DeviceKeys>,
+    activation: Option<Activation>,
+    replicas: Replicas,
+    remote: Option<Remote>,
+    /// The last sync's problems: `service` or a store's name.
+    sync_errors: BTreeMap<String, String>,
+    last_sync: Option<u64>,
+    /// What the last [`KeySnapshot`] was made from, to make one only on
+    /// change.
+    keys_from: Option<Vec<u64>>,
+    /// What the last [`View`]'s entries were made from.
+    view_from: Option<Vec<u64>>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The message type an opened entry declares.
+fn entry_type(opened: &Opened) -> Option<&str> {
+    opened.meta.as_ref()?.message_type.as_deref()
+}
+
+impl Account {
+    /// Load what this device knows: its state file, seed and replicas.
+    pub fn open(settings: Settings) -> Result<Account, AccountError> {
+        let paths = &settings.paths;
+        let secrets = SecretStore::open(
+            &paths.data_dir.join("secrets"),
+            settings.keyring.as_deref(),
+            settings.session_bus,
+        )?;
+        let state: Option<State> = match std::fs::read(paths.data_dir.join("account.json")) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|_| AccountError::Io("account.json is damaged".into()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let device = match secrets.get(DEVICE_SEED)? {
+            Some(seed) => Some(DeviceKeys::from_seed(parse_seed(&seed)?)?),
+            None => None,
+        };
+        let replicas = Replicas::open(&paths.data_dir.join("stores"))?;
+        let remote = match &state {
+            Some(s) => Some(Remote::new((settings.connector)(&s.service)?, &s.address)),
+            None => None,
+        };
+        let mut account = Account {
+            settings,
+            secrets,
+            state,
+            device,
+            activation: None,
+            replicas,
+            remote,
+            sync_errors: BTreeMap::new(),
+            last_sync: None,
+            keys_from: None,
+            view_from: None,
+        };
+        if account.standing() == Standing::Connected {
+            account.activate()?;
+        }
+        Ok(account)
+    }
+
+    fn standing(&self) -> Standing {
+        self.state.as_ref().map_or(Standing::None, |s| s.standing)
+    }
+
+    fn set_standing(&mut self, standing: Standing) {
+        if let Some(state) = &mut self.state {
+            state.standing = standing;
+        }
+    }
+
+    fn save(&self) -> Result<(), AccountError> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let dir = &self.settings.paths.data_dir;
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(".account.json.tmp");
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|_| AccountError::Io("cannot encode account.json".into()))?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(tmp, dir.join("account.json"))?;
+        Ok(())
+    }
+
+    /// This device's keys, made on first use and kept in the secret store.
+    fn device_keys(&mut self) -> Result<&DeviceKeys, AccountError> {
+        if self.device.is_none() {
+            let keys = DeviceKeys::generate(&mut OsRng)?;
+            let text = zeroize::Zeroizing::new(keys.seed().to_udf().to_string());
+            self.secrets.set(DEVICE_SEED, text.as_bytes())?;
+            self.device = Some(keys);
+        }
+        self.device
+            .as_ref()
+            .ok_or_else(|| AccountError::Io("no device keys".into()))
+    }
+
+    fn remote(&self) -> Result<&Remote, AccountError> {
+        self.remote.as_ref().ok_or(AccountError::NoAccount)
+    }
+
+    fn activation(&self) -> Result<&Activation, AccountError> {
+        match self.standing() {
+            Standing::Revoked => Err(AccountError::Revoked),
+            Standing::Pending => Err(AccountError::Pending),
+            _ => self.activation.as_ref().ok_or(AccountError::NoAccount),
+        }
+    }
+
+    fn admin(&self) -> Result<&AccountKeys, AccountError> {
+        self.activation()?
+            .account
+            .as_ref()
+            .ok_or(AccountError::NotAdmin)
+    }
+
+    /// The key of `store`, if this device's roles grant it.
+    fn store_key(&self, store: Store) -> Result<&mesh_protocol::keys::PrivateKey, AccountError> {
+        self.activation()?
+            .store_key(store)
+            .ok_or_else(|| AccountError::Input(format!("this device may not use {store}")))
+    }
+
+    /// Re-open this device's activation from its Device catalog entry.
+    fn activate(&mut self) -> Result<(), AccountError> {
+        let device = self
+            .device
+            .as_ref()
+            .ok_or_else(|| AccountError::Io("the device seed is missing".into()))?;
+        let udf = device.udf().to_string();
+        let index = *self.replicas.live(Store::Device).get(&udf).ok_or_else(|| {
+            AccountError::untrusted(Store::Device, "this device is not in the Device catalog")
+        })?;
+        let frame = self
+            .replicas
+            .frame(Store::Device, index)
+            .ok_or_else(|| AccountError::untrusted(Store::Device, "damaged catalog"))?;
+        let cataloged = open_cataloged(&frame, device, None)?;
+        let profile = &self.state.as_ref().ok_or(AccountError::NoAccount)?.profile;
+        self.activation = Some(Activation::open(device, profile, &cataloged)?);
+        Ok(())
+    }
+
+    /// Sign as this device: its co-generated key once active.
+    fn signer(&self) -> Result<(String, &mesh_protocol::keys::PrivateKey), AccountError> {
+        let device = self.device.as_ref().ok_or(AccountError::NoAccount)?;
+        Ok((device.udf().to_string(), &self.activation()?.sign))
+    }
+
+    async fn call(&self, request: ServiceRequest) -> Result<ServiceResponse, AccountError> {
+        let (device, key) = self.signer()?;
+        Ok(self.remote()?.call(&request, Some((&device, key))).await?)
+    }
+
+    /// The account and this device.
+    fn status(&self) -> AccountStatus {
+        let secrets = self.secrets.describe();
+        let Some(state) = &self.state else {
+            return AccountStatus {
+                status: Standing::None,
+                address: None,
+                service: None,
+                profile: None,
+                device: None,
+                device_name: None,
+                admin: false,
+                roles: None,
+                stores: BTreeMap::new(),
+                last_sync_ms: None,
+                sync_errors: BTreeMap::new(),
+                witness: None,
+                secrets,
+            };
+        };
+        let profile = account::verify_profile::<ProfileUser>(&state.profile)
+            .map(|(p, _)| p.profile_signature.udf)
+            .ok();
+        AccountStatus {
+            status: state.standing,
+            address: Some(state.address.clone()),
+            service: Some(state.service.clone()),
+            profile,
+            device: self.device.as_ref().map(|d| d.udf().to_string()),
+            device_name: Some(state.device_name.clone()),
+            admin: self
+                .activation
+                .as_ref()
+                .is_some_and(|a| a.account.is_some()),
+            roles: self.activation.as_ref().map(|a| a.connection.roles.clone()),
+            stores: Store::ALL
+                .into_iter()
+                .filter_map(|s| self.replicas.sequence(s).map(|r| (s, r.len())))
+                .collect(),
+            last_sync_ms: self.last_sync,
+            sync_errors: self.sync_errors.clone(),
+            witness: state.pending.as_ref().map(|p| p.witness.clone()),
+            secrets,
+        }
+    }
+
+    /// Every live entry of a store, opened with the store key and checked:
+    /// signed by the account's administrator key or by a device the Device
+    /// catalog vouches for.
+    fn open_entries(&self, store: Store) -> Result<Vec<(String, Opened)>, AccountError> {
+        let activation = self.activation()?;
+        let key = self.store_key(store)?;
+        let mut signers = vec![activation.profile.administrator_signature.key()?];
+        let admin = signers[0];
+        for (_, device) in self.devices()? {
+            let connection: ConnectionDevice =
+                account::verify_admin_signed(&device.enveloped_connection_device, &admin)?;
+            signers.push(connection.signature.key()?);
+        }
+        let mut out = Vec::new();
+        for (name, index) in self.replicas.live(store) {
+            let frame = self
+                .replicas
+                .frame(store, index)
+                .ok_or_else(|| AccountError::untrusted(store, "damaged catalog"))?;
+            let opened = signers
+                .iter()
+                .find_map(|signer| frame.open(Some(key), Some(signer)).ok())
+                .ok_or_else(|| {
+                    AccountError::untrusted(
+                        store,
+                        format!("entry {name:?} is not signed by any device of the account"),
+                    )
+                })?;
+            out.push((name, opened));
+        }
+        Ok(out)
+    }
+
+    /// The live devices, by name: `(name, cataloged)`.
+    fn devices(&self) -> Result<Vec<(String, CatalogedDevice)>, AccountError> {
+        let activation = self.activation()?;
+        let admin = activation.profile.administrator_signature.key()?;
+        let key = self.store_key(Store::Device)?;
+        let mut out = Vec::new();
+        for index in self.replicas.live(Store::Device).values() {
+            let frame = self
+                .replicas
+                .frame(Store::Device, *index)
+                .ok_or_else(|| AccountError::untrusted(Store::Device, "damaged catalog"))?;
+            let opened = frame
+                .open(Some(key), Some(&admin))
+                .map_err(|_| AccountError::untrusted(Store::Device, "an entry does not verify"))?;
+            let device: CatalogedDevice = serde_json::from_slice(&opened.payload)
+                .map_err(|_| AccountError::untrusted(Store::Device, "damaged entry"))?;
+            out.push((device.name.clone(), device));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Whether this device is in an account (and so should sync).
+    fn should_sync(&self) -> bool {
+        matches!(self.standing(), Standing::Connected | Standing::Pending)
+    }
+
+    /// What the views are made from: standing, handled requests and each
+    /// store's length. Equal marks mean equal views.
+    fn marks(&self) -> Vec<u64> {
+        let mut marks = vec![
+            self.standing() as u64,
+            self.state.as_ref().map_or(0, |s| s.handled.len() as u64),
+        ];
+        marks.extend(Store::ALL.iter().map(|s| self.replicas.head(*s).0));
+        marks
+    }
+
+    /// Do one command.
+    async fn execute(&mut self, command: Command) -> Result<Response, AccountError> {
+        match command {
+            Command::Create {
+                address,
+                service,
+                name,
+            } => self.create(&address, &service, &name).await,
+            Command::Sync => Ok(Response::Synced(self.sync().await)),
+            Command::Escrow { shares, quorum } => self.escrow(shares, quorum),
+            Command::Recover { shares, rejoin } => self.recover(&shares, rejoin).await,
+            Command::Pin { roles } => self.pin(roles).await,
+            Command::Connect {
+                address,
+                service,
+                name,
+                pin,
+            } => {
+                self.connect(&address, &service, &name, pin.as_deref())
+                    .await
+            }
+            Command::ConnectStatus => self.poll_connection().await,
+            Command::Answer { code, accept } => self.answer(&code, accept).await,
+            Command::Revoke { name } => self.revoke(&name).await,
+            Command::CatalogImport { store, entries } => self.catalog_import(store, &entries).await,
+            Command::CatalogDelete { store, name } => self.catalog_delete(store, &name).await,
+            Command::SshPut(put) => self.ssh_put(*put).await,
+            Command::SshDelete { name } => self.ssh_delete(&name).await,
+            Command::OpenpgpPut { cert, name } => self.openpgp_put(*cert, name).await,
+            Command::OpenpgpDelete { name } => self.openpgp_delete(&name).await,
+        }
+    }
+}
+
+/// What the account's task is asked to do: every change to the account.
+/// Reads are answered from the [`View`] instead.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Make an account with this device as its first administrator.
+    Create {
+        /// Its address.
+        address: String,
+        /// Its service's URL.
+        service: String,
+        /// This device's name.
+        name: String,
+    },
+    /// Sync now.
+    Sync,
+    /// Split the account seed into shares.
+    Escrow {
+        /// How many.
+        shares: usize,
+        /// How many recover it.
+        quorum: usize,
+    },
+    /// Rebuild the account seed from shares, and maybe rejoin.
+    Recover {
+        /// The shares (secrets).
+        shares: Vec<String>,
+        /// `(address, service, device name)` to rejoin as.
+        rejoin: Option<(String, String, String)>,
+    },
+    /// Register a PIN.
+    Pin {
+        /// The roles it grants.
+        roles: Vec<Role>,
+    },
+    /// Ask to join an account.
+    Connect {
+        /// Its address.
+        address: String,
+        /// Its service's URL.
+        service: String,
+        /// This device's name.
+        name: String,
+        /// A PIN, to skip approval.
+        pin: Option<String>,
+    },
+    /// Ask the service how the connection request stands.
+    ConnectStatus,
+    /// Accept (with roles and maybe a name) or reject a request.
+    Answer {
+        /// Its witness code.
+        code: String,
+        /// Roles and name if accepted; `None` rejects.
+        accept: Option<(Vec<Role>, Option<String>)>,
+    },
+    /// Revoke a device by name.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+    /// Add or replace catalog entries.
+    CatalogImport {
+        /// The catalog.
+        store: Store,
+        /// `(name, value)` pairs.
+        entries: Vec<(String, String)>,
+    },
+    /// Delete a catalog entry.
+    CatalogDelete {
+        /// The catalog.
+        store: Store,
+        /// The entry.
+        name: String,
+    },
+    /// Put an SSH identity in the account.
+    SshPut(Box<SshPut>),
+    /// Delete an SSH identity.
+    SshDelete {
+        /// Its name.
+        name: String,
+    },
+    /// Put an OpenPGP certificate (with secrets) in the account.
+    OpenpgpPut {
+        /// The certificate.
+        cert: Box<sequoia_openpgp::Cert>,
+        /// Its name (default: its email address).
+        name: Option<String>,
+    },
+    /// Delete an OpenPGP certificate.
+    OpenpgpDelete {
+        /// Its name.
+        name: String,
+    },
+}
+
+pub use ssh::SshPut;
+pub(crate) use ssh::check_name;
+
+/// What the account shows, as of its last change: every local read is
+/// answered from this, never by waiting for the account's task.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// `mesh account status`.
+    pub status: AccountStatus,
+    /// `mesh device list`.
+    pub devices: Result<Vec<DeviceRow>, AccountError>,
+    /// `mesh device pending`.
+    pub pending: Result<Vec<PendingRequest>, AccountError>,
+    /// `mesh ssh list`.
+    pub ssh: Result<Vec<SshIdentityRow>, AccountError>,
+    /// `mesh openpgp list` and `export`.
+    pub openpgp: Result<Vec<(OpenpgpRow, OpenpgpCertificate)>, AccountError>,
+    /// `mesh catalog list application`.
+    pub application: Result<BTreeMap<String, String>, AccountError>,
+    /// `mesh catalog list credential`.
+    pub credential: Result<BTreeMap<String, String>, AccountError>,
+}
+
+/// The private keys the agents serve, as of the account's last change.
+/// It moves (it is not shared): the keystore parses it and drops it, so
+/// no copy of the keys' text stays behind. `generation` grows with each.
+#[derive(Debug, Default)]
+pub struct KeySnapshot {
+    /// Grows by one with each snapshot.
+    pub generation: u64,
+    /// The SSH identities.
+    pub ssh: Vec<SshIdentity>,
+    /// The OpenPGP certificates: for an administrator the whole secret
+    /// certificate, for other devices the subkeys' secrets.
+    pub openpgp: Vec<OpenpgpEntry>,
+}
+
+/// The public side of a [`KeySnapshot`], shared with whoever wants it
+/// (gpg's keyring).
+#[derive(Debug, Default)]
+pub struct Certificates {
+    /// The [`KeySnapshot::generation`] it goes with.
+    pub generation: u64,
+    /// Each OpenPGP certificate: name, fingerprint, armored public key.
+    pub openpgp: Vec<OpenpgpCertificate>,
+}
+
+impl Account {
+    /// The view as of now, reusing `last`'s entries when nothing they
+    /// are made from changed.
+    fn view(&mut self, last: &View) -> View {
+        let marks = self.marks();
+        if self.view_from.as_ref() == Some(&marks) {
+            return View {
+                status: self.status(),
+                ..last.clone()
+            };
+        }
+        self.view_from = Some(marks);
+        View {
+            status: self.status(),
+            devices: self.device_rows(),
+            pending: self.pending(),
+            ssh: self.ssh_rows(),
+            openpgp: self.openpgp_rows(),
+            application: self.catalog_list(Store::Application),
+            credential: self.catalog_list(Store::Credential),
+        }
+    }
+
+    /// A new key snapshot if the keys may have changed since the last one.
+    fn key_snapshot(&mut self, generation: u64) -> Option<KeySnapshot> {
+        let marks = self.marks();
+        if self.keys_from.as_ref() == Some(&marks) {
+            return None;
+        }
+        let readable = self
+            .activation()
+            .is_ok_and(|a| a.store_key(Store::Application).is_some());
+        let (ssh, openpgp) = if readable {
+            match (self.ssh_entries(), self.openpgp_keys()) {
+                (Ok(ssh), Ok(openpgp)) => (ssh, openpgp),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the application keys; keeping the old ones");
+                    self.keys_from = Some(marks);
+                    return None;
+                }
+            }
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        self.keys_from = Some(marks);
+        tracing::info!(
+            ssh = ssh.len(),
+            openpgp = openpgp.len(),
+            "application keys from the Mesh"
+        );
+        Some(KeySnapshot {
+            generation,
+            ssh,
+            openpgp,
+        })
+    }
+}
+
+/// The account's task, seen from outside: send it commands, read what it
+/// publishes.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<(Command, oneshot::Sender<Result<Response, AccountError>>)>,
+    view: watch::Receiver<Arc<View>>,
+    certificates: watch::Receiver<Arc<Certificates>>,
+}
+
+impl Handle {
+    /// Have the account do `command`; the answer comes once its effects
+    /// are in the view and the key snapshot.
+    pub async fn run(&self, command: Command) -> Result<Response, AccountError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send((command, reply))
+            .await
+            .map_err(|_| AccountError::Io("the account's task has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| AccountError::Io("the account's task has stopped".into()))?
+    }
+
+    /// The view as of now (never waits).
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.borrow())
+    }
+
+    /// A subscription to the public side of the key snapshots.
+    pub fn certificates(&self) -> watch::Receiver<Arc<Certificates>> {
+        self.certificates.clone()
+    }
+
+    /// The generation of the latest key snapshot.
+    pub fn generation(&self) -> u64 {
+        self.certificates.borrow().generation
+    }
+}
+
+/// Start the account's task: it owns `account`, does commands one at a
+/// time, syncs every `interval` while the device is in an account, and
+/// after each publishes the view, and the key snapshot (sent to the
+/// returned receiver, the keystore's) with its certificates when they
+/// changed. The future ends when every [`Handle`] is gone.
+pub fn spawn(
+    mut account: Account,
+    interval: Duration,
+) -> (
+    Handle,
+    mpsc::UnboundedReceiver<KeySnapshot>,
+    impl Future<Output = ()>,
+) {
+    let empty = View {
+        status: account.status(),
+        devices: Ok(Vec::new()),
+        pending: Ok(Vec::new()),
+        ssh: Ok(Vec::new()),
+        openpgp: Ok(Vec::new()),
+        application: Ok(BTreeMap::new()),
+        credential: Ok(BTreeMap::new()),
+    };
+    let view = account.view(&empty);
+    let (view_tx, view_rx) = watch::channel(Arc::new(view));
+    let (certs_tx, certs_rx) = watch::channel(Arc::new(Certificates::default()));
+    let (keys_tx, keys_rx) = mpsc::unbounded_channel();
+    let (commands, mut inbox) = mpsc::channel(16);
+    let handle = Handle {
+        commands,
+        view: view_rx,
+        certificates: certs_rx,
+    };
+    let publish = move |account: &mut Account, view_tx: &watch::Sender<Arc<View>>| {
+        let view = account.view(&view_tx.borrow());
+        view_tx.send_replace(Arc::new(view));
+        let next = certs_tx.borrow().generation + 1;
+        if let Some(snapshot) = account.key_snapshot(next) {
+            let certificates = Certificates {
+                generation: next,
+                openpgp: snapshot
+                    .openpgp
+                    .iter()
+                    .map(|e| OpenpgpCertificate {
+                        name: e.name.clone(),
+                        fingerprint: e.fingerprint.clone(),
+                        public: e.public.clone(),
+                    })
+                    .collect(),
+            };
+            // The keystore first: a generation announced is one it has.
+            let _ = keys_tx.send(snapshot);
+            certs_tx.send_replace(Arc::new(certificates));
+        }
+    };
+    publish(&mut account, &view_tx);
+    let task = async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = inbox.recv() => {
+                    let Some((command, reply)) = command else { return };
+                    let result = watched(&view_tx, account.execute(command)).await;
+                    publish(&mut account, &view_tx);
+                    let _ = reply.send(result);
+                }
+                _ = ticker.tick() => {
+                    if account.should_sync() {
+                        let report = watched(&view_tx, account.sync()).await;
+                        if !report.ok {
+                            tracing::warn!(errors = ?report.errors, "sync found problems");
+                        }
+                        publish(&mut account, &view_tx);
+                    }
+                }
+            }
+        }
+    };
+    (handle, keys_rx, task)
+}
+
+/// Run `work`; while it waits on the service for longer than
+/// [`SLOW_SERVICE`], the view says that the service does not answer.
+async fn watched<T>(view: &watch::Sender<Arc<View>>, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = tokio::time::sleep(SLOW_SERVICE) => {}
+    }
+    let mut slow = View::clone(&view.borrow());
+    slow.status.sync_errors.insert(
+        "service".into(),
+        format!(
+            "unreachable: no answer from the service for {} s",
+            SLOW_SERVICE.as_secs()
+        ),
+    );
+    view.send_replace(Arc::new(slow));
+    work.await
+}
+
+/// A Device catalog entry, opened with the device's base key (and, if
+/// given, checked to be signed by the administrator key).
+fn open_cataloged(
+    entry: &Envelope,
+    device: &DeviceKeys,
+    admin: Option<&PublicKey>,
+) -> Result<CatalogedDevice, AccountError> {
+    let opened = entry
+        .open(Some(&device.encrypt), admin)
+        .map_err(|_| AccountError::untrusted(Store::Device, "this device's entry does not open"))?;
+    serde_json::from_slice(&opened.payload)
+        .map_err(|_| AccountError::untrusted(Store::Device, "damaged entry"))
+}
+
+/// The digest a PIN witness covers: SHA-512 of the request's device profile.
+fn profile_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha512::digest(bytes).to_vec()
+}
+
+fn parse_seed(bytes: &[u8]) -> Result<Seed, AccountError> {
+    let damaged = || AccountError::Io("the stored seed is damaged".into());
+    let text = std::str::from_utf8(bytes).map_err(|_| damaged())?;
+    let udf = Udf::parse(text.trim()).map_err(|_| damaged())?;
+    Seed::from_udf(&udf).map_err(|_| damaged())
+}

@@ -1,0 +1,199 @@
+//! The OpenPGP application: certificates in the account, keys for the
+//! gpg-agent frontend, and the public parts in the user's gpg keyring.
+//!
+//! A certificate is two entries, both named `openpgp/<name>`:
+//! - in the Application catalog (every device with the `device` right):
+//!   the public certificate and the signing and encryption subkeys'
+//!   secrets, without the certification (primary) key's;
+//! - in MMM_Local (administrators only, and the escrow, since its store
+//!   key derives from the account seed): the whole secret certificate.
+//!
+//! The key snapshot carries, for each certificate, the whole secret
+//! certificate to an administrator (so it also certifies, and signs with a
+//! primary-only key) and the subkeys to other devices; the keystore serves
+//! them and the host puts the public parts in gpg's keyring.
+
+use mesh_protocol::account::{self, Store};
+use mesh_protocol::application::{OPENPGP_MESSAGE_TYPE, OpenpgpEntry, valid_name};
+use mesh_protocol::control::{OpenpgpAdded, OpenpgpCertificate, OpenpgpRow, Response};
+use mesh_protocol::envelope::Event;
+use rand_core::OsRng;
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::parse::Parse as _;
+use sequoia_openpgp::serialize::SerializeInto as _;
+
+use super::{Account, AccountError, entry_type};
+
+fn armor_err<E>(_: E) -> AccountError {
+    AccountError::Input("cannot encode the certificate".into())
+}
+
+impl Account {
+    /// Put a certificate with its secrets in the account.
+    pub(super) async fn openpgp_put(
+        &mut self,
+        cert: Cert,
+        name: Option<String>,
+    ) -> Result<Response, AccountError> {
+        let name = match name {
+            Some(name) => name,
+            None => cert
+                .userids()
+                .find_map(|u| u.userid().email().ok().flatten().map(str::to_owned))
+                .unwrap_or_else(|| cert.fingerprint().to_hex()),
+        };
+        if !valid_name(&name) {
+            return Err(AccountError::Input(format!(
+                "bad name {name:?}: use up to 64 letters, digits, '.', '_', '-' or '@'"
+            )));
+        }
+        let id = OpenpgpEntry::unique_id(&name);
+        let primary = cert.fingerprint();
+        let public =
+            String::from_utf8(cert.armored().to_vec().map_err(armor_err)?).map_err(armor_err)?;
+        let whole = String::from_utf8(cert.as_tsk().armored().to_vec().map_err(armor_err)?)
+            .map_err(armor_err)?;
+        let devices = String::from_utf8(
+            cert.as_tsk()
+                .set_filter(|k| k.fingerprint() != primary)
+                .emit_secret_key_stubs(true)
+                .armored()
+                .to_vec()
+                .map_err(armor_err)?,
+        )
+        .map_err(armor_err)?;
+        let entry = |secret: String| OpenpgpEntry {
+            name: name.clone(),
+            fingerprint: primary.to_hex(),
+            public: public.clone(),
+            secret,
+        };
+        let activation = self.activation()?;
+        let app_key = activation.store_key(Store::Application).ok_or_else(|| {
+            AccountError::Input("this device does not have the openpgp right".into())
+        })?;
+        let local_key = activation.store_key(Store::Local).ok_or_else(|| {
+            AccountError::Input("only an administrator device can add OpenPGP keys (the certification key stays with administrators)".into())
+        })?;
+        let exists = self.replicas.live(Store::Application).contains_key(&id);
+        let event = if exists { Event::Update } else { Event::New };
+        let seal = |entry: &OpenpgpEntry, key: &mesh_protocol::keys::PrivateKey| {
+            account::seal_entry(
+                &mut OsRng,
+                entry,
+                OPENPGP_MESSAGE_TYPE,
+                &id,
+                event,
+                &activation.sign,
+                &[key.public()],
+            )
+        };
+        let app = seal(&entry(devices), app_key)?;
+        let local = seal(&entry(whole), local_key)?;
+        self.transact(
+            vec![(Store::Application, vec![app]), (Store::Local, vec![local])],
+            Vec::new(),
+        )
+        .await?;
+        Ok(Response::OpenpgpAdded(OpenpgpAdded {
+            name,
+            fingerprint: primary.to_hex(),
+            configured: None,
+        }))
+    }
+
+    /// Delete a certificate from the account.
+    pub(super) async fn openpgp_delete(&mut self, name: &str) -> Result<Response, AccountError> {
+        let id = OpenpgpEntry::unique_id(name);
+        let sign = &self.activation()?.sign;
+        if !self.replicas.live(Store::Application).contains_key(&id) {
+            return Err(AccountError::NotFound(format!(
+                "no OpenPGP key named {name:?}"
+            )));
+        }
+        let tombstone = || {
+            account::seal_entry(
+                &mut OsRng,
+                &serde_json::Map::new(),
+                OPENPGP_MESSAGE_TYPE,
+                &id,
+                Event::Delete,
+                sign,
+                &[],
+            )
+        };
+        let mut updates = vec![(Store::Application, vec![tombstone()?])];
+        if self.replicas.live(Store::Local).contains_key(&id) {
+            updates.push((Store::Local, vec![tombstone()?]));
+        }
+        self.transact(updates, Vec::new()).await?;
+        Ok(Response::Deleted {
+            deleted: name.to_owned(),
+        })
+    }
+
+    fn openpgp_entries_in(&self, store: Store) -> Result<Vec<OpenpgpEntry>, AccountError> {
+        let mut out = Vec::new();
+        for (name, opened) in self.open_entries(store)? {
+            if entry_type(&opened) == Some(OPENPGP_MESSAGE_TYPE) {
+                out.push(serde_json::from_slice(&opened.payload).map_err(|_| {
+                    AccountError::untrusted(store, format!("damaged entry {name:?}"))
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `mesh openpgp list` and `export`.
+    pub(super) fn openpgp_rows(
+        &self,
+    ) -> Result<Vec<(OpenpgpRow, OpenpgpCertificate)>, AccountError> {
+        Ok(self
+            .openpgp_entries_in(Store::Application)?
+            .iter()
+            .map(|e| {
+                let user_ids: Vec<String> = Cert::from_bytes(e.public.as_bytes())
+                    .map(|c| c.userids().map(|u| u.userid().to_string()).collect())
+                    .unwrap_or_default();
+                (
+                    OpenpgpRow {
+                        name: e.name.clone(),
+                        fingerprint: e.fingerprint.clone(),
+                        user_ids,
+                    },
+                    OpenpgpCertificate {
+                        name: e.name.clone(),
+                        fingerprint: e.fingerprint.clone(),
+                        public: e.public.clone(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The certificates whose keys this device serves: for an
+    /// administrator the whole secret certificate (MMM_Local), for other
+    /// devices the subkeys (the Application catalog).
+    pub(super) fn openpgp_keys(&self) -> Result<Vec<OpenpgpEntry>, AccountError> {
+        let entries = self.openpgp_entries_in(Store::Application)?;
+        let admin = self
+            .activation()
+            .is_ok_and(|a| a.store_key(Store::Local).is_some());
+        if !admin {
+            return Ok(entries);
+        }
+        let mut whole = self.openpgp_entries_in(Store::Local)?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                match whole
+                    .iter()
+                    .position(|w| w.fingerprint == entry.fingerprint)
+                {
+                    Some(at) => whole.swap_remove(at),
+                    None => entry,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,154 @@
+//! The SSH application: identities in the Application catalog.
+//!
+//! `mesh ssh create|import|delete` write [`SshIdentity`] entries through
+//! the service like any catalog change; the account's key snapshot carries
+//! them to the keystore, so a key made on one device is served by every
+//! other one after its next sync, and a deleted one stops being served.
+
+use mesh_protocol::account::{self, Store};
+use mesh_protocol::application::{SSH_MESSAGE_TYPE, SshIdentity, valid_name};
+use mesh_protocol::control::{Response, SshIdentityRow};
+use mesh_protocol::envelope::Event;
+use rand_core::OsRng;
+use ssh_key::{HashAlg, LineEnding, PrivateKey};
+
+use super::{Account, AccountError, entry_type};
+
+/// An SSH identity to put in the account: a private key the keystore has
+/// checked it can use.
+pub struct SshPut {
+    /// Its name.
+    pub name: String,
+    /// The key (decrypted).
+    pub key: PrivateKey,
+    /// Ask before each signature.
+    pub confirm: bool,
+    /// Replace an identity of that name (an import) rather than refuse.
+    pub replace: bool,
+}
+
+impl std::fmt::Debug for SshPut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshPut")
+            .field("name", &self.name)
+            .field("confirm", &self.confirm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Check an application name.
+pub(crate) fn check_name(name: &str) -> Result<(), AccountError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(AccountError::Input(format!(
+            "bad name {name:?}: use up to 64 letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+/// A one-line summary of an identity for `mesh ssh list`.
+fn describe(entry: &SshIdentity) -> SshIdentityRow {
+    let public = ssh_key::PublicKey::from_openssh(&entry.public).ok();
+    SshIdentityRow {
+        name: entry.name.clone(),
+        algorithm: public.as_ref().map(|k| k.algorithm().to_string()),
+        fingerprint: public
+            .as_ref()
+            .map(|k| k.fingerprint(HashAlg::Sha256).to_string()),
+        public: entry.public.clone(),
+        confirm: entry.confirm,
+    }
+}
+
+impl Account {
+    /// Put an SSH identity in the Application catalog.
+    pub(super) async fn ssh_put(&mut self, put: SshPut) -> Result<Response, AccountError> {
+        let SshPut {
+            name,
+            mut key,
+            confirm,
+            replace,
+        } = put;
+        check_name(&name)?;
+        let id = SshIdentity::unique_id(&name);
+        let exists = self.replicas.live(Store::Application).contains_key(&id);
+        if exists && !replace {
+            return Err(AccountError::Exists(format!(
+                "an SSH identity named {name:?} exists: delete it first or pick another name"
+            )));
+        }
+        key.set_comment(&name);
+        let cannot = || AccountError::Input("cannot encode the key".into());
+        let private = key.to_openssh(LineEnding::LF).map_err(|_| cannot())?;
+        let public = key.public_key().to_openssh().map_err(|_| cannot())?;
+        let entry = SshIdentity {
+            name,
+            public,
+            private: private.as_str().to_owned(),
+            confirm,
+        };
+        let store_key = self
+            .activation()?
+            .store_key(Store::Application)
+            .ok_or_else(|| AccountError::Input("this device does not have the ssh right".into()))?
+            .public();
+        let envelope = account::seal_entry(
+            &mut OsRng,
+            &entry,
+            SSH_MESSAGE_TYPE,
+            &id,
+            if exists { Event::Update } else { Event::New },
+            &self.activation()?.sign,
+            &[store_key],
+        )?;
+        self.transact(vec![(Store::Application, vec![envelope])], Vec::new())
+            .await?;
+        Ok(Response::SshIdentity(describe(&entry)))
+    }
+
+    /// Delete an SSH identity from the account.
+    pub(super) async fn ssh_delete(&mut self, name: &str) -> Result<Response, AccountError> {
+        let id = SshIdentity::unique_id(name);
+        let sign = &self.activation()?.sign;
+        if !self.replicas.live(Store::Application).contains_key(&id) {
+            return Err(AccountError::NotFound(format!(
+                "no SSH identity named {name:?}"
+            )));
+        }
+        let envelope = account::seal_entry(
+            &mut OsRng,
+            &serde_json::Map::new(),
+            SSH_MESSAGE_TYPE,
+            &id,
+            Event::Delete,
+            sign,
+            &[],
+        )?;
+        self.transact(vec![(Store::Application, vec![envelope])], Vec::new())
+            .await?;
+        Ok(Response::Deleted {
+            deleted: name.to_owned(),
+        })
+    }
+
+    /// The account's SSH identities, checked, in name order.
+    pub(super) fn ssh_entries(&self) -> Result<Vec<SshIdentity>, AccountError> {
+        let mut out = Vec::new();
+        for (name, opened) in self.open_entries(Store::Application)? {
+            if entry_type(&opened) != Some(SSH_MESSAGE_TYPE) {
+                continue;
+            }
+            let entry: SshIdentity = serde_json::from_slice(&opened.payload).map_err(|_| {
+                AccountError::untrusted(Store::Application, format!("damaged entry {name:?}"))
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// `mesh ssh list`.
+    pub(super) fn ssh_rows(&self) -> Result<Vec<SshIdentityRow>, AccountError> {
+        Ok(self.ssh_entries()?.iter().map(describe).collect())
+    }
+}

@@ -1,0 +1,268 @@
+//! Sync: bring each replica up to the service's, checking everything, and
+//! write through atomic transactions.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_protocol::account::{self, Store};
+use mesh_protocol::control::{Standing, SyncReport};
+use mesh_protocol::envelope::Envelope;
+use mesh_protocol::sequence;
+use mesh_protocol::service::{
+    DownloadRequest, PostedResponse, ServiceRequest, ServiceResponse, StatusRequest, StoreStatus,
+    StoreUpdate, TransactRequest,
+};
+
+use super::{Account, AccountError, now_ms};
+
+/// The key under which a failure of the service as a whole is reported.
+const SERVICE: &str = "service";
+
+impl Account {
+    /// Append entries to stores in one atomic transaction, then sync.
+    /// A stale view (Conflict) is synced and tried once more.
+    pub(super) async fn transact(
+        &mut self,
+        updates: Vec<(Store, Vec<Envelope>)>,
+        responses: Vec<PostedResponse>,
+    ) -> Result<(), AccountError> {
+        for attempt in 0..2 {
+            let mut request = TransactRequest {
+                account_address: self.remote()?.account().to_owned(),
+                updates: Vec::new(),
+                responses: responses.clone(),
+            };
+            for (store, entries) in &updates {
+                let (index, apex) = self.replicas.head(*store);
+                let frames = self
+                    .replicas
+                    .stage(*store, entries.clone())
+                    .iter()
+                    .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
+                    .collect();
+                request.updates.push(StoreUpdate {
+                    store: *store,
+                    index,
+                    apex: URL_SAFE_NO_PAD.encode(apex),
+                    frames,
+                });
+            }
+            let result = self.call(ServiceRequest::Transact(request)).await;
+            for (store, _) in &updates {
+                if result.is_ok() {
+                    self.replicas.commit(*store)?;
+                } else {
+                    self.replicas.rollback(*store);
+                }
+            }
+            match result {
+                Ok(_) => return Ok(()),
+                Err(AccountError::Conflict) if attempt == 0 => {
+                    Box::pin(self.sync()).await;
+                }
+                Err(e) => {
+                    self.note(&e);
+                    return Err(e);
+                }
+            }
+        }
+        Err(AccountError::Conflict)
+    }
+
+    /// Take note of what an error says about this device's standing.
+    fn note(&mut self, e: &AccountError) {
+        if matches!(e, AccountError::Revoked) {
+            self.set_standing(Standing::Revoked);
+            self.activation = None;
+            if let Err(e) = self.save() {
+                tracing::warn!(error = %e, "cannot save the account's state");
+            }
+        }
+    }
+
+    /// Sync every store this device may read. Problems are recorded (and
+    /// reported by `mesh account status`), never papered over.
+    pub(super) async fn sync(&mut self) -> SyncReport {
+        match self.sync_inner().await {
+            Ok(updated) => {
+                self.sync_errors.remove(SERVICE);
+                self.last_sync = Some(now_ms());
+                SyncReport {
+                    ok: self.sync_errors.is_empty(),
+                    updated,
+                    errors: self.sync_errors.clone(),
+                }
+            }
+            Err(e) => {
+                self.note(&e);
+                self.sync_errors.insert(SERVICE.into(), e.to_string());
+                SyncReport {
+                    ok: false,
+                    updated: BTreeMap::new(),
+                    errors: self.sync_errors.clone(),
+                }
+            }
+        }
+    }
+
+    async fn sync_inner(&mut self) -> Result<BTreeMap<Store, u64>, AccountError> {
+        if self.standing() == Standing::Pending {
+            self.poll_connection().await?;
+            return Ok(BTreeMap::new());
+        }
+        let address = self.remote()?.account().to_owned();
+        let answer = self
+            .call(ServiceRequest::Status(StatusRequest {
+                account_address: address.clone(),
+            }))
+            .await?;
+        let ServiceResponse::StatusResponse(status) = answer else {
+            return Err(AccountError::Untrusted {
+                store: None,
+                why: "the service gave an unexpected answer".into(),
+            });
+        };
+        let readable = account::stores_for(&self.activation()?.connection.roles);
+        let mut updated = BTreeMap::new();
+        for remote in &status.stores {
+            let name = remote.store.name().to_owned();
+            let result = if readable.contains(&remote.store) {
+                self.sync_store(&address, remote).await
+            } else {
+                Err(AccountError::untrusted(
+                    remote.store,
+                    "the service offers a store this device may not read",
+                ))
+            };
+            match result {
+                Ok(0) => {
+                    self.sync_errors.remove(&name);
+                }
+                Ok(n) => {
+                    self.sync_errors.remove(&name);
+                    updated.insert(remote.store, n);
+                }
+                Err(e) => {
+                    tracing::warn!(store = %remote.store, error = %e, "sync refused the service's data");
+                    self.sync_errors.insert(name, e.to_string());
+                }
+            }
+        }
+        // This device's own entry must still be there (a recovering
+        // device is about to write its own).
+        if let Some(device) = self
+            .device
+            .as_ref()
+            .filter(|_| self.standing() != Standing::Recovering)
+        {
+            let udf = device.udf().to_string();
+            if !self.replicas.live(Store::Device).contains_key(&udf) {
+                return Err(AccountError::Revoked);
+            }
+        }
+        if updated.contains_key(&Store::Inbound) || updated.contains_key(&Store::Local) {
+            self.accept_pins().await;
+        }
+        Ok(updated)
+    }
+
+    /// Bring one store up to the service's, checking everything.
+    async fn sync_store(
+        &mut self,
+        address: &str,
+        remote: &StoreStatus,
+    ) -> Result<u64, AccountError> {
+        let store = remote.store;
+        let (local_len, local_apex) = self.replicas.head(store);
+        if remote.index < local_len {
+            return Err(AccountError::untrusted(
+                store,
+                format!(
+                    "the service rolled it back from {local_len} to {} entries",
+                    remote.index
+                ),
+            ));
+        }
+        if remote.index == local_len {
+            if remote.apex != URL_SAFE_NO_PAD.encode(local_apex) {
+                return Err(AccountError::untrusted(
+                    store,
+                    "the service's copy has another history than ours (a fork)",
+                ));
+            }
+            return Ok(0);
+        }
+        let result = self.download(address, remote).await;
+        let (len, apex) = self.replicas.head(store);
+        let checked = result.and_then(|()| {
+            if URL_SAFE_NO_PAD.encode(apex) != remote.apex || len != remote.index {
+                Err(AccountError::untrusted(
+                    store,
+                    "the service's copy does not match what it announced",
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
+            Ok(()) => {
+                self.replicas.commit(store)?;
+                Ok(len - local_len)
+            }
+            Err(e) => {
+                self.replicas.rollback(store);
+                Err(e)
+            }
+        }
+    }
+
+    /// Download and stage the frames a store lacks; each must extend it.
+    async fn download(&mut self, address: &str, remote: &StoreStatus) -> Result<(), AccountError> {
+        let store = remote.store;
+        while self.replicas.head(store).0 < remote.index {
+            let answer = self
+                .call(ServiceRequest::Download(DownloadRequest {
+                    account_address: address.to_owned(),
+                    store,
+                    after: self.replicas.head(store).0,
+                }))
+                .await?;
+            let ServiceResponse::DownloadResponse(download) = answer else {
+                return Err(AccountError::untrusted(
+                    store,
+                    "the service gave an unexpected answer",
+                ));
+            };
+            if download.frames.is_empty() {
+                return Err(AccountError::untrusted(
+                    store,
+                    format!(
+                        "the service announced {} entries but sent fewer",
+                        remote.index
+                    ),
+                ));
+            }
+            let malformed = || AccountError::untrusted(store, "the service sent a malformed frame");
+            let mut frames = Vec::with_capacity(download.frames.len());
+            for text in download.frames {
+                let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed())?;
+                let (raw, _) = sequence::decode_frame(&bytes, 0)
+                    .ok()
+                    .flatten()
+                    .filter(|(_, used)| *used == bytes.len())
+                    .ok_or_else(malformed)?;
+                frames.push(raw);
+            }
+            self.replicas.extend(store, frames).map_err(|e| {
+                AccountError::untrusted(
+                    store,
+                    format!(
+                        "the service sent entries that do not extend ours (forged, reordered, altered or forked): {e}"
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! The control socket: how `mesh` and the shims talk to `meshd`.
+//!
+//! One task per connection (through [`crate::server::accept_loop`]), at
+//! most [`MAX_CONNECTIONS`] at once. Frames are decoded with
+//! [`mesh_protocol::control`]; a malformed frame gets an error answer and
+//! closes that connection and nothing else.
+//!
+//! Reads (status, lists, exports) are answered from the account's
+//! published view and never wait for the account's task, so a slow or
+//! stopped service cannot delay them. Changes go to the account's task;
+//! the answer comes once what was done is usable: the keystore serves the
+//! new keys, and gpg's keyring holds a new certificate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_protocol::account::Role;
+use mesh_protocol::control::{
+    self, DaemonStatus, ErrorKind, FrameError, Listener, MAX_FRAME, Request, Response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, watch};
+
+use crate::account::{AccountError, Command, Handle, SshPut};
+use crate::host::gpg::Gpg;
+use crate::keystore;
+
+/// How many control connections may be open at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a command waits for gpg to take a new certificate.
+const GPG_IMPORT: Duration = Duration::from_secs(30);
+
+/// What the control frontend knows about the daemon.
+#[derive(Debug)]
+pub struct State {
+    /// When the daemon started.
+    pub started: Instant,
+    /// The only uid whose clients are served.
+    pub uid: u32,
+    /// The directory that holds the sockets.
+    pub runtime_dir: PathBuf,
+    /// Every socket the daemon serves.
+    pub listeners: Vec<Listener>,
+    /// Notified when a client asks the daemon to stop.
+    pub stop: Arc<Notify>,
+    /// The account's task.
+    pub account: Handle,
+    /// The key snapshot generation the keystore serves.
+    pub keystore_applied: watch::Receiver<u64>,
+    /// The key snapshot generation gpg's keyring is up to.
+    pub gpg_imported: watch::Receiver<u64>,
+    /// gpg's files.
+    pub gpg: Gpg,
+}
+
+/// Accept control connections until the future is dropped.
+pub async fn serve(listener: UnixListener, state: Arc<State>) {
+    let uid = state.uid;
+    crate::server::accept_loop(listener, "control", MAX_CONNECTIONS, uid, move |stream| {
+        let state = Arc::clone(&state);
+        async move { handle(stream, &state).await }
+    })
+    .await;
+}
+
+/// Serve one connection: read a request, answer it, until the peer leaves.
+async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError> {
+    // Requests may carry a private key: wipe what was read, spare
+    // capacity included, when the connection ends.
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(256));
+    loop {
+        let request = match control::decode::<Request>(&buf) {
+            Ok(Some((request, used))) => {
+                buf.drain(..used);
+                request
+            }
+            Ok(None) => {
+                if buf.len() > MAX_FRAME + 4 {
+                    return Err(FrameError::TooLong { len: buf.len() });
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return if buf.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(FrameError::Truncated)
+                    };
+                }
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                continue;
+            }
+            Err(err) => {
+                let answer = Response::Error {
+                    kind: ErrorKind::Malformed,
+                    message: err.to_string(),
+                };
+                stream.write_all(&control::encode(&answer)?).await?;
+                return Err(err);
+            }
+        };
+        tracing::debug!(request = request_name(&request), "control request");
+        let stop = matches!(request, Request::Shutdown);
+        let response = respond(request, state)
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+        stream.write_all(&control::encode(&response)?).await?;
+        if stop {
+            state.stop.notify_one();
+            return Ok(());
+        }
+    }
+}
+
+/// The request's kind, for logs (never its fields: some hold secrets).
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Status => "status",
+        Request::Shutdown => "shutdown",
+        Request::AccountCreate { .. } => "account-create",
+        Request::AccountStatus => "account-status",
+        Request::AccountSync => "account-sync",
+        Request::AccountEscrow { .. } => "account-escrow",
+        Request::AccountRecover { .. } => "account-recover",
+        Request::AccountPin { .. } => "account-pin",
+        Request::DeviceConnect { .. } => "device-connect",
+        Request::DeviceConnectStatus => "device-connect-status",
+        Request::DevicePending => "device-pending",
+        Request::DeviceAccept { .. } => "device-accept",
+        Request::DeviceReject { .. } => "device-reject",
+        Request::DeviceList => "device-list",
+        Request::DeviceRevoke { .. } => "device-revoke",
+        Request::CatalogPut { .. } => "catalog-put",
+        Request::CatalogList { .. } => "catalog-list",
+        Request::CatalogImport { .. } => "catalog-import",
+        Request::CatalogDelete { .. } => "catalog-delete",
+        Request::SshCreate { .. } => "ssh-create",
+        Request::SshImport { .. } => "ssh-import",
+        Request::SshList => "ssh-list",
+        Request::SshGet { .. } => "ssh-get",
+        Request::SshDelete { .. } => "ssh-delete",
+        Request::SshAuthorizedKeys => "ssh-authorized-keys",
+        Request::SshAllowedSigners => "ssh-allowed-signers",
+        Request::OpenpgpCreate { .. } => "openpgp-create",
+        Request::OpenpgpImport { .. } => "openpgp-import",
+        Request::OpenpgpList => "openpgp-list",
+        Request::OpenpgpExport { .. } => "openpgp-export",
+        Request::OpenpgpDelete { .. } => "openpgp-delete",
+    }
+}
+
+/// A key the keystore would not make or take, as the account reports it.
+fn unusable(e: keystore::MakeError) -> AccountError {
+    AccountError::Input(e.to_string())
+}
+
+/// The answer to one request.
+async fn respond(request: Request, state: &State) -> Result<Response, AccountError> {
+    let view = state.account.view();
+    let run = |command| state.account.run(command);
+    match request {
+        Request::Status => Ok(Response::Status(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: control::VERSION,
+            pid: std::process::id(),
+            uptime_seconds: state.started.elapsed().as_secs(),
+            runtime_dir: state.runtime_dir.clone(),
+            listeners: state.listeners.clone(),
+        })),
+        Request::Shutdown => Ok(Response::ShuttingDown),
+        // ---- reads: from the view ----
+        Request::AccountStatus => Ok(Response::Account(view.status.clone())),
+        Request::DevicePending => Ok(Response::Pending {
+            requests: view.pending.clone()?,
+        }),
+        Request::DeviceList => Ok(Response::Devices {
+            devices: view.devices.clone()?,
+        }),
+        Request::CatalogList { store } => Ok(Response::Catalog {
+            entries: match store {
+                control::Catalog::Application => view.application.clone()?,
+                control::Catalog::Credential => view.credential.clone()?,
+            },
+        }),
+        Request::SshList => Ok(Response::SshIdentities {
+            identities: view.ssh.clone()?,
+        }),
+        Request::SshGet { name } => view
+            .ssh
+            .clone()?
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(Response::SshIdentity)
+            .ok_or_else(|| AccountError::NotFound(format!("no SSH identity named {name:?}"))),
+        Request::SshAuthorizedKeys | Request::SshAllowedSigners => {
+            let signers = matches!(request, Request::SshAllowedSigners);
+            let address = view.status.address.clone().ok_or(AccountError::NoAccount)?;
+            let lines = view
+                .ssh
+                .clone()?
+                .into_iter()
+                .map(|e| {
+                    if signers {
+                        format!("{address} namespaces=\"git\" {}", e.public)
+                    } else {
+                        e.public
+                    }
+                })
+                .collect();
+            Ok(Response::Lines { lines })
+        }
+        Request::OpenpgpList => Ok(Response::OpenpgpKeys {
+            keys: view
+                .openpgp
+                .clone()?
+                .into_iter()
+                .map(|(row, _)| row)
+                .collect(),
+        }),
+        Request::OpenpgpExport { name } => view
+            .openpgp
+            .clone()?
+            .into_iter()
+            .find(|(row, _)| row.name == name)
+            .map(|(_, cert)| Response::OpenpgpCertificate(cert))
+            .ok_or_else(|| AccountError::NotFound(format!("no OpenPGP key named {name:?}"))),
+        // ---- changes: through the account's task ----
+        Request::AccountCreate {
+            address,
+            service,
+            name,
+        } => {
+            run(Command::Create {
+                address,
+                service,
+                name,
+            })
+            .await
+        }
+        Request::AccountSync => run(Command::Sync).await,
+        Request::AccountEscrow { shares, quorum } => run(Command::Escrow { shares, quorum }).await,
+        Request::AccountRecover { shares, rejoin } => {
+            run(Command::Recover { shares, rejoin }).await
+        }
+        Request::AccountPin { roles } => run(Command::Pin { roles }).await,
+        Request::DeviceConnect {
+            address,
+            service,
+            name,
+            pin,
+        } => {
+            run(Command::Connect {
+                address,
+                service,
+                name,
+                pin,
+            })
+            .await
+        }
+        Request::DeviceConnectStatus => run(Command::ConnectStatus).await,
+        Request::DeviceAccept { code, roles, name } => {
+            let roles = if roles.is_empty() {
+                vec![Role::Device]
+            } else {
+                roles
+            };
+            run(Command::Answer {
+                code,
+                accept: Some((roles, name)),
+            })
+            .await
+        }
+        Request::DeviceReject { code } => run(Command::Answer { code, accept: None }).await,
+        Request::DeviceRevoke { name } => run(Command::Revoke { name }).await,
+        Request::CatalogPut { store, name, value } => {
+            run(Command::CatalogImport {
+                store: store.store(),
+                entries: vec![(name, value)],
+            })
+            .await
+        }
+        Request::CatalogImport { store, entries } => {
+            run(Command::CatalogImport {
+                store: store.store(),
+                entries,
+            })
+            .await
+        }
+        Request::CatalogDelete { store, name } => {
+            run(Command::CatalogDelete {
+                store: store.store(),
+                name,
+            })
+            .await
+        }
+        Request::SshCreate {
+            name,
+            algorithm,
+            confirm,
+        } => {
+            crate::account::check_name(&name)?;
+            let key = keystore::generate_ssh(&algorithm).await.map_err(unusable)?;
+            let answer = run(Command::SshPut(Box::new(SshPut {
+                name,
+                key,
+                confirm,
+                replace: false,
+            })))
+            .await?;
+            keys_in_use(state, false).await;
+            Ok(answer)
+        }
+        Request::SshImport {
+            name,
+            private,
+            passphrase,
+            confirm,
+        } => {
+            crate::account::check_name(&name)?;
+            let key = keystore::take_ssh(
+                private.expose(),
+                passphrase.as_ref().map(control::SecretText::expose),
+            )
+            .map_err(unusable)?;
+            let answer = run(Command::SshPut(Box::new(SshPut {
+                name,
+                key,
+                confirm,
+                replace: true,
+            })))
+            .await?;
+            keys_in_use(state, false).await;
+            Ok(answer)
+        }
+        Request::SshDelete { name } => {
+            let answer = run(Command::SshDelete { name }).await?;
+            keys_in_use(state, false).await;
+            Ok(answer)
+        }
+        Request::OpenpgpCreate {
+            user_id,
+            algorithm,
+            name,
+        } => {
+            let cert = keystore::generate_openpgp(&user_id, &algorithm)
+                .await
+                .map_err(unusable)?;
+            openpgp_added(state, Box::new(cert), name).await
+        }
+        Request::OpenpgpImport { secret, name } => {
+            let cert = keystore::take_openpgp(secret.expose().as_bytes()).map_err(unusable)?;
+            openpgp_added(state, Box::new(cert), name).await
+        }
+        Request::OpenpgpDelete { name } => {
+            let answer = run(Command::OpenpgpDelete { name }).await?;
+            keys_in_use(state, false).await;
+            Ok(answer)
+        }
+    }
+}
+
+/// Put a certificate in the account, make sure gpg will ask meshd, and
+/// return once gpg lists it.
+async fn openpgp_added(
+    state: &State,
+    cert: Box<sequoia_openpgp::Cert>,
+    name: Option<String>,
+) -> Result<Response, AccountError> {
+    let configured = match crate::host::gpg::ensure_agent_program(&state.gpg) {
+        Ok(change) => change,
+        Err(warning) => Some(format!("warning: {warning}")),
+    };
+    let answer = state
+        .account
+        .run(Command::OpenpgpPut { cert, name })
+        .await?;
+    keys_in_use(state, true).await;
+    Ok(match answer {
+        Response::OpenpgpAdded(mut added) => {
+            added.configured = configured;
+            Response::OpenpgpAdded(added)
+        }
+        other => other,
+    })
+}
+
+/// Wait until the keystore serves the account's latest keys (and, with
+/// `gpg`, until gpg's keyring holds its certificates), so that a command
+/// returns when its keys can be used.
+async fn keys_in_use(state: &State, gpg: bool) {
+    let generation = state.account.generation();
+    let mut applied = state.keystore_applied.clone();
+    let _ = applied.wait_for(|g| *g >= generation).await;
+    if gpg {
+        let mut imported = state.gpg_imported.clone();
+        if tokio::time::timeout(GPG_IMPORT, imported.wait_for(|g| *g >= generation))
+            .await
+            .is_err()
+        {
+            tracing::warn!("gpg has not taken the new certificate yet");
+        }
+    }
+}

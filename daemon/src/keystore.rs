@@ -1,0 +1,220 @@
+//! The keystore: the only place parsed private keys live. The SSH agent
+//! and the gpg-agent frontends ask it to sign or decrypt and get results,
+//! never keys.
+//!
+//! Its Mesh keys follow the account's [`KeySnapshot`]s ([`feed`]): each
+//! snapshot is parsed once into what signs (ed25519-dalek; OpenSSL for
+//! ECDSA and RSA) and replaces the previous keys whole. Keys added with
+//! `ssh-add` live beside them, in memory only.
+
+use std::sync::Arc;
+
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
+use sequoia_openpgp::parse::Parse as _;
+use sequoia_openpgp::policy::StandardPolicy;
+use ssh_key::{Algorithm, EcdsaCurve, PrivateKey};
+use tokio::sync::{mpsc, watch};
+use zeroize::Zeroizing;
+
+use crate::account::KeySnapshot;
+
+pub mod confirm;
+pub mod gpg;
+pub mod rsa;
+pub mod ssh;
+
+/// RSA keys `mesh ssh create --alg rsa` makes.
+const RSA_BITS: u32 = 3072;
+
+/// Both frontends' keys.
+#[derive(Debug, Default)]
+pub struct Keystore {
+    /// The SSH agent's identities.
+    pub ssh: Arc<ssh::Keyring>,
+    /// The gpg-agent frontend's keys.
+    pub gpg: Arc<gpg::GpgKeyring>,
+}
+
+impl Keystore {
+    /// Serve the keys of `snapshot` from now on, in place of the Mesh keys
+    /// before (keys added with `ssh-add` stay).
+    pub fn apply(&self, snapshot: &KeySnapshot) {
+        let mut identities = Vec::with_capacity(snapshot.ssh.len());
+        for entry in &snapshot.ssh {
+            let private = Zeroizing::new(entry.private.clone());
+            let loaded = PrivateKey::from_openssh(private.as_str())
+                .map_err(|e| e.to_string())
+                .and_then(|key| {
+                    ssh::Identity::new(key.key_data(), entry.name.clone())
+                        .map_err(|e| e.to_string())
+                });
+            match loaded {
+                Ok(mut identity) => {
+                    identity.confirm = entry.confirm;
+                    identities.push(identity);
+                }
+                Err(e) => {
+                    tracing::warn!(name = %entry.name, error = %e, "skipping an SSH identity")
+                }
+            }
+        }
+        self.ssh.set_mesh(identities);
+        let policy = StandardPolicy::new();
+        let mut keys = Vec::new();
+        for entry in &snapshot.openpgp {
+            let Ok(cert) = Cert::from_bytes(entry.secret.as_bytes()) else {
+                tracing::warn!(name = %entry.name, "skipping a damaged OpenPGP key");
+                continue;
+            };
+            for ka in cert.keys().with_policy(&policy, None).secret() {
+                let key = ka.key();
+                if let Some(secret) = key.optional_secret() {
+                    match gpg::GpgKey::new(key.mpis(), secret, entry.name.clone()) {
+                        Ok(k) => keys.push(k),
+                        Err(e) => tracing::debug!(error = %e, "OpenPGP key not served"),
+                    }
+                }
+            }
+        }
+        self.gpg.set(keys);
+    }
+}
+
+/// Keep `keystore` on the account's key snapshots, each parsed and then
+/// dropped (wiped); say in `applied` which generation it serves. Ends
+/// when the account's task does.
+pub async fn feed(
+    keystore: Arc<Keystore>,
+    mut snapshots: mpsc::UnboundedReceiver<KeySnapshot>,
+    applied: watch::Sender<u64>,
+) {
+    while let Some(snapshot) = snapshots.recv().await {
+        keystore.apply(&snapshot);
+        applied.send_replace(snapshot.generation);
+    }
+}
+
+/// Why a key could not be made or taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MakeError {
+    /// The algorithm's name is not one we make.
+    #[error("unknown algorithm {0:?}: {1}")]
+    UnknownAlgorithm(String, &'static str),
+    /// Generation failed.
+    #[error("key generation failed")]
+    Failed,
+    /// The key given is not one we can use.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// Make an SSH key (`ed25519`, `ecdsa`/`ecdsa-p256`, `ecdsa-p384`,
+/// `ecdsa-p521`, `rsa`), on the blocking pool.
+pub async fn generate_ssh(algorithm: &str) -> Result<PrivateKey, MakeError> {
+    let alg = match algorithm {
+        "ed25519" => Algorithm::Ed25519,
+        "ecdsa" | "ecdsa-p256" => Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        "ecdsa-p384" => Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        },
+        "ecdsa-p521" => Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP521,
+        },
+        "rsa" => Algorithm::Rsa { hash: None },
+        other => {
+            return Err(MakeError::UnknownAlgorithm(
+                other.to_owned(),
+                "use ed25519, ecdsa (ecdsa-p384, ecdsa-p521) or rsa",
+            ));
+        }
+    };
+    tokio::task::spawn_blocking(move || match alg {
+        Algorithm::Rsa { .. } => ssh::generate_rsa(RSA_BITS)
+            .ok()
+            .and_then(|pair| PrivateKey::new(pair, "").ok()),
+        alg => PrivateKey::random(&mut rand_core::OsRng, alg).ok(),
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or(MakeError::Failed)
+}
+
+/// Take an OpenSSH private key's text, decrypting it with `passphrase`,
+/// and check that the agent can sign with it.
+pub fn take_ssh(private: &str, passphrase: Option<&str>) -> Result<PrivateKey, MakeError> {
+    let unusable = |why: &str| MakeError::Unusable(why.to_owned());
+    let mut key = PrivateKey::from_openssh(private).map_err(|_| {
+        unusable("not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
+    })?;
+    if key.is_encrypted() {
+        let passphrase =
+            passphrase.ok_or_else(|| unusable("the key is encrypted: give its passphrase"))?;
+        key = key
+            .decrypt(passphrase)
+            .map_err(|_| unusable("wrong passphrase for the key"))?;
+    }
+    ssh::Identity::new(key.key_data(), String::new())
+        .map_err(|e| MakeError::Unusable(format!("cannot use this key: {e}")))?;
+    Ok(key)
+}
+
+/// Make an OpenPGP certificate (`ed25519`/`cv25519`, `rsa3072`/`rsa`,
+/// `nistp256`/`p256`) for `user_id`, with signing and encryption subkeys,
+/// on the blocking pool.
+pub async fn generate_openpgp(user_id: &str, algorithm: &str) -> Result<Cert, MakeError> {
+    let suite = match algorithm {
+        "ed25519" | "cv25519" => CipherSuite::Cv25519,
+        "rsa3072" | "rsa" => CipherSuite::RSA3k,
+        "nistp256" | "p256" => CipherSuite::P256,
+        other => {
+            return Err(MakeError::UnknownAlgorithm(
+                other.to_owned(),
+                "use ed25519, rsa3072 or nistp256",
+            ));
+        }
+    };
+    let user_id = user_id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        CertBuilder::new()
+            .set_cipher_suite(suite)
+            .add_userid(user_id)
+            .add_signing_subkey()
+            .add_transport_encryption_subkey()
+            .add_storage_encryption_subkey()
+            .generate()
+            .ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .map(|(cert, _)| cert)
+    .ok_or(MakeError::Failed)
+}
+
+/// Take an OpenPGP secret key (armored or binary) whose secrets are not
+/// passphrase-protected.
+pub fn take_openpgp(bytes: &[u8]) -> Result<Cert, MakeError> {
+    let unusable = |why: &str| MakeError::Unusable(why.to_owned());
+    let cert = Cert::from_bytes(bytes).map_err(|_| unusable("not an OpenPGP secret key"))?;
+    if !cert.is_tsk() {
+        return Err(unusable(
+            "no secret keys in it: export with gpg --export-secret-keys",
+        ));
+    }
+    if cert
+        .keys()
+        .secret()
+        .any(|k| !k.key().has_unencrypted_secret())
+    {
+        return Err(unusable(
+            "the secret keys are protected by a passphrase: export them without one \
+             (gpg --pinentry-mode loopback --passphrase '' --export-secret-keys)",
+        ));
+    }
+    Ok(cert)
+}

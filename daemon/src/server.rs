@@ -1,0 +1,133 @@
+//! The only code that touches a listening socket: the runtime directory,
+//! sockets bound or handed over by the service manager, and the accept
+//! loop every frontend is served through (peer uid checked, a connection
+//! cap, a span per connection, every connection a task owned here).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::DaemonError;
+
+pub mod activation;
+pub mod runtime_dir;
+
+/// A listening socket, and whether meshd made its file (and so removes it).
+#[derive(Debug)]
+pub struct Socket {
+    /// The listener.
+    pub listener: UnixListener,
+    /// Its path.
+    pub path: PathBuf,
+    /// Whether meshd bound it (rather than being handed it).
+    pub owned: bool,
+}
+
+impl Socket {
+    /// The socket the service manager handed over as `name`, else one
+    /// bound at `path`.
+    pub fn open(
+        activated: &mut activation::Activated,
+        name: &str,
+        path: PathBuf,
+    ) -> Result<Socket, DaemonError> {
+        let Some(std) = activated.take(name) else {
+            return Ok(Socket {
+                listener: runtime_dir::bind(&path)?,
+                path,
+                owned: true,
+            });
+        };
+        let io = |source| DaemonError::Io {
+            what: "cannot use the socket handed over for",
+            path: path.clone(),
+            source,
+        };
+        std.set_nonblocking(true).map_err(io)?;
+        let listener = UnixListener::from_std(std).map_err(io)?;
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(PathBuf::from))
+            .unwrap_or(path);
+        tracing::info!(socket = %path.display(), name, "using a socket handed over");
+        Ok(Socket {
+            listener,
+            path,
+            owned: false,
+        })
+    }
+}
+
+/// Serve a socket: accept, refuse peers of another uid and connections
+/// over `max`, and run `handle` for each in a task of its own.
+///
+/// The tasks live in a `JoinSet` owned here, so dropping this future (when
+/// the daemon stops) aborts every connection with it.
+pub async fn accept_loop<F, Fut, E>(
+    listener: UnixListener,
+    frontend: &'static str,
+    max: usize,
+    uid: u32,
+    handle: F,
+) where
+    F: Fn(UnixStream) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let limit = Arc::new(Semaphore::new(max));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        tracing::warn!(error = %err, frontend, "accept failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                    tracing::warn!(frontend, "too many connections; refusing one");
+                    continue;
+                };
+                let Some(span) = admit(&stream, uid, frontend) else { continue };
+                let connection = handle(stream);
+                connections.spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "connection closed");
+                    }
+                    drop(permit);
+                }.instrument(span));
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// Check the peer's uid; return the connection's span if it is ours.
+fn admit(stream: &UnixStream, uid: u32, frontend: &'static str) -> Option<tracing::Span> {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read peer credentials; refusing");
+            return None;
+        }
+    };
+    let span = tracing::info_span!(
+        "connection",
+        frontend,
+        peer.pid = cred.pid(),
+        peer.uid = cred.uid()
+    );
+    if cred.uid() != uid {
+        span.in_scope(|| tracing::warn!("refusing a client of another uid"));
+        return None;
+    }
+    Some(span)
+}
