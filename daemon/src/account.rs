@@ -55,6 +55,8 @@ mod error;
 mod openpgp;
 mod ssh;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 /// The secret-store name of the device seed.
 const DEVICE_SEED: &str = "device-seed";
@@ -304,6 +306,7 @@ impl Account {
                 stores: BTreeMap::new(),
                 last_sync_ms: None,
                 sync_errors: BTreeMap::new(),
+                unanswered_since_ms: None,
                 witness: None,
                 secrets,
             };
@@ -329,6 +332,7 @@ impl Account {
                 .collect(),
             last_sync_ms: self.last_sync,
             sync_errors: self.sync_errors.clone(),
+            unanswered_since_ms: None,
             witness: state.pending.as_ref().map(|p| p.witness.clone()),
             secrets,
         }
@@ -762,6 +766,7 @@ pub fn spawn(
 /// Run `work`; while it waits on the service for longer than
 /// [`SLOW_SERVICE`], the view says that the service does not answer.
 async fn watched<T>(view: &watch::Sender<Arc<View>>, work: impl Future<Output = T>) -> T {
+    let started = now_ms();
     let mut work = std::pin::pin!(work);
     tokio::select! {
         done = &mut work => return done,
@@ -775,6 +780,7 @@ async fn watched<T>(view: &watch::Sender<Arc<View>>, work: impl Future<Output = 
             SLOW_SERVICE.as_secs()
         ),
     );
+    slow.status.unanswered_since_ms = Some(started);
     view.send_replace(Arc::new(slow));
     work.await
 }

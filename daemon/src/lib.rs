@@ -45,6 +45,9 @@ pub struct Config {
     pub session_bus: bool,
     /// `MESH_SERVICE_CA`: PEM certificates to trust for the service.
     pub service_ca: Option<PathBuf>,
+    /// How long a call to the service may take (`MESH_SERVICE_TIMEOUT_MS`,
+    /// default 30 s).
+    pub service_timeout: Duration,
     /// Who to ask before a confirmed key signs.
     pub askpass: keystore::confirm::Askpass,
     /// gpg's files.
@@ -114,7 +117,10 @@ pub async fn run(
         paths: paths.clone(),
         keyring: config.keyring.clone(),
         session_bus: config.session_bus,
-        connector: service_client::Http::connector(config.service_ca.clone()),
+        connector: service_client::Http::connector(
+            config.service_ca.clone(),
+            config.service_timeout,
+        ),
     };
     let result = match account::Account::open(settings) {
         Ok(account) => {

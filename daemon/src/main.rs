@@ -78,6 +78,9 @@ fn config() -> anyhow::Result<Config> {
         keyring: var("MESH_KEYRING").map(|v| v.to_string_lossy().into_owned()),
         session_bus: var("DBUS_SESSION_BUS_ADDRESS").is_some(),
         service_ca: var("MESH_SERVICE_CA").map(PathBuf::from),
+        service_timeout: var("MESH_SERVICE_TIMEOUT_MS")
+            .and_then(|ms| ms.to_str()?.parse().ok())
+            .map_or(Duration::from_secs(30), Duration::from_millis),
         askpass: Askpass::from_env(|name| std::env::var_os(name)),
         gpg: Gpg {
             home: gnupg_home,

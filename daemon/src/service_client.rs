@@ -81,8 +81,8 @@ pub struct Http {
 
 impl Http {
     /// A client of `service`, trusting `ca` (PEM certificates) besides the
-    /// platform's roots when given.
-    pub fn new(service: &str, ca: Option<&Path>) -> Result<Http, RemoteError> {
+    /// platform's roots when given; a call fails after `timeout`.
+    pub fn new(service: &str, ca: Option<&Path>, timeout: Duration) -> Result<Http, RemoteError> {
         // TLS through rustls with ring, the one provider we build; a
         // provider set before (by us) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -90,7 +90,7 @@ impl Http {
             url: service.to_owned(),
             detail,
         };
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let mut builder = reqwest::Client::builder().timeout(timeout);
         // A service with its own CA (e.g. `mesh-service --self-signed`).
         if let Some(path) = ca {
             let pem = std::fs::read(path).map_err(|e| {
@@ -113,10 +113,11 @@ impl Http {
         })
     }
 
-    /// A [`Connector`] making [`Http`] clients that trust `ca`.
-    pub fn connector(ca: Option<PathBuf>) -> Connector {
+    /// A [`Connector`] making [`Http`] clients that trust `ca` and give
+    /// up after `timeout`.
+    pub fn connector(ca: Option<PathBuf>, timeout: Duration) -> Connector {
         Arc::new(move |service: &str| {
-            Ok(Arc::new(Http::new(service, ca.as_deref())?) as Arc<dyn Transport>)
+            Ok(Arc::new(Http::new(service, ca.as_deref(), timeout)?) as Arc<dyn Transport>)
         })
     }
 }
@@ -305,7 +306,7 @@ mod tests {
 
     #[test]
     fn times_always_increase() {
-        let http = Http::new("http://127.0.0.1:1", None).expect("a client");
+        let http = Http::new("http://127.0.0.1:1", None, Duration::from_secs(1)).expect("a client");
         let remote = Remote::new(Arc::new(http), "a@b");
         let mut last = 0;
         for _ in 0..1000 {

@@ -907,6 +907,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_names_outside_the_fixed_set_are_refused() {
+        for store in Store::ALL {
+            assert_eq!(Store::from_name(store.name()), Some(store));
+            let json = serde_json::to_string(&store).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", store.name()));
+            assert_eq!(serde_json::from_str::<Store>(&json).ok(), Some(store));
+        }
+        for bad in [
+            "../x",
+            "/abs",
+            "MMM_Other",
+            "",
+            "mmm_device",
+            "MMM_Device/../x",
+        ] {
+            assert_eq!(Store::from_name(bad), None, "{bad}");
+            let json = serde_json::to_string(bad).expect("serializes");
+            assert!(serde_json::from_str::<Store>(&json).is_err(), "{bad}");
+            // A service's Status answer naming such a store does not decode.
+            let status = format!(r#"{{"Store":{json},"Index":1,"Apex":"AA"}}"#);
+            assert!(
+                serde_json::from_str::<crate::service::StoreStatus>(&status).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn connect_and_activate_a_device() {
         let mut rng = rand_core::OsRng;
         let account = AccountKeys::generate(&mut rng).expect("an account");

@@ -457,6 +457,10 @@ pub struct AccountStatus {
     /// The problems of the last sync: `service` or a store's name, to one line.
     #[serde(default)]
     pub sync_errors: BTreeMap<String, String>,
+    /// While a call to the service has gone unanswered for a while: when
+    /// it was made (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered_since_ms: Option<u64>,
     /// While a connection request waits: the code to compare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<String>,
@@ -897,6 +901,21 @@ mod tests {
             message: "x".repeat(MAX_FRAME),
         };
         assert!(matches!(encode(&big), Err(FrameError::TooLong { .. })));
+    }
+
+    #[test]
+    fn catalogs_outside_the_fixed_set_are_refused() {
+        for bad in ["../x", "/abs", "MMM_Local", "secrets"] {
+            let body = format!(r#"{{"request":"catalog_list","store":"{bad}"}}"#);
+            let mut frame = u32::try_from(body.len())
+                .expect("fits")
+                .to_be_bytes()
+                .to_vec();
+            frame.extend_from_slice(body.as_bytes());
+            assert!(decode::<Request>(&frame).is_err(), "{bad}");
+        }
+        assert_eq!(Catalog::parse("../x"), None);
+        assert_eq!(Catalog::parse("credential"), Some(Catalog::Credential));
     }
 
     #[test]

@@ -72,7 +72,19 @@ pub struct RedbStorage {
 impl RedbStorage {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path) -> Result<RedbStorage, StorageError> {
-        let db = Database::create(path).map_err(fail)?;
+        RedbStorage::tables(Database::create(path).map_err(fail)?)
+    }
+
+    /// A store in memory only, gone when dropped: for tests that run the
+    /// service's handler in process.
+    pub fn in_memory() -> Result<RedbStorage, StorageError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(fail)?;
+        RedbStorage::tables(db)
+    }
+
+    fn tables(db: Database) -> Result<RedbStorage, StorageError> {
         let txn = db.begin_write().map_err(fail)?;
         txn.open_table(ACCOUNTS).map_err(fail)?;
         txn.open_table(FRAMES).map_err(fail)?;

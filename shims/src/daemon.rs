@@ -26,9 +26,6 @@ pub enum DaemonError {
     /// Nothing answers on the control socket.
     #[error("meshd is not running (nothing answers on {})", .0.display())]
     NotRunning(PathBuf),
-    /// The daemon closed the connection without an answer.
-    #[error("meshd closed the connection without answering")]
-    NoAnswer,
     /// The daemon refused the request.
     #[error("meshd refused: {message}")]
     Refused {
@@ -52,22 +49,37 @@ pub enum DaemonError {
 }
 
 /// Send one request and return the answer.
+///
+/// A daemon that is gone answers in many ways: no socket file, a socket
+/// nobody listens on (refused), or one whose listener died while we were
+/// connecting or waiting (reset, broken pipe, closed without an answer).
+/// Each is [`DaemonError::NotRunning`].
 pub fn request(paths: &Paths, request: &Request) -> Result<Response, DaemonError> {
     let socket = paths.control_socket();
-    let mut stream = UnixStream::connect(&socket).map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            DaemonError::NotRunning(socket.clone())
-        }
-        _ => DaemonError::Frame(FrameError::Io(err)),
-    })?;
+    let gone = |err: &io::Error| {
+        matches!(
+            err.kind(),
+            io::ErrorKind::NotFound
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        )
+    };
+    let not_running = |err: FrameError| match err {
+        FrameError::Io(e) if gone(&e) => DaemonError::NotRunning(socket.clone()),
+        other => DaemonError::Frame(other),
+    };
+    let mut stream = UnixStream::connect(&socket).map_err(|e| not_running(e.into()))?;
     stream
         .set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(FrameError::Io)?;
-    control::write_frame(&mut stream, request)?;
-    match control::read_frame(&mut stream)? {
+    control::write_frame(&mut stream, request).map_err(not_running)?;
+    match control::read_frame(&mut stream).map_err(not_running)? {
         Some(Response::Error { kind, message }) => Err(DaemonError::Refused { kind, message }),
         Some(response) => Ok(response),
-        None => Err(DaemonError::NoAnswer),
+        // Closed before any answer: the daemon died with our request.
+        None => Err(DaemonError::NotRunning(socket)),
     }
 }
 

@@ -46,7 +46,7 @@ fn start(env: &TestEnv, which: &str) -> (Agent, Duration) {
     let (name, child, socket) = if which == "openssh" {
         let socket = env
             .root()
-            .join(format!("openssh-{}.sock", mesh_e2e::fresh_port()));
+            .join(format!("openssh-{}.sock", std::process::id()));
         let child = env
             .command("ssh-agent")
             .arg("-D")

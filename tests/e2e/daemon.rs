@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 
-use mesh_e2e::{TestEnv, run_err, run_ok, stderr, stdout};
+use mesh_e2e::{TestEnv, run_err, run_ok, stderr, stdout, wait_until};
 use mesh_protocol::control::{self, Request, Response};
 
 #[test]
@@ -63,13 +63,12 @@ fn a_stale_socket_from_a_killed_daemon_is_replaced() {
     let first = env.meshd_pid();
     run_ok(env.command("kill").args(["-KILL", &first.to_string()]));
     // The killed daemon could not clean up; wait until it is gone.
-    while fs::metadata(format!("/proc/{first}")).is_ok()
-        && !fs::read_to_string(format!("/proc/{first}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the killed daemon is gone", || {
+        fs::metadata(format!("/proc/{first}")).is_err()
+            || fs::read_to_string(format!("/proc/{first}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+    });
     assert!(
         env.control_socket().exists(),
         "a killed daemon leaves its socket"

@@ -8,6 +8,7 @@ mod daemon;
 mod doctor;
 mod gpg;
 mod keyring;
+mod liveness;
 mod memory;
 mod quickstart;
 mod service;

@@ -110,3 +110,211 @@ fn one_copy_of_each_trait_crate() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`, with its path relative to `dir`.
+fn sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).expect("a source directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                out.push((relative, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A source file without its unit tests (`#[cfg(test)]` to the end: our
+/// files keep their tests last).
+fn without_tests(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// Whether `code` has `pattern` where it starts a name or a path (not in
+/// the middle of a longer identifier: `readable.contains(` is no
+/// `e.contains(`).
+fn names(code: &str, pattern: &str) -> bool {
+    code.match_indices(pattern).any(|(at, _)| {
+        !pattern.starts_with(|c: char| c.is_alphanumeric())
+            || !code[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// The daemon's layers, and which of them each may not name: arrows
+/// point from the frontends down to the keystore, the account's handle and
+/// the host; from the account down to the store, the service client and
+/// the protocol; news travels up only through the account's channels.
+#[test]
+fn the_daemon_arrows_point_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/src");
+    let forbidden: &[(&str, &[&str])] = &[
+        ("account", &["frontend", "keystore", "host", "server"]),
+        (
+            "store",
+            &[
+                "account",
+                "frontend",
+                "keystore",
+                "host",
+                "server",
+                "service_client",
+            ],
+        ),
+        (
+            "service_client",
+            &["account", "frontend", "keystore", "host", "server", "store"],
+        ),
+        (
+            "keystore",
+            &["frontend", "host", "server", "store", "service_client"],
+        ),
+        (
+            "host",
+            &["frontend", "keystore", "server", "store", "service_client"],
+        ),
+        (
+            "server",
+            &[
+                "account",
+                "frontend",
+                "keystore",
+                "host",
+                "store",
+                "service_client",
+            ],
+        ),
+    ];
+    let mut checked = 0;
+    for (file, text) in sources(&src) {
+        let layer = file
+            .split(['/', '.'])
+            .next()
+            .expect("a first component")
+            .to_owned();
+        let code = without_tests(&text);
+        if let Some((_, banned)) = forbidden.iter().find(|(l, _)| *l == layer) {
+            for other in *banned {
+                assert!(
+                    !code.contains(&format!("crate::{other}")),
+                    "{file} ({layer}) must not use crate::{other}"
+                );
+            }
+            checked += 1;
+        }
+        // No frontend uses another.
+        if let Some(frontend) = file.strip_prefix("frontend/") {
+            let me = frontend.trim_end_matches(".rs");
+            for other in ["control", "ssh_agent", "gpg_agent"] {
+                if other != me {
+                    assert!(
+                        !code.contains(&format!("frontend::{other}")),
+                        "{file} must not use the {other} frontend"
+                    );
+                }
+            }
+        }
+        // Only server/ binds or adopts a listening socket.
+        if layer != "server" {
+            for call in [
+                "UnixListener::bind",
+                "UnixListener::from_std",
+                "runtime_dir::bind",
+            ] {
+                assert!(
+                    !code.contains(call),
+                    "{file} calls {call}: only server/ may"
+                );
+            }
+        }
+        // The environment is read once, in main (and the service
+        // manager's LISTEN_* handover, which main runs first).
+        if file != "main.rs" && file != "server/activation.rs" {
+            for read in ["env::var", "var_os(", "current_exe("] {
+                assert!(
+                    !code.contains(read),
+                    "{file} reads the environment ({read})"
+                );
+            }
+        }
+        // Errors are typed: no branching on their text, no JSON values.
+        for pattern in [
+            ".0.contains(",
+            "err.contains(",
+            "e.contains(",
+            "error.contains(",
+            "to_string().contains(",
+            "message.contains(",
+            "serde_json::Value",
+            "json!(",
+        ] {
+            assert!(!names(code, pattern), "{file}: {pattern}");
+        }
+    }
+    assert!(checked > 20, "the layers were found ({checked} files)");
+    let control = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/src/control.rs"),
+    )
+    .expect("control.rs");
+    assert!(
+        !without_tests(&control).contains("serde_json::Value"),
+        "no free-form JSON crosses the control socket"
+    );
+}
+
+/// Every dependency a crate of ours declares is used by it: its name
+/// appears in the crate's code (`src`, `tests`, `benches`, `examples`,
+/// `build.rs`), or in the list below with why it is needed anyway.
+#[test]
+fn every_declared_dependency_is_used() {
+    // Declared for what they do to the build, not for their items.
+    let linked_only: &[(&str, &str)] = &[];
+    let meta: serde_json::Value =
+        serde_json::from_slice(&cargo(&["metadata", "--format-version", "1", "--no-deps"]))
+            .expect("cargo metadata prints JSON");
+    let mut unused = Vec::new();
+    for package in meta["packages"].as_array().expect("packages") {
+        let name = package["name"].as_str().expect("name");
+        let manifest = Path::new(package["manifest_path"].as_str().expect("manifest"));
+        let dir = manifest.parent().expect("the crate's directory");
+        let mut code = String::new();
+        for sub in ["src", "tests", "benches", "examples", "fuzz_targets", "e2e"] {
+            if dir.join(sub).is_dir() {
+                for (_, text) in sources(&dir.join(sub)) {
+                    code.push_str(&text);
+                }
+            }
+        }
+        if let Ok(build) = std::fs::read_to_string(dir.join("build.rs")) {
+            code.push_str(&build);
+        }
+        for dep in package["dependencies"].as_array().expect("dependencies") {
+            let dep_name = dep["rename"]
+                .as_str()
+                .or_else(|| dep["name"].as_str())
+                .expect("a dependency's name");
+            let ident = dep_name.replace('-', "_");
+            let used = code.contains(&format!("{ident}::"))
+                || code.contains(&format!("use {ident}"))
+                || code.contains(&format!("{ident}!"))
+                || code.contains(&format!("extern crate {ident}"));
+            if !used && !linked_only.contains(&(name, dep_name)) {
+                unused.push(format!("{name}: {dep_name}"));
+            }
+        }
+    }
+    assert!(unused.is_empty(), "declared but unused: {unused:?}");
+}

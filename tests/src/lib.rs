@@ -14,6 +14,8 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A throwaway home for one device: a user's whole Mesh in a temporary
 /// directory. Daemons started in it are stopped when it is dropped.
@@ -223,7 +225,13 @@ impl MeshService {
         cmd.args(["--listen", listen, "--data"])
             .arg(data)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data.with_extension("log"))
+                    .expect("the service's log"),
+            );
         if let Some(mode) = hostile {
             cmd.args(["--hostile", mode]);
         }
@@ -276,24 +284,24 @@ impl MeshService {
     }
 
     /// Kill it and start it again on the same port and store, optionally
-    /// misbehaving.
+    /// misbehaving. The killed process is reaped first, so its listening
+    /// socket is closed, and the new one binds with SO_REUSEADDR (tokio's
+    /// default): the port is free at once.
     pub fn restart(&mut self, hostile: Option<&str>) {
         self.kill();
-        let mut last = None;
-        for _ in 0..50 {
-            let (cert, extra) = (self.cert.clone(), self.extra.clone());
-            match std::panic::catch_unwind(|| {
-                MeshService::spawn(&self.data, &self.addr, hostile, cert.as_deref(), &extra)
-            }) {
-                Ok(service) => {
-                    *self = service;
-                    return;
-                }
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        std::panic::resume_unwind(last.expect("an error"));
+        let (cert, extra) = (self.cert.clone(), self.extra.clone());
+        *self = MeshService::spawn(&self.data, &self.addr, hostile, cert.as_deref(), &extra);
+    }
+
+    /// Stop the service's process (SIGSTOP): it keeps its sockets and
+    /// answers nothing until [`MeshService::resume`].
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Let a paused service go on (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
     }
 }
 
@@ -301,6 +309,16 @@ impl Drop for MeshService {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Send `signal` (`-STOP`, `-CONT` ...) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Ask, from `device`, to join `alice@example.com` and approve it on
@@ -422,20 +440,30 @@ pub fn stderr(output: &Output) -> String {
 /// killed when dropped.
 #[derive(Debug)]
 pub struct Sshd {
-    child: std::process::Child,
+    /// Stops the accept loop when set (and the loop is woken).
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
     dir: PathBuf,
     port: u16,
 }
 
+/// Names unique within this process: sockets and directories of helpers.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 impl Sshd {
-    /// Start one in `env`, with a fresh Ed25519 host key.
+    /// Start one in `env`, with a fresh Ed25519 host key. The test holds
+    /// the listening socket (bound to a port the kernel picks, so no race
+    /// for it) and runs `sshd -i` (inetd mode) for each connection.
     pub fn start(env: &TestEnv) -> Sshd {
         require_tool("ssh-keygen", "openssh-client");
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
             .into_iter()
             .find(|p| Path::new(p).is_file())
             .expect("sshd is not installed: apt-get install openssh-server (scripts/test does)");
-        let dir = env.root().join(format!("sshd-{}", fresh_port()));
+        let dir = env.root().join(unique("sshd"));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -450,27 +478,60 @@ impl Sshd {
         if rustix::process::geteuid().is_root() {
             fs::create_dir_all("/run/sshd").expect("/run/sshd");
         }
-        let port = fresh_port();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listening socket");
+        let port = listener.local_addr().expect("its address").port();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n\
-             PidFile {dir}/sshd.pid\nAuthorizedKeysFile {dir}/authorized_keys\n\
+            "HostKey {dir}/host_key\n\
+             PidFile none\nAuthorizedKeysFile {dir}/authorized_keys\n\
              StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
              PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
             dir = dir.display()
         );
         fs::write(dir.join("sshd_config"), config).expect("sshd_config");
-        let child = env
-            .command(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stderr(fs::File::create(dir.join("sshd.log")).expect("log"))
-            .spawn()
-            .expect("sshd starts");
-        let server = Sshd { child, dir, port };
-        wait_until("sshd listens", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let log = fs::File::create(dir.join("sshd.log")).expect("log");
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut command = env.command(sshd);
+        command
+            .args(["-i", "-e", "-f"])
+            .arg(dir.join("sshd_config"));
+        let acceptor = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut sessions = Vec::new();
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (Ok(stream), Ok(log)) = (stream, log.try_clone()) else {
+                        continue;
+                    };
+                    let Ok(input) = stream.try_clone() else {
+                        continue;
+                    };
+                    if let Ok(child) = command
+                        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(input)))
+                        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                            stream,
+                        )))
+                        .stderr(log)
+                        .spawn()
+                    {
+                        sessions.push(child);
+                    }
+                }
+                for mut child in sessions {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            })
+        };
+        let server = Sshd {
+            stop,
+            acceptor: Some(acceptor),
+            dir,
+            port,
+        };
         let host = fs::read_to_string(server.dir.join("host_key.pub")).expect("host key");
         fs::write(
             server.known_hosts(),
@@ -534,8 +595,12 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
     }
 }
 
@@ -578,14 +643,6 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-/// A loopback TCP port nobody listens on right now.
-pub fn fresh_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// OpenSSH's own `ssh-agent`, for side-by-side runs; killed when dropped.
 #[derive(Debug)]
 pub struct OpensshAgent {
@@ -598,9 +655,7 @@ impl OpensshAgent {
     /// (so it sees the same `SSH_ASKPASS` as `meshd`).
     pub fn start(env: &TestEnv) -> OpensshAgent {
         require_tool("ssh-agent", "openssh-client");
-        let socket = env
-            .root()
-            .join(format!("openssh-agent-{}.sock", fresh_port()));
+        let socket = env.root().join(format!("{}.sock", unique("openssh-agent")));
         let child = env
             .command("ssh-agent")
             .arg("-D")

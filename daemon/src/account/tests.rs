@@ -1,0 +1,415 @@
+//! The account layer against the real service handler, in process (its
+//! storage in memory): no socket, no HTTP, no other process.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_protocol::account::{Role, Store};
+use mesh_protocol::control::{ConnectionState, Response, Standing};
+use mesh_protocol::paths::Paths;
+use mesh_protocol::service::{ServiceRequest, ServiceResponse};
+use mesh_service::{Limits, RedbStorage, Service};
+use tokio::sync::mpsc;
+
+use super::{Account, AccountError, Command, Handle, KeySnapshot, Settings, SshPut, spawn};
+use crate::service_client::{Connector, Posted, RemoteError, Transport};
+
+/// What a test service does with each answer before the client sees it.
+type Twist = dyn Fn(ServiceResponse) -> ServiceResponse + Send + Sync;
+
+/// The service's handler, called in process.
+struct InProcess {
+    service: Arc<Service>,
+    /// Hang every call (a stopped service).
+    hang: bool,
+    twist: Option<Arc<Twist>>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("hang", &self.hang)
+            .finish()
+    }
+}
+
+impl Transport for InProcess {
+    fn post<'a>(
+        &'a self,
+        body: Vec<u8>,
+        auth: Option<String>,
+        capability: Option<String>,
+    ) -> Posted<'a> {
+        Box::pin(async move {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            let malformed = |detail: &str| RemoteError::Malformed {
+                detail: detail.into(),
+            };
+            let request: ServiceRequest =
+                serde_json::from_slice(&body).map_err(|_| malformed("request"))?;
+            let (status, answer) =
+                match self
+                    .service
+                    .handle(request, auth.as_deref(), capability.as_deref(), &body)
+                {
+                    Ok(answer) => (200, answer),
+                    Err(refusal) => (refusal.status, refusal.body()),
+                };
+            let answer = match &self.twist {
+                Some(twist) => twist(answer),
+                None => answer,
+            };
+            let json = serde_json::to_vec(&answer).map_err(|_| malformed("answer"))?;
+            Ok((status, json))
+        })
+    }
+}
+
+/// One service, shared by the devices of a test.
+fn service() -> Arc<Service> {
+    let storage = RedbStorage::in_memory().expect("an in-memory store");
+    Arc::new(Service::new(Box::new(storage), Limits::default(), None))
+}
+
+fn connector(service: &Arc<Service>, hang: bool, twist: Option<Arc<Twist>>) -> Connector {
+    let service = Arc::clone(service);
+    Arc::new(move |_url: &str| {
+        Ok(Arc::new(InProcess {
+            service: Arc::clone(&service),
+            hang,
+            twist: twist.clone(),
+        }) as Arc<dyn Transport>)
+    })
+}
+
+/// A device: its own directory, its account task running.
+struct Device {
+    _dir: tempfile::TempDir,
+    handle: Handle,
+    keys: mpsc::UnboundedReceiver<KeySnapshot>,
+}
+
+impl Device {
+    fn start(connector: Connector) -> Device {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let paths = Paths {
+            home: root.to_owned(),
+            runtime_dir: root.join("run"),
+            data_dir: root.join("data"),
+            config_dir: root.join("config"),
+        };
+        Device::open(dir, &paths, connector)
+    }
+
+    fn open(dir: tempfile::TempDir, paths: &Paths, connector: Connector) -> Device {
+        let settings = Settings {
+            paths: paths.clone(),
+            keyring: Some("file".into()),
+            session_bus: false,
+            connector,
+        };
+        let account = Account::open(settings).expect("the account opens");
+        // Syncs happen when a test asks for them.
+        let (handle, keys, task) = spawn(account, Duration::from_secs(3600));
+        tokio::spawn(task);
+        Device {
+            _dir: dir,
+            handle,
+            keys,
+        }
+    }
+
+    async fn run(&self, command: Command) -> Result<Response, AccountError> {
+        self.handle.run(command).await
+    }
+
+    /// The latest key snapshot sent to the keystore.
+    fn latest_keys(&mut self) -> KeySnapshot {
+        let mut latest = None;
+        while let Ok(snapshot) = self.keys.try_recv() {
+            latest = Some(snapshot);
+        }
+        latest.expect("a key snapshot")
+    }
+}
+
+fn data_dir(device: &Device) -> &Path {
+    device._dir.path()
+}
+
+async fn create(device: &Device) {
+    let created = device
+        .run(Command::Create {
+            address: "alice@example.com".into(),
+            service: "in-process".into(),
+            name: "laptop".into(),
+        })
+        .await
+        .expect("the account is created");
+    assert!(
+        matches!(created, Response::AccountCreated(_)),
+        "{created:?}"
+    );
+}
+
+fn ed25519_key() -> ssh_key::PrivateKey {
+    ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).expect("a key")
+}
+
+#[tokio::test]
+async fn an_account_keeps_its_catalogs_and_keys_in_its_view() {
+    let service = service();
+    let mut laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    let view = laptop.handle.view();
+    assert_eq!(view.status.status, Standing::Connected);
+    assert!(view.status.admin);
+    assert_eq!(view.devices.as_ref().expect("devices").len(), 1);
+
+    laptop
+        .run(Command::CatalogImport {
+            store: Store::Credential,
+            entries: vec![("git:https://example.com".into(), "token".into())],
+        })
+        .await
+        .expect("written");
+    let view = laptop.handle.view();
+    let credential = view.credential.as_ref().expect("readable");
+    assert_eq!(
+        credential
+            .get("git:https://example.com")
+            .map(String::as_str),
+        Some("token")
+    );
+    // Only the catalogs hold plain entries.
+    let refused = laptop
+        .run(Command::CatalogImport {
+            store: Store::Device,
+            entries: vec![("x".into(), "y".into())],
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(AccountError::Input(_))),
+        "{refused:?}"
+    );
+
+    let key = ed25519_key();
+    laptop
+        .run(Command::SshPut(Box::new(SshPut {
+            name: "work".into(),
+            key,
+            confirm: true,
+            replace: false,
+        })))
+        .await
+        .expect("put");
+    let snapshot = laptop.latest_keys();
+    assert_eq!(snapshot.ssh.len(), 1);
+    assert_eq!(snapshot.ssh[0].name, "work");
+    assert!(snapshot.ssh[0].confirm);
+    let rows = laptop.handle.view().ssh.clone().expect("listed");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].algorithm.as_deref(), Some("ssh-ed25519"));
+    assert_eq!(laptop.handle.generation(), snapshot.generation);
+
+    // A second identity of the same name is refused, by kind.
+    let key = ed25519_key();
+    let again = laptop
+        .run(Command::SshPut(Box::new(SshPut {
+            name: "work".into(),
+            key,
+            confirm: false,
+            replace: false,
+        })))
+        .await;
+    assert!(matches!(again, Err(AccountError::Exists(_))), "{again:?}");
+    assert!(
+        data_dir(&laptop)
+            .join("data/stores/MMM_Application.dare")
+            .is_file()
+    );
+}
+
+#[tokio::test]
+async fn a_device_joins_by_its_witness_code_and_leaves_when_revoked() {
+    let service = service();
+    let laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    let mut phone = Device::start(connector(&service, false, None));
+    let asked = phone
+        .run(Command::Connect {
+            address: "alice@example.com".into(),
+            service: "in-process".into(),
+            name: "phone".into(),
+            pin: None,
+        })
+        .await
+        .expect("asked");
+    let Response::Connection(ConnectionState {
+        status: Standing::Pending,
+        witness: Some(witness),
+        ..
+    }) = asked
+    else {
+        panic!("{asked:?}")
+    };
+    laptop.run(Command::Sync).await.expect("synced");
+    let pending = laptop.handle.view().pending.clone().expect("admin");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].witness, witness, "both sides compute one code");
+    // A wrong code answers nothing.
+    let wrong = laptop
+        .run(Command::Answer {
+            code: "AAAA-BBBB".into(),
+            accept: Some((vec![Role::Device], None)),
+        })
+        .await;
+    assert!(matches!(wrong, Err(AccountError::NotFound(_))), "{wrong:?}");
+    laptop
+        .run(Command::Answer {
+            code: witness,
+            accept: Some((vec![Role::Device], None)),
+        })
+        .await
+        .expect("accepted");
+    phone.run(Command::ConnectStatus).await.expect("polled");
+    let view = phone.handle.view();
+    assert_eq!(view.status.status, Standing::Connected);
+    assert_eq!(view.status.roles.as_deref(), Some(&[Role::Device][..]));
+    // Not an administrator: no pending list, no escrow.
+    assert!(matches!(view.pending, Err(AccountError::NotAdmin)));
+    let escrow = phone
+        .run(Command::Escrow {
+            shares: 3,
+            quorum: 2,
+        })
+        .await;
+    assert!(matches!(escrow, Err(AccountError::NotAdmin)), "{escrow:?}");
+
+    laptop
+        .run(Command::Revoke {
+            name: "phone".into(),
+        })
+        .await
+        .expect("revoked");
+    let report = phone.run(Command::Sync).await.expect("a report");
+    assert!(
+        matches!(&report, Response::Synced(r) if !r.ok),
+        "{report:?}"
+    );
+    let view = phone.handle.view();
+    assert_eq!(view.status.status, Standing::Revoked);
+    assert!(phone.latest_keys().ssh.is_empty());
+    let refused = phone.run(Command::Sync).await.expect("a report");
+    assert!(matches!(refused, Response::Synced(r) if !r.ok));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_answer_while_the_service_hangs() {
+    let service = service();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let paths = Paths {
+        home: root.clone(),
+        runtime_dir: root.join("run"),
+        data_dir: root.join("data"),
+        config_dir: root.join("config"),
+    };
+    {
+        let laptop = Device::open(
+            tempfile::tempdir().expect("tempdir"),
+            &paths,
+            connector(&service, false, None),
+        );
+        create(&laptop).await;
+    }
+    // The same device again, now with a service that never answers.
+    let laptop = Device::open(dir, &paths, connector(&service, true, None));
+    let handle = laptop.handle.clone();
+    let sync = tokio::spawn(async move { handle.run(Command::Sync).await });
+    // The paused clock runs ahead while everything waits: past the point
+    // where the view says the service does not answer.
+    tokio::time::sleep(super::SLOW_SERVICE * 2).await;
+    let view = laptop.handle.view();
+    assert_eq!(view.status.status, Standing::Connected);
+    assert!(
+        view.status.unanswered_since_ms.is_some(),
+        "{:?}",
+        view.status
+    );
+    assert!(
+        view.status.sync_errors["service"].contains("unreachable"),
+        "{:?}",
+        view.status
+    );
+    assert_eq!(view.devices.as_ref().expect("devices").len(), 1);
+    assert!(!sync.is_finished(), "the sync still waits for the service");
+    sync.abort();
+}
+
+#[tokio::test]
+async fn a_store_this_device_may_not_read_is_refused_from_the_service() {
+    let service = service();
+    let laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    // The service offers a device-only phone the administrators' Local
+    // spool too.
+    let offer_local: Arc<Twist> = Arc::new(|answer| match answer {
+        ServiceResponse::StatusResponse(mut status) => {
+            if !status.stores.iter().any(|s| s.store == Store::Local) {
+                let mut local = status.stores[0].clone();
+                local.store = Store::Local;
+                status.stores.push(local);
+            }
+            ServiceResponse::StatusResponse(status)
+        }
+        other => other,
+    });
+    let phone = Device::start(connector(&service, false, Some(offer_local)));
+    let asked = phone
+        .run(Command::Connect {
+            address: "alice@example.com".into(),
+            service: "in-process".into(),
+            name: "phone".into(),
+            pin: None,
+        })
+        .await
+        .expect("asked");
+    let Response::Connection(ConnectionState {
+        witness: Some(witness),
+        ..
+    }) = asked
+    else {
+        panic!("{asked:?}")
+    };
+    laptop.run(Command::Sync).await.expect("synced");
+    laptop
+        .run(Command::Answer {
+            code: witness,
+            accept: Some((vec![Role::Device], None)),
+        })
+        .await
+        .expect("accepted");
+    phone.run(Command::ConnectStatus).await.expect("polled");
+    let report = phone.run(Command::Sync).await.expect("a report");
+    let Response::Synced(report) = report else {
+        panic!("{report:?}")
+    };
+    assert!(!report.ok);
+    assert!(
+        report.errors[Store::Local.name()].contains("may not read"),
+        "{report:?}"
+    );
+    assert!(
+        !phone
+            .handle
+            .view()
+            .status
+            .stores
+            .contains_key(&Store::Local)
+    );
+}
