@@ -1,5 +1,6 @@
 //! Control-socket frames: decoding never panics, and whatever decodes
-//! encodes back to the same message.
+//! encodes back to the same message (requests, which may hold secrets and
+//! so cannot be compared, to the same bytes once re-encoded).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(used <= data.len());
         let again = control::encode(&request).expect("a decoded request encodes");
         let (back, _) = control::decode::<Request>(&again).expect("valid").expect("whole");
-        assert_eq!(back, request);
+        assert_eq!(control::encode(&back).expect("encodes"), again);
     }
     if let Ok(Some((response, _))) = control::decode::<Response>(data) {
         let again = control::encode(&response).expect("a decoded response encodes");

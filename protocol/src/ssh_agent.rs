@@ -29,13 +29,13 @@ pub enum Decoded {
 
 /// Decode one frame's body (without its length prefix). An error means
 /// the message is malformed and the connection must close.
-pub fn decode(body: &[u8]) -> Result<Decoded, String> {
+pub fn decode(body: &[u8]) -> Result<Decoded, ssh_agent_lib::proto::Error> {
     match Request::decode(&mut &body[..]) {
         Ok(request) => Ok(Decoded::Request(Box::new(request))),
         Err(ssh_agent_lib::proto::Error::UnsupportedCommand { command }) => {
             Ok(Decoded::Unknown(command))
         }
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err),
     }
 }
 

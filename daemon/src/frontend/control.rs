@@ -407,3 +407,135 @@ async fn keys_in_use(state: &State, gpg: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::control::Standing;
+    use mesh_protocol::paths::Paths;
+
+    use crate::account::{Account, Settings};
+    use crate::service_client::RemoteError;
+
+    /// A daemon's control state for a device with no account, whose
+    /// service cannot be reached.
+    fn state(dir: &std::path::Path) -> Arc<State> {
+        let paths = Paths {
+            home: dir.to_owned(),
+            runtime_dir: dir.join("run"),
+            data_dir: dir.join("data"),
+            config_dir: dir.join("config"),
+        };
+        let settings = Settings {
+            paths: paths.clone(),
+            keyring: Some("file".into()),
+            session_bus: false,
+            connector: Arc::new(|url: &str| {
+                Err(RemoteError::Unreachable {
+                    url: url.to_owned(),
+                    detail: "no network in this test".into(),
+                })
+            }),
+        };
+        let account = Account::open(settings).expect("opens");
+        let (handle, _keys, task) = crate::account::spawn(account, Duration::from_secs(3600));
+        tokio::spawn(task);
+        let (_, applied) = watch::channel(0);
+        let (_, imported) = watch::channel(0);
+        Arc::new(State {
+            started: Instant::now(),
+            uid: 1000,
+            runtime_dir: paths.runtime_dir,
+            listeners: Vec::new(),
+            stop: Arc::new(Notify::new()),
+            account: handle,
+            keystore_applied: applied,
+            gpg_imported: imported,
+            gpg: Gpg {
+                home: dir.join("gnupg"),
+                agent_shim: None,
+            },
+        })
+    }
+
+    async fn exchange(client: &mut UnixStream, request: &Request) -> Response {
+        client
+            .write_all(&control::encode(request).expect("encodes"))
+            .await
+            .expect("sent");
+        let mut len = [0u8; 4];
+        client.read_exact(&mut len).await.expect("a length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        client.read_exact(&mut body).await.expect("a body");
+        serde_json::from_slice(&body).expect("a response")
+    }
+
+    #[tokio::test]
+    async fn a_control_session_answers_each_request_with_its_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path());
+        let (mut client, server) = UnixStream::pair().expect("a pair");
+        let serving = tokio::spawn({
+            let state = Arc::clone(&state);
+            async move { handle(server, &state).await }
+        });
+        let Response::Status(status) = exchange(&mut client, &Request::Status).await else {
+            panic!("a status")
+        };
+        assert_eq!(status.protocol, control::VERSION);
+        let Response::Account(account) = exchange(&mut client, &Request::AccountStatus).await
+        else {
+            panic!("an account status")
+        };
+        assert_eq!(account.status, Standing::None);
+        for (request, kind) in [
+            (Request::SshList, ErrorKind::NoAccount),
+            (Request::DeviceList, ErrorKind::NoAccount),
+            (
+                Request::SshCreate {
+                    name: "bad name".into(),
+                    algorithm: "ed25519".into(),
+                    confirm: false,
+                },
+                ErrorKind::Input,
+            ),
+            (
+                Request::DeviceConnect {
+                    address: "alice@example.com".into(),
+                    service: "http://127.0.0.1:9".into(),
+                    name: "phone".into(),
+                    pin: None,
+                },
+                ErrorKind::Unreachable,
+            ),
+        ] {
+            match exchange(&mut client, &request).await {
+                Response::Error { kind: got, message } => assert_eq!(got, kind, "{message}"),
+                other => panic!("{request:?}: {other:?}"),
+            }
+        }
+        // A frame that is no request: an error answer, then the close.
+        let body = br#"{"request":"steal-keys"}"#;
+        client
+            .write_all(&u32::try_from(body.len()).expect("fits").to_be_bytes())
+            .await
+            .expect("sent");
+        client.write_all(body).await.expect("sent");
+        let mut len = [0u8; 4];
+        client.read_exact(&mut len).await.expect("a length");
+        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+        client.read_exact(&mut answer).await.expect("a body");
+        let answer: Response = serde_json::from_slice(&answer).expect("a response");
+        assert!(
+            matches!(
+                answer,
+                Response::Error {
+                    kind: ErrorKind::Malformed,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        assert!(serving.await.expect("the task ends").is_err());
+    }
+}

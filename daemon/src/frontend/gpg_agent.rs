@@ -1,10 +1,13 @@
 //! The Assuan server gpg talks to in place of gpg-agent.
 //!
-//! One task per connection; each connection has its own state (the key
-//! chosen by SIGKEY/SETKEY, the digest from SETHASH, the description).
-//! Lines over the limit end the connection after an ERR (the stream can
-//! no longer be trusted); every other bad input gets the ERR gpg-agent
-//! would give and the connection lives on.
+//! A [`Session`] is the protocol, sans I/O: lines in, replies out, with
+//! its own state (the key chosen by SIGKEY/SETKEY, the digest from
+//! SETHASH, and an inquiry under way: PKDECRYPT's INQUIRE CIPHERTEXT is a
+//! state of the session, not a read in the middle of a command). The
+//! driver (one task per connection) only reads lines and writes what the
+//! session answers. Lines over the limit end the connection after an ERR
+//! (the stream can no longer be trusted); every other bad input gets the
+//! ERR gpg-agent would give and the connection lives on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,131 +41,150 @@ pub struct Server {
     pub uid: u32,
 }
 
-/// Per-connection state.
-#[derive(Default)]
-struct Session {
-    key: Option<Keygrip>,
-    hash: Option<(u32, Vec<u8>)>,
-}
-
 /// Accept gpg connections until the future is dropped.
 pub async fn serve(listener: UnixListener, server: Arc<Server>) {
     let uid = server.uid;
     crate::server::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
         let server = Arc::clone(&server);
-        async move { Connection::new(stream, &server).run().await }
+        async move { drive(stream, &server).await }
     })
     .await;
 }
 
-struct Connection<'a> {
-    stream: UnixStream,
-    buf: Zeroizing<Vec<u8>>,
-    server: &'a Server,
-    session: Session,
+/// The connection driver: greet, then feed the session each line read
+/// and write what it answers, until it closes or the peer leaves.
+async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
+    let mut session = Session::new(server);
+    stream.write_all(&session.greeting()).await?;
+    // Lines may carry ciphertexts: wipe what was read when done.
+    let mut buf = Zeroizing::new(Vec::with_capacity(1024));
+    loop {
+        let line = loop {
+            match assuan::next_line(&buf) {
+                Ok(Some((line, used))) => {
+                    buf.drain(..used);
+                    break Ok(line);
+                }
+                Ok(None) => {}
+                Err(err) => break Err(err),
+            }
+            let mut chunk = Zeroizing::new([0u8; 4096]);
+            let n = stream.read(&mut chunk[..]).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        match session.feed(line) {
+            Step::Wait => {}
+            Step::Reply(bytes) => stream.write_all(&bytes).await?,
+            Step::Close(bytes) => {
+                stream.write_all(&bytes).await?;
+                return Ok(());
+            }
+        }
+    }
 }
 
-/// What a command leads to.
-enum Outcome {
+/// What the session says to one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to write yet (an empty line, inquiry data).
+    Wait,
     /// Write this, keep going.
     Reply(Vec<u8>),
     /// Write this, then close.
     Close(Vec<u8>),
 }
 
-impl<'a> Connection<'a> {
-    fn new(stream: UnixStream, server: &'a Server) -> Self {
-        Connection {
-            stream,
-            buf: Zeroizing::new(Vec::with_capacity(1024)),
+/// An inquiry gpg is answering.
+#[derive(Default)]
+struct Inquiry {
+    ciphertext: Zeroizing<Vec<u8>>,
+    too_large: bool,
+}
+
+/// One gpg connection's protocol state.
+pub struct Session<'a> {
+    server: &'a Server,
+    key: Option<Keygrip>,
+    hash: Option<(u32, Vec<u8>)>,
+    /// PKDECRYPT's INQUIRE CIPHERTEXT, while gpg answers it.
+    inquiry: Option<Inquiry>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("inquiring", &self.inquiry.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Session<'a> {
+    /// A new connection's session.
+    pub fn new(server: &'a Server) -> Self {
+        Session {
             server,
-            session: Session::default(),
+            key: None,
+            hash: None,
+            inquiry: None,
         }
     }
 
-    async fn run(mut self) -> std::io::Result<()> {
-        let greeting = format!("OK Pleased to meet you, process {}\n", std::process::id());
-        self.stream.write_all(greeting.as_bytes()).await?;
-        loop {
-            let line = match self.read_line().await? {
-                Some(Ok(line)) => line,
-                Some(Err(LineError::TooLong)) => {
-                    self.stream
-                        .write_all(&assuan::err(code::ASS_LINE_TOO_LONG))
-                        .await?;
-                    return Ok(());
-                }
-                Some(Err(_)) => {
-                    self.stream
-                        .write_all(&assuan::err(code::ASS_SYNTAX))
-                        .await?;
-                    continue;
-                }
-                None => return Ok(()),
-            };
-            let outcome = match line {
-                Line::Nothing => continue,
-                Line::Command { name, args } => self.command(&name, &args).await?,
-                // Data or END outside an inquiry.
-                Line::Data(_) | Line::End | Line::Cancel => {
-                    Outcome::Reply(assuan::err(code::ASS_UNKNOWN_CMD))
-                }
-            };
-            match outcome {
-                Outcome::Reply(bytes) => self.stream.write_all(&bytes).await?,
-                Outcome::Close(bytes) => {
-                    self.stream.write_all(&bytes).await?;
-                    return Ok(());
-                }
+    /// The line the agent greets with.
+    pub fn greeting(&self) -> Vec<u8> {
+        format!("OK Pleased to meet you, process {}\n", std::process::id()).into_bytes()
+    }
+
+    /// Take one line (or the reason it is not one).
+    pub fn feed(&mut self, line: Result<Line, LineError>) -> Step {
+        let line = match line {
+            Ok(line) => line,
+            Err(LineError::TooLong) => return Step::Close(assuan::err(code::ASS_LINE_TOO_LONG)),
+            Err(_) => {
+                self.inquiry = None;
+                return Step::Reply(assuan::err(code::ASS_SYNTAX));
+            }
+        };
+        if self.inquiry.is_some() {
+            return self.inquired(line);
+        }
+        match line {
+            Line::Nothing => Step::Wait,
+            Line::Command { name, args } => self.command(&name, &args),
+            // Data or END outside an inquiry.
+            Line::Data(_) | Line::End | Line::Cancel => {
+                Step::Reply(assuan::err(code::ASS_UNKNOWN_CMD))
             }
         }
     }
 
-    /// The next line; `None` at end of stream.
-    async fn read_line(&mut self) -> std::io::Result<Option<Result<Line, LineError>>> {
-        loop {
-            match assuan::next_line(&self.buf) {
-                Ok(Some((line, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(Some(Ok(line)));
-                }
-                Ok(None) => {}
-                Err(err) => return Ok(Some(Err(err))),
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-            zeroize::Zeroize::zeroize(&mut chunk);
-        }
-    }
-
-    async fn command(&mut self, name: &str, args: &[u8]) -> std::io::Result<Outcome> {
+    fn command(&mut self, name: &str, args: &[u8]) -> Step {
         let args = String::from_utf8_lossy(args).into_owned();
-        let ok = || Outcome::Reply(assuan::ok(""));
-        let fail = |code| Outcome::Reply(assuan::err(code));
-        Ok(match name {
+        let ok = || Step::Reply(assuan::ok(""));
+        let fail = |code| Step::Reply(assuan::err(code));
+        match name {
             "RESET" => {
-                self.session = Session::default();
+                self.key = None;
+                self.hash = None;
                 ok()
             }
             "NOP" | "CANCEL" | "OPTION" | "UPDATESTARTUPTTY" | "SETKEYDESC" | "KILLAGENT" => ok(),
-            "BYE" => Outcome::Close(assuan::ok("closing connection")),
+            "BYE" => Step::Close(assuan::ok("closing connection")),
             "GETINFO" => self.getinfo(&args),
             "HAVEKEY" => self.havekey(&args),
             "KEYINFO" => self.keyinfo(&args),
             "SIGKEY" | "SETKEY" => match keygrip::from_hex(args.trim()) {
                 Some(grip) => {
-                    self.session.key = Some(grip);
+                    self.key = Some(grip);
                     ok()
                 }
                 None => fail(code::ASS_PARAMETER),
             },
             "SETHASH" => self.sethash(&args),
             "PKSIGN" => self.pksign(),
-            "PKDECRYPT" => self.pkdecrypt().await?,
+            "PKDECRYPT" => self.pkdecrypt(),
             "READKEY" => {
                 let grip = args.split_whitespace().rfind(|a| !a.starts_with("--"));
                 match grip.and_then(keygrip::from_hex) {
@@ -175,10 +197,10 @@ impl<'a> Connection<'a> {
             }
             "SCD" => fail(code::NOT_SUPPORTED),
             _ => fail(code::ASS_UNKNOWN_CMD),
-        })
+        }
     }
 
-    fn getinfo(&self, args: &str) -> Outcome {
+    fn getinfo(&self, args: &str) -> Step {
         let what = args.split_whitespace().next().unwrap_or_default();
         match what {
             "version" => data(
@@ -189,14 +211,12 @@ impl<'a> Connection<'a> {
             ),
             "pid" => data(std::process::id().to_string().as_bytes()),
             "socket_name" => data(self.server.socket.to_string_lossy().as_bytes()),
-            "cmd_has_option" | "restricted" | "ephemeral" => {
-                Outcome::Reply(assuan::err(code::FALSE))
-            }
-            _ => Outcome::Reply(assuan::err(code::ASS_PARAMETER)),
+            "cmd_has_option" | "restricted" | "ephemeral" => Step::Reply(assuan::err(code::FALSE)),
+            _ => Step::Reply(assuan::err(code::ASS_PARAMETER)),
         }
     }
 
-    fn havekey(&self, args: &str) -> Outcome {
+    fn havekey(&self, args: &str) -> Step {
         let keys = &self.server.keys;
         let mut words = args.split_whitespace().peekable();
         if let Some(list) = words.peek().and_then(|w| w.strip_prefix("--list")) {
@@ -206,7 +226,7 @@ impl<'a> Connection<'a> {
             };
             let grips = keys.grips();
             if grips.len() > limit {
-                return Outcome::Reply(assuan::err(code::TRUNCATED));
+                return Step::Reply(assuan::err(code::TRUNCATED));
             }
             return data(&grips.concat());
         }
@@ -214,17 +234,17 @@ impl<'a> Connection<'a> {
         for word in words {
             match keygrip::from_hex(word) {
                 Some(grip) => any |= keys.get(&grip).is_some(),
-                None => return Outcome::Reply(assuan::err(code::ASS_PARAMETER)),
+                None => return Step::Reply(assuan::err(code::ASS_PARAMETER)),
             }
         }
         if any {
-            Outcome::Reply(assuan::ok(""))
+            Step::Reply(assuan::ok(""))
         } else {
-            Outcome::Reply(assuan::err(code::NO_SECKEY))
+            Step::Reply(assuan::err(code::NO_SECKEY))
         }
     }
 
-    fn keyinfo(&self, args: &str) -> Outcome {
+    fn keyinfo(&self, args: &str) -> Step {
         let line = |grip: &Keygrip| {
             assuan::status(
                 "KEYINFO",
@@ -235,17 +255,17 @@ impl<'a> Connection<'a> {
         if words.contains(&"--list") {
             let mut out: Vec<u8> = self.server.keys.grips().iter().flat_map(line).collect();
             out.extend(assuan::ok(""));
-            return Outcome::Reply(out);
+            return Step::Reply(out);
         }
         let Some(grip) = words
             .iter()
             .rfind(|w| !w.starts_with("--"))
             .and_then(|w| keygrip::from_hex(w))
         else {
-            return Outcome::Reply(assuan::err(code::ASS_PARAMETER));
+            return Step::Reply(assuan::err(code::ASS_PARAMETER));
         };
         if self.server.keys.get(&grip).is_none() {
-            return Outcome::Reply(assuan::err(code::NOT_FOUND));
+            return Step::Reply(assuan::err(code::NOT_FOUND));
         }
         let mut out = if words.contains(&"--data") {
             assuan::data_lines(format!("{} D - - - C - - -\n", keygrip::to_hex(&grip)).as_bytes())
@@ -253,10 +273,10 @@ impl<'a> Connection<'a> {
             line(&grip)
         };
         out.extend(assuan::ok(""));
-        Outcome::Reply(out)
+        Step::Reply(out)
     }
 
-    fn sethash(&mut self, args: &str) -> Outcome {
+    fn sethash(&mut self, args: &str) -> Step {
         let mut words = args.split_whitespace();
         let (algo, hex) = match words.next() {
             Some(name) if name.starts_with("--hash=") => {
@@ -267,109 +287,331 @@ impl<'a> Connection<'a> {
                     "sha384" => 9,
                     "sha512" => 10,
                     "sha224" => 11,
-                    _ => return Outcome::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM)),
+                    _ => return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM)),
                 };
                 (algo, words.next())
             }
             Some(number) => match number.parse::<u32>() {
                 Ok(algo) => (algo, words.next()),
-                Err(_) => return Outcome::Reply(assuan::err(code::ASS_PARAMETER)),
+                Err(_) => return Step::Reply(assuan::err(code::ASS_PARAMETER)),
             },
-            None => return Outcome::Reply(assuan::err(code::ASS_PARAMETER)),
+            None => return Step::Reply(assuan::err(code::ASS_PARAMETER)),
         };
         let Some((len, _)) = hash_algorithm(algo) else {
-            return Outcome::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
+            return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
         };
         let digest = hex.and_then(keygrip::decode_hex);
         match digest {
             Some(digest) if digest.len() == len => {
-                self.session.hash = Some((algo, digest));
-                Outcome::Reply(assuan::ok(""))
+                self.hash = Some((algo, digest));
+                Step::Reply(assuan::ok(""))
             }
-            _ => Outcome::Reply(assuan::err(code::ASS_PARAMETER)),
+            _ => Step::Reply(assuan::err(code::ASS_PARAMETER)),
         }
     }
 
-    fn pksign(&mut self) -> Outcome {
-        let Some(key) = self
-            .session
-            .key
-            .and_then(|grip| self.server.keys.get(&grip))
-        else {
-            return Outcome::Reply(assuan::err(code::NO_SECKEY));
+    fn pksign(&mut self) -> Step {
+        let Some(key) = self.key.and_then(|grip| self.server.keys.get(&grip)) else {
+            return Step::Reply(assuan::err(code::NO_SECKEY));
         };
-        let Some((algo, digest)) = &self.session.hash else {
-            return Outcome::Reply(assuan::err(code::ASS_PARAMETER));
+        let Some((algo, digest)) = &self.hash else {
+            return Step::Reply(assuan::err(code::ASS_PARAMETER));
         };
         match key.sign(*algo, digest) {
             Ok(sig) => {
                 tracing::info!(key = %key.label, "gpg signature made");
                 data(&sig)
             }
-            Err(GpgKeyError::BadInput) => Outcome::Reply(assuan::err(code::INV_DATA)),
-            Err(_) => Outcome::Reply(assuan::err(code::NO_SECKEY)),
+            Err(GpgKeyError::BadInput) => Step::Reply(assuan::err(code::INV_DATA)),
+            Err(_) => Step::Reply(assuan::err(code::NO_SECKEY)),
         }
     }
 
-    async fn pkdecrypt(&mut self) -> std::io::Result<Outcome> {
-        let Some(key) = self
-            .session
+    /// PKDECRYPT: ask gpg for the ciphertext; the answer comes in
+    /// [`Session::inquired`].
+    fn pkdecrypt(&mut self) -> Step {
+        if self
             .key
             .and_then(|grip| self.server.keys.get(&grip))
-        else {
-            return Ok(Outcome::Reply(assuan::err(code::NO_SECKEY)));
-        };
+            .is_none()
+        {
+            return Step::Reply(assuan::err(code::NO_SECKEY));
+        }
+        self.inquiry = Some(Inquiry::default());
         let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_INQUIRY.to_string());
         ask.extend(assuan::inquire("CIPHERTEXT"));
-        self.stream.write_all(&ask).await?;
-        let mut ciphertext = Zeroizing::new(Vec::new());
-        let mut too_large = false;
-        loop {
-            match self.read_line().await? {
-                None => return Ok(Outcome::Close(Vec::new())),
-                Some(Err(LineError::TooLong)) => {
-                    return Ok(Outcome::Close(assuan::err(code::ASS_LINE_TOO_LONG)));
+        Step::Reply(ask)
+    }
+
+    /// A line while gpg answers the inquiry.
+    fn inquired(&mut self, line: Line) -> Step {
+        let Some(inquiry) = &mut self.inquiry else {
+            return Step::Wait;
+        };
+        match line {
+            Line::Nothing => Step::Wait,
+            Line::Data(bytes) => {
+                if inquiry.ciphertext.len() + bytes.len() > MAX_INQUIRY {
+                    inquiry.too_large = true;
+                } else {
+                    inquiry.ciphertext.extend_from_slice(&bytes);
                 }
-                Some(Err(_)) => {
-                    return Ok(Outcome::Reply(assuan::err(code::ASS_SYNTAX)));
-                }
-                Some(Ok(Line::Data(bytes))) => {
-                    if ciphertext.len() + bytes.len() > MAX_INQUIRY {
-                        too_large = true;
-                    } else {
-                        ciphertext.extend_from_slice(&bytes);
-                    }
-                }
-                Some(Ok(Line::End)) => break,
-                Some(Ok(Line::Cancel)) => {
-                    return Ok(Outcome::Reply(assuan::err(code::ASS_CANCELED)));
-                }
-                Some(Ok(Line::Nothing)) => {}
-                Some(Ok(Line::Command { .. })) => {
-                    return Ok(Outcome::Reply(assuan::err(code::ASS_SYNTAX)));
-                }
+                Step::Wait
+            }
+            Line::Cancel => {
+                self.inquiry = None;
+                Step::Reply(assuan::err(code::ASS_CANCELED))
+            }
+            Line::Command { .. } => {
+                self.inquiry = None;
+                Step::Reply(assuan::err(code::ASS_SYNTAX))
+            }
+            Line::End => {
+                let inquiry = self.inquiry.take().unwrap_or_default();
+                Step::Reply(self.decrypt(&inquiry))
             }
         }
-        if too_large {
-            return Ok(Outcome::Reply(assuan::err(code::TOO_LARGE)));
+    }
+
+    fn decrypt(&self, inquiry: &Inquiry) -> Vec<u8> {
+        if inquiry.too_large {
+            return assuan::err(code::TOO_LARGE);
         }
-        let Ok(sexp) = Sexp::parse(&ciphertext) else {
-            return Ok(Outcome::Reply(assuan::err(code::INV_SEXP)));
+        let Some(key) = self.key.and_then(|grip| self.server.keys.get(&grip)) else {
+            return assuan::err(code::NO_SECKEY);
         };
-        Ok(match key.decrypt(&sexp) {
+        let Ok(sexp) = Sexp::parse(&inquiry.ciphertext) else {
+            return assuan::err(code::INV_SEXP);
+        };
+        match key.decrypt(&sexp) {
             Ok(value) => {
                 tracing::info!(key = %key.label, "gpg decryption");
-                data(&value)
+                let mut out = assuan::data_lines(&value);
+                out.extend(assuan::ok(""));
+                out
             }
-            Err(GpgKeyError::BadInput) => Outcome::Reply(assuan::err(code::INV_DATA)),
-            Err(_) => Outcome::Reply(assuan::err(code::NO_SECKEY)),
-        })
+            Err(GpgKeyError::BadInput) => assuan::err(code::INV_DATA),
+            Err(_) => assuan::err(code::NO_SECKEY),
+        }
     }
 }
 
 /// D lines with these bytes, then OK.
-fn data(bytes: &[u8]) -> Outcome {
+fn data(bytes: &[u8]) -> Step {
     let mut out = assuan::data_lines(bytes);
     out.extend(assuan::ok(""));
-    Outcome::Reply(out)
+    Step::Reply(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::assuan::Line;
+    use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
+    use sequoia_openpgp::policy::StandardPolicy;
+
+    use crate::keystore::gpg::GpgKey;
+
+    /// A server holding a Cv25519 certificate's signing and encryption
+    /// subkeys, reporting gpg 2.2.40.
+    fn server() -> (Server, Keygrip, Keygrip) {
+        let (cert, _) = CertBuilder::new()
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .add_userid("Ed Test <ed@example.org>")
+            .add_signing_subkey()
+            .add_transport_encryption_subkey()
+            .generate()
+            .expect("cert");
+        let policy = StandardPolicy::new();
+        let keys: Vec<GpgKey> = cert
+            .keys()
+            .subkeys()
+            .with_policy(&policy, None)
+            .secret()
+            .map(|ka| {
+                let key = ka.key();
+                GpgKey::new(
+                    key.mpis(),
+                    key.optional_secret().expect("secret"),
+                    "ed".into(),
+                )
+                .expect("usable")
+            })
+            .collect();
+        let (sign, encrypt) = (keys[0].grip, keys[1].grip);
+        let ring = GpgKeyring::default();
+        ring.set(keys);
+        let server = Server {
+            keys: Arc::new(ring),
+            version: std::sync::OnceLock::from("2.2.40".to_owned()),
+            socket: "/run/user/1000/gnupg/S.gpg-agent".into(),
+            uid: 1000,
+        };
+        (server, sign, encrypt)
+    }
+
+    /// Feed `line` (as gpg writes it, newline included) and return what
+    /// the session answers.
+    fn say(session: &mut Session<'_>, line: &str) -> Step {
+        let bytes = line.as_bytes();
+        match assuan::next_line(bytes) {
+            Ok(Some((line, used))) => {
+                assert_eq!(used, bytes.len(), "one line at a time");
+                session.feed(Ok(line))
+            }
+            Ok(None) => panic!("not a whole line: {line:?}"),
+            Err(err) => session.feed(Err(err)),
+        }
+    }
+
+    fn reply(step: Step) -> String {
+        match step {
+            Step::Reply(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// gpg 2.2.40's `gpg --detach-sign` and `gpg -d`, as captured in
+    /// research/gpg-agent.md, with this server's keygrips.
+    #[test]
+    fn gpg_sign_and_decrypt_transcripts() {
+        let (server, sign, encrypt) = server();
+        let (sign_hex, enc_hex) = (keygrip::to_hex(&sign), keygrip::to_hex(&encrypt));
+        let mut session = Session::new(&server);
+        assert!(
+            session
+                .greeting()
+                .starts_with(b"OK Pleased to meet you, process ")
+        );
+        for (line, answer) in [
+            ("RESET\n", "OK\n".to_owned()),
+            ("OPTION ttytype=xterm\n", "OK\n".to_owned()),
+            ("GETINFO version\n", "D 2.2.40\nOK\n".to_owned()),
+            ("OPTION allow-pinentry-notify\n", "OK\n".to_owned()),
+            ("OPTION agent-awareness=2.1.0\n", "OK\n".to_owned()),
+            (
+                &format!("HAVEKEY {sign_hex} {enc_hex}\n"),
+                "OK\n".to_owned(),
+            ),
+            (
+                &format!("KEYINFO {sign_hex}\n"),
+                format!("S KEYINFO {sign_hex} D - - - C - - -\nOK\n"),
+            ),
+            ("RESET\n", "OK\n".to_owned()),
+            (&format!("SIGKEY {sign_hex}\n"), "OK\n".to_owned()),
+            (
+                "SETKEYDESC Please+enter+the+passphrase%0A%22Ed+Test+<ed@example.org>%22\n",
+                "OK\n".to_owned(),
+            ),
+            (
+                "SETHASH 8 5CB5BF2DE907A754A81EB22A5E4A10D6D5526F5AAE3E1956CA3E71CC29F491A2\n",
+                "OK\n".to_owned(),
+            ),
+        ] {
+            assert_eq!(reply(say(&mut session, line)), answer, "{line}");
+        }
+        let signed = reply(say(&mut session, "PKSIGN\n"));
+        assert!(
+            signed.starts_with("D (7:sig-val(5:eddsa(1:r32:"),
+            "{signed}"
+        );
+        assert!(signed.ends_with(")))\nOK\n"), "{signed}");
+
+        // gpg -d: the ciphertext comes as the answer to an inquiry.
+        for (line, answer) in [
+            (format!("HAVEKEY {enc_hex}\n"), "OK\n"),
+            ("RESET\n".to_owned(), "OK\n"),
+            (format!("SETKEY {enc_hex}\n"), "OK\n"),
+            (
+                "PKDECRYPT\n".to_owned(),
+                "S INQUIRE_MAXLEN 4096\nINQUIRE CIPHERTEXT\n",
+            ),
+        ] {
+            assert_eq!(reply(say(&mut session, &line)), answer, "{line}");
+        }
+        let ephemeral = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([9u8; 32]));
+        let mut ciphertext = b"(7:enc-val(4:ecdh(1:s49:".to_vec();
+        ciphertext.extend_from_slice(&[1u8; 49]);
+        ciphertext.extend_from_slice(b")(1:e33:\x40");
+        ciphertext.extend_from_slice(ephemeral.as_bytes());
+        ciphertext.extend_from_slice(b")))");
+        let mut data = assuan::data_lines(&ciphertext);
+        data.truncate(data.len() - 1); // data_lines ends each line; feed them one by one
+        for line in data.split(|b| *b == b'\n') {
+            let mut line = line.to_vec();
+            line.push(b'\n');
+            let (parsed, _) = assuan::next_line(&line).expect("valid").expect("whole");
+            assert_eq!(session.feed(Ok(parsed)), Step::Wait);
+        }
+        let value = reply(say(&mut session, "END\n"));
+        assert!(value.starts_with("D (5:value33:"), "{value:?}");
+        assert!(value.ends_with(")\nOK\n"), "{value:?}");
+        // The session is back to commands.
+        assert_eq!(reply(say(&mut session, "NOP\n")), "OK\n");
+        assert!(matches!(say(&mut session, "BYE\n"), Step::Close(_)));
+    }
+
+    #[test]
+    fn an_inquiry_ends_on_cancel_a_command_or_too_much_data() {
+        let (server, _, encrypt) = server();
+        let mut session = Session::new(&server);
+        let setkey = format!("SETKEY {}\n", keygrip::to_hex(&encrypt));
+        let canceled = reply(Session::new(&server).feed(Ok(Line::Cancel)));
+        assert_eq!(
+            canceled,
+            String::from_utf8_lossy(&assuan::err(code::ASS_UNKNOWN_CMD))
+        );
+
+        reply(say(&mut session, &setkey));
+        reply(say(&mut session, "PKDECRYPT\n"));
+        assert_eq!(
+            reply(say(&mut session, "CAN\n")),
+            String::from_utf8_lossy(&assuan::err(code::ASS_CANCELED))
+        );
+        reply(say(&mut session, "PKDECRYPT\n"));
+        assert_eq!(
+            reply(say(&mut session, "GETINFO pid\n")),
+            String::from_utf8_lossy(&assuan::err(code::ASS_SYNTAX))
+        );
+        reply(say(&mut session, "PKDECRYPT\n"));
+        let chunk = format!("D {}\n", "A".repeat(900));
+        for _ in 0..5 {
+            assert_eq!(say(&mut session, &chunk), Step::Wait);
+        }
+        assert_eq!(
+            reply(say(&mut session, "END\n")),
+            String::from_utf8_lossy(&assuan::err(code::TOO_LARGE))
+        );
+        // Without a key: no inquiry at all.
+        let mut fresh = Session::new(&server);
+        assert_eq!(
+            reply(say(&mut fresh, "PKDECRYPT\n")),
+            String::from_utf8_lossy(&assuan::err(code::NO_SECKEY))
+        );
+        // An overlong line closes the connection, inquiry or not.
+        let long = format!("D {}\n", "X".repeat(1100));
+        assert!(matches!(say(&mut session, &long), Step::Close(_)));
+    }
+
+    #[test]
+    fn bad_commands_get_gpg_agents_errors() {
+        let (server, _, _) = server();
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        for (line, answer) in [
+            ("STEAL\n", err(code::ASS_UNKNOWN_CMD)),
+            ("SIGKEY nothex\n", err(code::ASS_PARAMETER)),
+            ("PKSIGN\n", err(code::NO_SECKEY)),
+            ("SETHASH --hash=md5 00\n", err(code::UNSUPPORTED_ALGORITHM)),
+            ("SETHASH 8 0011\n", err(code::ASS_PARAMETER)),
+            (
+                "HAVEKEY 0000000000000000000000000000000000000000\n",
+                err(code::NO_SECKEY),
+            ),
+            ("SCD LEARN\n", err(code::NOT_SUPPORTED)),
+            ("END\n", err(code::ASS_UNKNOWN_CMD)),
+        ] {
+            assert_eq!(reply(say(&mut session, line)), answer, "{line}");
+        }
+    }
 }

@@ -49,7 +49,9 @@ enum ConnectionError {
     #[error("frame of {0} bytes is over the limit")]
     TooLong(usize),
     #[error("malformed message: {0}")]
-    Malformed(String),
+    Malformed(#[from] ssh_agent_lib::proto::Error),
+    #[error("cannot encode the answer: {0}")]
+    Encode(#[from] ssh_agent_lib::ssh_encoding::Error),
 }
 
 /// Accept agent connections until the future is dropped.
@@ -90,23 +92,31 @@ async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionE
         // The body may hold a private key or a lock passphrase.
         let mut body = Zeroizing::new(vec![0u8; len]);
         stream.read_exact(&mut body).await?;
-        let response = match ssh_agent::decode(&body).map_err(ConnectionError::Malformed)? {
-            Decoded::Request(request) => respond(*request, agent, &mut bindings).await,
-            Decoded::Unknown(command) => {
-                tracing::debug!(command, "unknown agent message");
-                Response::Failure
-            }
-        };
-        let mut out = Vec::with_capacity(64);
-        0u32.encode(&mut out)
-            .map_err(|e| ConnectionError::Malformed(e.to_string()))?;
-        response
-            .encode(&mut out)
-            .map_err(|e| ConnectionError::Malformed(e.to_string()))?;
-        let body_len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
-        out[..4].copy_from_slice(&body_len.to_be_bytes());
+        let out = answer(&body, agent, &mut bindings).await?;
         stream.write_all(&out).await?;
     }
+}
+
+/// The session: one frame's body in, the whole answer frame out (its
+/// length first). An error means the connection must close.
+async fn answer(
+    body: &[u8],
+    agent: &Agent,
+    bindings: &mut Bindings,
+) -> Result<Vec<u8>, ConnectionError> {
+    let response = match ssh_agent::decode(body)? {
+        Decoded::Request(request) => respond(*request, agent, bindings).await,
+        Decoded::Unknown(command) => {
+            tracing::debug!(command, "unknown agent message");
+            Response::Failure
+        }
+    };
+    let mut out = Vec::with_capacity(64);
+    0u32.encode(&mut out)?;
+    response.encode(&mut out)?;
+    let body_len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
+    out[..4].copy_from_slice(&body_len.to_be_bytes());
+    Ok(out)
 }
 
 /// The answer to one request.
@@ -271,5 +281,123 @@ async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Respo
             tracing::info!(error = %err, "sign request refused");
             Response::Failure
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssh_key::{Algorithm, PrivateKey};
+
+    fn agent() -> Agent {
+        Agent {
+            keys: Arc::new(Keyring::default()),
+            askpass: Askpass::from_env(|_| None),
+            uid: 1000,
+        }
+    }
+
+    /// A request's body, as `ssh-add` and `ssh` send it.
+    fn body(request: &Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        request.encode(&mut out).expect("encodes");
+        out
+    }
+
+    async fn ask(agent: &Agent, bindings: &mut Bindings, body: &[u8]) -> Vec<u8> {
+        answer(body, agent, bindings).await.expect("an answer")
+    }
+
+    fn decoded(frame: &[u8]) -> Response {
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().expect("4")) as usize,
+            frame.len() - 4
+        );
+        ssh_agent_lib::ssh_encoding::Decode::decode(&mut &frame[4..]).expect("a response")
+    }
+
+    #[tokio::test]
+    async fn an_ssh_add_session_byte_for_byte() {
+        let agent = agent();
+        let mut bindings = Bindings::default();
+        // `ssh-add -l` on an empty agent: SSH2_AGENTC_REQUEST_IDENTITIES
+        // (11), answered with SSH2_AGENT_IDENTITIES_ANSWER (12) and no key.
+        assert_eq!(
+            ask(&agent, &mut bindings, &[11]).await,
+            [0, 0, 0, 5, 12, 0, 0, 0, 0]
+        );
+        // An unknown message type: SSH_AGENT_FAILURE (5), and the session
+        // goes on.
+        assert_eq!(ask(&agent, &mut bindings, &[0x99]).await, [0, 0, 0, 1, 5]);
+
+        // `ssh-add KEY`, then `ssh-add -l`, then a signature.
+        let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).expect("key");
+        let add = Request::AddIdentity(AddIdentity {
+            credential: PrivateCredential::Key {
+                privkey: key.key_data().clone(),
+                comment: "test".into(),
+            },
+        });
+        assert_eq!(
+            ask(&agent, &mut bindings, &body(&add)).await,
+            [0, 0, 0, 1, 6]
+        );
+        let Response::IdentitiesAnswer(ids) = decoded(&ask(&agent, &mut bindings, &[11]).await)
+        else {
+            panic!("an identities answer")
+        };
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].comment, "test");
+        let sign = Request::SignRequest(SignRequest {
+            credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            data: b"data".to_vec(),
+            flags: 0,
+        });
+        let Response::SignResponse(signature) =
+            decoded(&ask(&agent, &mut bindings, &body(&sign)).await)
+        else {
+            panic!("a signature")
+        };
+        use signature::Verifier as _;
+        key.public_key()
+            .key_data()
+            .verify(b"data", &signature)
+            .expect("the signature verifies");
+
+        // Locked, the agent lists nothing and signs nothing.
+        let lock = Request::Lock("secret".into());
+        assert_eq!(
+            ask(&agent, &mut bindings, &body(&lock)).await,
+            [0, 0, 0, 1, 6]
+        );
+        assert_eq!(
+            ask(&agent, &mut bindings, &[11]).await,
+            [0, 0, 0, 5, 12, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            ask(&agent, &mut bindings, &body(&sign)).await,
+            [0, 0, 0, 1, 5]
+        );
+        let unlock = Request::Unlock("secret".into());
+        assert_eq!(
+            ask(&agent, &mut bindings, &body(&unlock)).await,
+            [0, 0, 0, 1, 6]
+        );
+
+        // `ssh-add -D`.
+        assert_eq!(ask(&agent, &mut bindings, &[19]).await, [0, 0, 0, 1, 6]);
+        assert_eq!(
+            ask(&agent, &mut bindings, &[11]).await,
+            [0, 0, 0, 5, 12, 0, 0, 0, 0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_known_message_ends_the_session() {
+        let agent = agent();
+        let mut bindings = Bindings::default();
+        // A sign request (13) cut short.
+        let result = answer(&[13, 0, 0, 0, 50, 1, 2], &agent, &mut bindings).await;
+        assert!(matches!(result, Err(ConnectionError::Malformed(_))));
     }
 }

@@ -65,17 +65,18 @@ pub fn gpg_version() -> String {
 /// its socket: `agent-program <mesh-gpg-agent>` in GNUPGHOME's gpg.conf.
 /// Returns what was changed, if anything. An `agent-program` line the
 /// user wrote is left alone (and reported).
-pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, String> {
+pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, GpgConfError> {
     let home = &gpg.home;
-    let shim = gpg
-        .agent_shim
-        .as_ref()
-        .ok_or("mesh-gpg-agent is not installed beside meshd")?;
+    let shim = gpg.agent_shim.as_ref().ok_or(GpgConfError::NoShim)?;
     let conf = home.join("gpg.conf");
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| GpgConfError::Io { what, path, source }
+    };
     let text = match std::fs::read_to_string(&conf) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("cannot read {}: {e}", conf.display())),
+        Err(e) => return Err(io("read", &conf)(e)),
     };
     let wanted = shim.display().to_string();
     let ours = mesh_protocol::setup::gpg_agent_program(&wanted);
@@ -86,10 +87,7 @@ pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, String> {
         let mut words = line.split_whitespace();
         if words.next() == Some("agent-program") {
             let current = words.collect::<Vec<_>>().join(" ");
-            return Err(format!(
-                "{} already names another agent-program ({current}); gpg may start it instead of meshd",
-                conf.display()
-            ));
+            return Err(GpgConfError::OtherAgent { conf, current });
         }
     }
     let Some(updated) = mesh_protocol::setup::add_block(&text, &ours) else {
@@ -100,7 +98,7 @@ pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, String> {
         .recursive(true)
         .mode(0o700)
         .create(home)
-        .map_err(|e| format!("cannot create {}: {e}", home.display()))?;
+        .map_err(io("create", home))?;
     let tmp = home.join(".gpg.conf.mesh-tmp");
     std::fs::OpenOptions::new()
         .create(true)
@@ -110,11 +108,38 @@ pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, String> {
         .open(&tmp)
         .and_then(|mut f| std::io::Write::write_all(&mut f, updated.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, &conf))
-        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        .map_err(io("write", &conf))?;
     Ok(Some(format!(
         "gpg will start meshd as its agent: added `agent-program {wanted}` to {}",
         conf.display()
     )))
+}
+
+/// Why gpg.conf could not be made to name meshd's shim.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpgConfError {
+    /// The shim is not installed beside meshd.
+    #[error("mesh-gpg-agent is not installed beside meshd")]
+    NoShim,
+    /// The user named another agent program; it is left alone.
+    #[error("{} already names another agent-program ({current}); gpg may start it instead of meshd", conf.display())]
+    OtherAgent {
+        /// The gpg.conf.
+        conf: PathBuf,
+        /// The program it names.
+        current: String,
+    },
+    /// A file could not be read or written.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// `read`, `create` or `write`.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Where gpg's files are, and the shim gpg should start as its agent.

@@ -22,8 +22,25 @@ const SERVICE: &str = "mesh";
 
 /// A failure to read or write a secret; the message names no secret.
 #[derive(Debug, thiserror::Error)]
-#[error("secret store: {0}")]
-pub struct SecretError(String);
+#[non_exhaustive]
+pub enum SecretError {
+    /// `MESH_KEYRING` names no store we have.
+    #[error("MESH_KEYRING={0}: use file or secret-service")]
+    Choice(String),
+    /// The Secret Service failed.
+    #[error("secret store: the Secret Service: {0}")]
+    SecretService(#[from] keyring_core::Error),
+    /// A secret's file could not be read or written.
+    #[error("secret store: cannot {what} {path}: {source}")]
+    File {
+        /// `read` or `write`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
 
 /// Where secrets live.
 pub enum SecretStore {
@@ -51,12 +68,8 @@ impl SecretStore {
         let file = || SecretStore::File(dir.to_owned());
         match choice {
             Some("file") => return Ok(file()),
-            Some("secret-service") => return secret_service().map_err(SecretError),
-            Some(other) => {
-                return Err(SecretError(format!(
-                    "MESH_KEYRING={other}: use file or secret-service"
-                )));
-            }
+            Some("secret-service") => return secret_service(),
+            Some(other) => return Err(SecretError::Choice(other.to_owned())),
             None => {}
         }
         if !session_bus {
@@ -86,20 +99,21 @@ impl SecretStore {
     pub fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         match self {
             SecretStore::SecretService(store) => {
-                let entry = store.build(SERVICE, name, None).map_err(keyring_error)?;
+                let entry = store.build(SERVICE, name, None)?;
                 match entry.get_secret() {
                     Ok(secret) => Ok(Some(Zeroizing::new(secret))),
                     Err(keyring_core::Error::NoEntry) => Ok(None),
-                    Err(err) => Err(keyring_error(err)),
+                    Err(err) => Err(err.into()),
                 }
             }
             SecretStore::File(dir) => match fs::read(dir.join(name)) {
                 Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(err) => Err(SecretError(format!(
-                    "cannot read {}: {err}",
-                    dir.join(name).display()
-                ))),
+                Err(source) => Err(SecretError::File {
+                    what: "read",
+                    path: dir.join(name),
+                    source,
+                }),
             },
         }
     }
@@ -110,28 +124,26 @@ impl SecretStore {
             SecretStore::SecretService(store) => store
                 .build(SERVICE, name, None)
                 .and_then(|entry| entry.set_secret(secret))
-                .map_err(keyring_error),
-            SecretStore::File(dir) => write_private(dir, name, secret).map_err(|err| {
-                SecretError(format!("cannot write {}: {err}", dir.join(name).display()))
-            }),
+                .map_err(SecretError::from),
+            SecretStore::File(dir) => {
+                write_private(dir, name, secret).map_err(|source| SecretError::File {
+                    what: "write",
+                    path: dir.join(name),
+                    source,
+                })
+            }
         }
     }
 }
 
-fn secret_service() -> Result<SecretStore, String> {
-    let store = zbus_secret_service_keyring_store::Store::new().map_err(|e| e.to_string())?;
+fn secret_service() -> Result<SecretStore, SecretError> {
+    let store = zbus_secret_service_keyring_store::Store::new()?;
     // A store that cannot be read (locked, no daemon) is no store: probe.
-    let probe = store
-        .build(SERVICE, "probe", None)
-        .map_err(|e| e.to_string())?;
+    let probe = store.build(SERVICE, "probe", None)?;
     match probe.get_secret() {
         Ok(_) | Err(keyring_core::Error::NoEntry) => Ok(SecretStore::SecretService(store)),
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err.into()),
     }
-}
-
-fn keyring_error(err: keyring_core::Error) -> SecretError {
-    SecretError(err.to_string())
 }
 
 /// Write `dir/name` with mode 0600 (the directory 0700), atomically.
