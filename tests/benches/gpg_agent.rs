@@ -14,146 +14,10 @@
 //! the wall time of `gpg --detach-sign`, and resident memory. No
 //! assertion: the figures are read, not checked.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mesh_e2e::{MeshService, TestEnv, run_ok, stdout};
-
-fn gpg(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    run_ok(
-        env.command("gpg")
-            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args),
-    )
-}
-
-/// Make a key with gpg; return (fingerprint, keygrip of the signing key).
-fn make_key(env: &TestEnv, uid: &str, algo: &str) -> (String, String) {
-    gpg(env, &["--quick-gen-key", uid, algo, "sign", "0"]);
-    let listing = stdout(&gpg(env, &["--with-colons", "--with-keygrip", "-K", uid]));
-    let fpr = listing
-        .lines()
-        .find_map(|l| l.strip_prefix("fpr:::::::::"))
-        .expect("fpr")
-        .trim_end_matches(':')
-        .to_owned();
-    let grip = listing
-        .lines()
-        .find_map(|l| l.strip_prefix("grp:::::::::"))
-        .expect("grp")
-        .trim_end_matches(':')
-        .to_owned();
-    (fpr, grip)
-}
-
-fn socket(env: &TestEnv) -> PathBuf {
-    PathBuf::from(
-        stdout(&run_ok(
-            env.command("gpgconf").args(["--list-dirs", "agent-socket"]),
-        ))
-        .trim(),
-    )
-}
-
-struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Client {
-    fn connect(socket: &Path) -> Client {
-        let writer = UnixStream::connect(socket).expect("connects");
-        let mut client = Client {
-            reader: BufReader::new(writer.try_clone().expect("clone")),
-            writer,
-        };
-        client.reply();
-        client
-    }
-
-    /// Read up to OK (panics on ERR); return the D payload's first line.
-    fn reply(&mut self) -> String {
-        let mut data = String::new();
-        loop {
-            let mut line = Vec::new();
-            self.reader.read_until(b'\n', &mut line).expect("reads");
-            let text = String::from_utf8_lossy(&line).into_owned();
-            if text.starts_with("OK") {
-                return data;
-            }
-            assert!(!text.starts_with("ERR"), "agent said {text}");
-            if let Some(d) = text.strip_prefix("D ") {
-                data.push_str(d.trim_end());
-            }
-        }
-    }
-
-    fn call(&mut self, line: &str) -> String {
-        self.writer.write_all(line.as_bytes()).expect("writes");
-        self.writer.write_all(b"\n").expect("writes");
-        self.reply()
-    }
-
-    fn sign(&mut self, grip: &str, digest_hex: &str) {
-        self.call(&format!("SIGKEY {grip}"));
-        self.call(&format!("SETHASH 8 {digest_hex}"));
-        let sig = self.call("PKSIGN");
-        assert!(sig.contains("sig-val"));
-    }
-}
-
-struct Figures {
-    ops: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn measure(socket: &Path, grip: &str, clients: usize, per_client: usize) -> Figures {
-    let barrier = Barrier::new(clients);
-    let digest = "AB".repeat(32);
-    let mut latencies = Vec::new();
-    let mut wall = Duration::ZERO;
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..clients)
-            .map(|_| {
-                let (barrier, digest) = (&barrier, &digest);
-                scope.spawn(move || {
-                    let mut client = Client::connect(socket);
-                    for _ in 0..per_client.div_ceil(10) {
-                        client.sign(grip, digest);
-                    }
-                    barrier.wait();
-                    let start = Instant::now();
-                    let mut mine = Vec::with_capacity(per_client);
-                    for _ in 0..per_client {
-                        let t = Instant::now();
-                        client.sign(grip, digest);
-                        mine.push(t.elapsed());
-                    }
-                    (start, Instant::now(), mine)
-                })
-            })
-            .collect();
-        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-        for thread in threads {
-            let (start, end, mine) = thread.join().expect("client");
-            first = Some(first.map_or(start, |f| f.min(start)));
-            last = Some(last.map_or(end, |l| l.max(end)));
-            latencies.extend(mine);
-        }
-        wall = last.expect("ran") - first.expect("ran");
-    });
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Figures {
-        ops: latencies.len() as f64 / wall.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-    }
-}
+use mesh_e2e::bench::{Figures, gpg, gpg_agent_pid, gpg_key, gpg_socket, measure_pksign};
+use mesh_e2e::{MeshService, TestEnv, run_ok};
 
 fn median_sign_ms(env: &TestEnv, fpr: &str, runs: usize) -> f64 {
     let file = env.root().join("bench-message");
@@ -183,14 +47,10 @@ fn median_sign_ms(env: &TestEnv, fpr: &str, runs: usize) -> f64 {
 fn main() {
     // The real agent, with keys gpg made.
     let real = TestEnv::new();
-    let (ed_fpr, ed_grip) = make_key(&real, "Ed <ed@example.org>", "ed25519");
-    let (rsa_fpr, rsa_grip) = make_key(&real, "Rsa <rsa@example.org>", "rsa3072");
-    let real_socket = socket(&real);
-    let real_pid: u32 = Client::connect(&real_socket)
-        .call("GETINFO pid")
-        .trim()
-        .parse()
-        .expect("pid");
+    let (ed_fpr, ed_grip) = gpg_key(&real, "Ed <ed@example.org>", "ed25519");
+    let (rsa_fpr, rsa_grip) = gpg_key(&real, "Rsa <rsa@example.org>", "rsa3072");
+    let real_socket = gpg_socket(&real);
+    let real_pid = gpg_agent_pid(&real_socket);
 
     // meshd, with the same keys imported into a Mesh account.
     let host = TestEnv::new();
@@ -203,12 +63,8 @@ fn main() {
         std::fs::write(&file, &exported.stdout).expect("export");
         mesh.mesh(&["openpgp", "import", file.to_str().expect("utf-8")]);
     }
-    let mesh_socket = socket(&mesh);
-    let mesh_pid: u32 = Client::connect(&mesh_socket)
-        .call("GETINFO pid")
-        .trim()
-        .parse()
-        .expect("pid");
+    let mesh_socket = gpg_socket(&mesh);
+    let mesh_pid = gpg_agent_pid(&mesh_socket);
     mesh_e2e::wait_until("gpg sees the imported keys", || {
         let out = mesh
             .command("gpg")
@@ -228,14 +84,14 @@ fn main() {
         ("ed25519", &ed_grip, 4, 1000),
         ("rsa-3072", &rsa_grip, 1, 100),
     ] {
-        let theirs = measure(&real_socket, grip, clients, per_client);
-        let ours = measure(&mesh_socket, grip, clients, per_client);
+        let theirs = measure_pksign(&real_socket, grip, clients, per_client);
+        let ours = measure_pksign(&mesh_socket, grip, clients, per_client);
         for (name, f) in [("gpg-agent", &theirs), ("meshd", &ours)] {
             println!(
                 "{label:<22} {clients:>7} {name:>10} {:>10.0} {:>9.1} {:>9.1} {:>11.2}",
                 f.ops,
-                f.p50.as_secs_f64() * 1e6,
-                f.p99.as_secs_f64() * 1e6,
+                Figures::us(f.p50),
+                Figures::us(f.p99),
                 f.ops / theirs.ops
             );
         }

@@ -16,13 +16,12 @@
 //! first answer. No assertion: this machine is shared and
 //! noisy; the figures are read, not checked.
 
-use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use mesh_e2e::bench::{Figures, keygen, measure_ssh, sign_request, ssh_call as call};
 use mesh_e2e::{TestEnv, bin, run_ok};
 
 /// One agent under test.
@@ -91,120 +90,6 @@ fn start(env: &TestEnv, which: &str) -> (Agent, Duration) {
     )
 }
 
-/// Send one request body, return the answer body.
-fn call(stream: &mut UnixStream, body: &[u8]) -> Vec<u8> {
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(body);
-    stream.write_all(&frame).expect("request written");
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).expect("answer length");
-    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut answer).expect("answer");
-    answer
-}
-
-fn string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// SSH_AGENTC_SIGN_REQUEST for the key in a `.pub` file.
-fn sign_request(public: &Path, flags: u32) -> Vec<u8> {
-    let line = std::fs::read_to_string(public).expect("public key");
-    let blob = decode_base64(line.split_whitespace().nth(1).expect("key blob"));
-    let mut body = vec![13];
-    string(&mut body, &blob);
-    let data: Vec<u8> = (0..=255u8).collect();
-    string(&mut body, &data);
-    body.extend_from_slice(&flags.to_be_bytes());
-    body
-}
-
-fn decode_base64(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
-/// Figures for one workload on one agent.
-struct Figures {
-    ops_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Run `per_client` requests from each of `clients` threads at once.
-fn measure(socket: &Path, body: &[u8], expect: u8, clients: usize, per_client: usize) -> Figures {
-    let barrier = Barrier::new(clients);
-    let mut wall = Duration::ZERO;
-    let mut latencies: Vec<Duration> = Vec::with_capacity(clients * per_client);
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..clients)
-            .map(|_| {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    let mut stream = UnixStream::connect(socket).expect("connects");
-                    for _ in 0..per_client.div_ceil(10) {
-                        assert_eq!(call(&mut stream, body).first(), Some(&expect));
-                    }
-                    barrier.wait();
-                    let start = Instant::now();
-                    let mut mine = Vec::with_capacity(per_client);
-                    for _ in 0..per_client {
-                        let t = Instant::now();
-                        let answer = call(&mut stream, body);
-                        mine.push(t.elapsed());
-                        assert_eq!(answer.first(), Some(&expect), "the agent refused");
-                    }
-                    (start, Instant::now(), mine)
-                })
-            })
-            .collect();
-        let mut first_start: Option<Instant> = None;
-        let mut last_end: Option<Instant> = None;
-        for thread in threads {
-            let (start, end, mine) = thread.join().expect("client thread");
-            first_start = Some(first_start.map_or(start, |f| f.min(start)));
-            last_end = Some(last_end.map_or(end, |l| l.max(end)));
-            latencies.extend(mine);
-        }
-        wall = last_end.expect("ran") - first_start.expect("ran");
-    });
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Figures {
-        ops_per_second: latencies.len() as f64 / wall.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-    }
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn keygen(env: &TestEnv, name: &str, args: &[&str]) -> PathBuf {
-    let path = env.root().join(name);
-    run_ok(
-        env.command("ssh-keygen")
-            .args(["-q", "-N", "", "-C", name])
-            .args(args)
-            .arg("-f")
-            .arg(&path),
-    );
-    path
-}
-
 fn add(env: &TestEnv, agent: &Agent, keys: &[PathBuf]) {
     for chunk in keys.chunks(50) {
         run_ok(
@@ -246,15 +131,15 @@ fn main() {
     );
     for (label, body, expect, per_client) in &workloads {
         for clients in [1, 8] {
-            let theirs = measure(&openssh.socket, body, *expect, clients, *per_client);
-            let ours = measure(&meshd.socket, body, *expect, clients, *per_client);
+            let theirs = measure_ssh(&openssh.socket, body, *expect, clients, *per_client);
+            let ours = measure_ssh(&meshd.socket, body, *expect, clients, *per_client);
             for (agent, f) in [(openssh.name, &theirs), (meshd.name, &ours)] {
                 println!(
                     "{label:<30} {clients:>7} {agent:>10} {:>12.0} {:>9.1} {:>9.1} {:>8.2}",
-                    f.ops_per_second,
-                    us(f.p50),
-                    us(f.p99),
-                    f.ops_per_second / theirs.ops_per_second
+                    f.ops,
+                    Figures::us(f.p50),
+                    Figures::us(f.p99),
+                    f.ops / theirs.ops
                 );
             }
         }

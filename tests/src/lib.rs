@@ -9,6 +9,8 @@
 //! --bins` leaves them; a missing one, or a missing system tool, fails the
 //! test with a message saying what to install.
 
+pub mod bench;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;

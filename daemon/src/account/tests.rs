@@ -156,6 +156,28 @@ async fn create(device: &Device) {
     );
 }
 
+/// Ask to join alice@example.com as `phone`; the witness code shown.
+async fn ask_to_join(phone: &Device) -> String {
+    let asked = phone
+        .run(Command::Connect {
+            address: "alice@example.com".into(),
+            service: "in-process".into(),
+            name: "phone".into(),
+            pin: None,
+        })
+        .await
+        .expect("asked");
+    let Response::Connection(ConnectionState {
+        status: Standing::Pending,
+        witness: Some(witness),
+        ..
+    }) = asked
+    else {
+        panic!("{asked:?}")
+    };
+    witness
+}
+
 fn ed25519_key() -> ssh_key::PrivateKey {
     ssh_key::PrivateKey::random(&mut rand_core::OsRng, ssh_key::Algorithm::Ed25519).expect("a key")
 }
@@ -240,23 +262,7 @@ async fn a_device_joins_by_its_witness_code_and_leaves_when_revoked() {
     let laptop = Device::start(connector(&service, false, None));
     create(&laptop).await;
     let mut phone = Device::start(connector(&service, false, None));
-    let asked = phone
-        .run(Command::Connect {
-            address: "alice@example.com".into(),
-            service: "in-process".into(),
-            name: "phone".into(),
-            pin: None,
-        })
-        .await
-        .expect("asked");
-    let Response::Connection(ConnectionState {
-        status: Standing::Pending,
-        witness: Some(witness),
-        ..
-    }) = asked
-    else {
-        panic!("{asked:?}")
-    };
+    let witness = ask_to_join(&phone).await;
     laptop.run(Command::Sync).await.expect("synced");
     let pending = laptop.handle.view().pending.clone().expect("admin");
     assert_eq!(pending.len(), 1);
@@ -370,22 +376,7 @@ async fn a_store_this_device_may_not_read_is_refused_from_the_service() {
         other => other,
     });
     let phone = Device::start(connector(&service, false, Some(offer_local)));
-    let asked = phone
-        .run(Command::Connect {
-            address: "alice@example.com".into(),
-            service: "in-process".into(),
-            name: "phone".into(),
-            pin: None,
-        })
-        .await
-        .expect("asked");
-    let Response::Connection(ConnectionState {
-        witness: Some(witness),
-        ..
-    }) = asked
-    else {
-        panic!("{asked:?}")
-    };
+    let witness = ask_to_join(&phone).await;
     laptop.run(Command::Sync).await.expect("synced");
     laptop
         .run(Command::Answer {

@@ -407,37 +407,12 @@ fn data(bytes: &[u8]) -> Step {
 mod tests {
     use super::*;
     use mesh_protocol::assuan::Line;
-    use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
-    use sequoia_openpgp::policy::StandardPolicy;
-
-    use crate::keystore::gpg::GpgKey;
+    use sequoia_openpgp::cert::CipherSuite;
 
     /// A server holding a Cv25519 certificate's signing and encryption
     /// subkeys, reporting gpg 2.2.40.
     fn server() -> (Server, Keygrip, Keygrip) {
-        let (cert, _) = CertBuilder::new()
-            .set_cipher_suite(CipherSuite::Cv25519)
-            .add_userid("Ed Test <ed@example.org>")
-            .add_signing_subkey()
-            .add_transport_encryption_subkey()
-            .generate()
-            .expect("cert");
-        let policy = StandardPolicy::new();
-        let keys: Vec<GpgKey> = cert
-            .keys()
-            .subkeys()
-            .with_policy(&policy, None)
-            .secret()
-            .map(|ka| {
-                let key = ka.key();
-                GpgKey::new(
-                    key.mpis(),
-                    key.optional_secret().expect("secret"),
-                    "ed".into(),
-                )
-                .expect("usable")
-            })
-            .collect();
+        let keys = crate::keystore::gpg::test_keys(CipherSuite::Cv25519);
         let (sign, encrypt) = (keys[0].grip, keys[1].grip);
         let ring = GpgKeyring::default();
         ring.set(keys);

@@ -359,37 +359,41 @@ impl GpgKeyring {
     }
 }
 
+/// A new certificate's signing and encryption subkeys, as the keystore
+/// holds them: for the tests of this module and of the gpg frontend.
+#[cfg(test)]
+pub(crate) fn test_keys(suite: sequoia_openpgp::cert::CipherSuite) -> Vec<GpgKey> {
+    let (cert, _) = sequoia_openpgp::cert::CertBuilder::new()
+        .set_cipher_suite(suite)
+        .add_userid("Test <test@example.org>")
+        .add_signing_subkey()
+        .add_transport_encryption_subkey()
+        .generate()
+        .expect("cert");
+    let policy = sequoia_openpgp::policy::StandardPolicy::new();
+    cert.keys()
+        .subkeys()
+        .with_policy(&policy, None)
+        .secret()
+        .map(|ka| {
+            let key = ka.key();
+            GpgKey::new(
+                key.mpis(),
+                key.optional_secret().expect("secret"),
+                "test".into(),
+            )
+            .expect("usable")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use openssl::rsa::Rsa;
-    use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
-    use sequoia_openpgp::policy::StandardPolicy;
+    use sequoia_openpgp::cert::CipherSuite;
 
-    fn keys(suite: CipherSuite) -> Vec<GpgKey> {
-        let (cert, _) = CertBuilder::new()
-            .set_cipher_suite(suite)
-            .add_userid("Test <test@example.org>")
-            .add_signing_subkey()
-            .add_transport_encryption_subkey()
-            .generate()
-            .expect("cert");
-        let policy = StandardPolicy::new();
-        cert.keys()
-            .subkeys()
-            .with_policy(&policy, None)
-            .secret()
-            .map(|ka| {
-                let key = ka.key();
-                GpgKey::new(
-                    key.mpis(),
-                    key.optional_secret().expect("secret"),
-                    "test".into(),
-                )
-                .expect("usable")
-            })
-            .collect()
-    }
+    use super::test_keys as keys;
 
     #[test]
     fn ed25519_signs_the_digest_and_cv25519_agrees() {
