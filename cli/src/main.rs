@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mesh_protocol::paths::Paths;
+use mesh_ipc::paths::Paths;
 
 mod command;
 

@@ -4,12 +4,13 @@
 //! One task owns the [`Account`] ([`spawn`]); everything that changes it
 //! (enrolment, administration, catalog writes, sync ticks) is a [`Command`]
 //! sent through its [`Handle`] and done one at a time. What it holds is
-//! published through two `watch` channels, so readers never queue behind
-//! a write or a slow service: the [`View`] (status, devices, catalogs and
-//! application entries, as the control socket shows them) and the
-//! [`KeySnapshot`] (the private keys the agents serve, which the keystore
-//! and gpg's keyring subscribe to). Nothing here knows a socket, a
-//! frontend or gpg.
+//! published, so readers never queue behind a write or a slow service:
+//! the [`View`] (status, devices, catalogs and application entries, as the
+//! control socket shows them) through a `watch` channel; the
+//! [`KeySnapshot`] (the private keys the agents serve) moved to the
+//! keystore through a channel of its own, so no copy stays here; and its
+//! public side, the [`Certificates`], through a `watch` channel that gpg's
+//! keyring follows. Nothing here knows a socket, a frontend or gpg.
 //!
 //! Everything the service sends is checked before it is believed: frames
 //! must extend the local replica (so a dropped, reordered, altered or
@@ -23,18 +24,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mesh_ipc::control::{
+    AccountStatus, DeviceRow, OpenpgpCertificate, OpenpgpRow, PendingRequest, Response,
+    SshIdentityRow, Standing,
+};
+use mesh_ipc::paths::Paths;
 use mesh_protocol::account::{
     self, AccountKeys, Activation, CatalogedDevice, ConnectionDevice, DeviceKeys, ProfileUser,
     Role, Store,
 };
 use mesh_protocol::application::{OpenpgpEntry, SshIdentity};
-use mesh_protocol::control::{
-    AccountStatus, DeviceRow, OpenpgpCertificate, OpenpgpRow, PendingRequest, Response,
-    SshIdentityRow, Standing,
-};
 use mesh_protocol::envelope::{Envelope, Opened};
 use mesh_protocol::keys::PublicKey;
-use mesh_protocol::paths::Paths;
 use mesh_protocol::service::{ServiceRequest, ServiceResponse};
 use mesh_protocol::udf::Udf;
 use mesh_protocol::udf::seed::Seed;

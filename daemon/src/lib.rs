@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_protocol::paths::Paths;
+use mesh_ipc::paths::Paths;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -241,8 +241,8 @@ async fn serve(
     }
 }
 
-fn listener(frontend: &str, socket: &Socket) -> mesh_protocol::control::Listener {
-    mesh_protocol::control::Listener {
+fn listener(frontend: &str, socket: &Socket) -> mesh_ipc::control::Listener {
+    mesh_ipc::control::Listener {
         frontend: frontend.into(),
         path: socket.path.clone(),
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mesh_daemon::Config;
 use mesh_daemon::host::gpg::Gpg;
 use mesh_daemon::keystore::confirm::Askpass;
-use mesh_protocol::paths::Paths;
+use mesh_ipc::paths::Paths;
 use tracing_subscriber::EnvFilter;
 
 /// Every heap block is wiped when it is freed or moved by a reallocation.

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_protocol::ssh_agent::{self, Bindings, Decoded};
+use mesh_protocol::agent::ssh_agent::{self, Bindings, Decoded};
 use ssh_agent_lib::proto::extension::RestrictDestination;
 use ssh_agent_lib::proto::{KeyConstraint, PublicCredential, Request};
 

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_protocol::assuan::{self, Line};
-use mesh_protocol::sexp::Sexp;
+use mesh_protocol::agent::assuan::{self, Line};
+use mesh_protocol::agent::sexp::Sexp;
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

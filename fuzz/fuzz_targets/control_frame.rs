@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_protocol::control::{self, Request, Response};
+use mesh_ipc::control::{self, Request, Response};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((request, used))) = control::decode::<Request>(data) {

@@ -1,10 +1,14 @@
 //! The Mathematical Mesh, as pure code.
 //!
-//! This crate holds the formats and rules of the Mesh and of our own wire
-//! protocols: the messages `mesh` and the shims exchange with `meshd`
-//! ([`control`]), the messages of the Mesh service ([`service`]) and where a
-//! user's Mesh files and sockets live ([`paths`]). Later layers add UDF,
-//! DARE envelopes and sequences, profiles, catalogs and Shamir escrow.
+//! Two jobs, two groups. The Mesh itself, at the top level: fingerprints
+//! ([`udf`]), keys ([`keys`]), Shamir escrow ([`shamir`]), DARE envelopes
+//! and sequences ([`envelope`], [`merkle`], [`sequence`]), accounts,
+//! devices and their records ([`account`], [`application`]) and the Mesh
+//! service's messages ([`service`]). And the agent protocols meshd speaks
+//! for programs we did not write ([`agent`]: SSH agent, Assuan,
+//! S-expressions, keygrips). The third job, local IPC (the control
+//! protocol, paths, setup blocks), is the crate `mesh-ipc`, which has no
+//! crypto so that the shims link none.
 //!
 //! # Architecture invariant
 //!
@@ -17,18 +21,12 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod account;
+pub mod agent;
 pub mod application;
-pub mod assuan;
-pub mod control;
 pub mod envelope;
-pub mod keygrip;
 pub mod keys;
 pub mod merkle;
-pub mod paths;
 pub mod sequence;
 pub mod service;
-pub mod setup;
-pub mod sexp;
 pub mod shamir;
-pub mod ssh_agent;
 pub mod udf;

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use mesh_protocol::control::{self, DaemonStatus, ErrorKind, FrameError, Request, Response};
-use mesh_protocol::paths::Paths;
+use mesh_ipc::control::{self, DaemonStatus, ErrorKind, FrameError, Request, Response};
+use mesh_ipc::paths::Paths;
 
 /// How long [`start`] waits for a new daemon to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);

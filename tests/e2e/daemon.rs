@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 
 use mesh_e2e::{TestEnv, run_err, run_ok, stderr, stdout, wait_until};
-use mesh_protocol::control::{self, Request, Response};
+use mesh_ipc::control::{self, Request, Response};
 
 #[test]
 fn start_status_stop() {

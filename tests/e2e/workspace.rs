@@ -49,14 +49,22 @@ fn dependencies_point_one_way() {
             "mesh",
             "mesh-daemon",
             "mesh-e2e",
+            "mesh-ipc",
             "mesh-protocol",
             "mesh-service",
             "mesh-shims"
         ])
     );
-    assert!(
-        ours["mesh-protocol"].is_empty(),
-        "protocol depends on none of ours"
+    assert!(ours["mesh-ipc"].is_empty(), "ipc depends on none of ours");
+    assert_eq!(
+        ours["mesh-protocol"],
+        BTreeSet::from(["mesh-ipc"]),
+        "protocol depends on ipc alone"
+    );
+    assert_eq!(
+        ours["mesh-shims"],
+        BTreeSet::from(["mesh-ipc"]),
+        "the shims link the IPC crate and no crypto of ours"
     );
     for crate_ in ["mesh", "mesh-shims"] {
         assert!(
@@ -68,6 +76,38 @@ fn dependencies_point_one_way() {
         !ours["mesh-service"].contains("mesh-daemon"),
         "the service never sees the daemon"
     );
+}
+
+/// The shims and the IPC crate they use link no cryptography at all.
+#[test]
+fn the_shims_link_no_crypto() {
+    for package in ["mesh-ipc", "mesh-shims"] {
+        let tree = String::from_utf8(cargo(&[
+            "tree", "-p", package, "-e", "normal", "--prefix", "none",
+        ]))
+        .expect("utf-8");
+        for crypto in [
+            "ed25519",
+            "curve25519",
+            "sha2",
+            "sha1",
+            "aes",
+            "openssl",
+            "rsa",
+            "ssh-key",
+            "ring",
+            "rustls",
+            "sequoia",
+        ] {
+            assert!(
+                !tree.lines().any(|l| l
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|n| n.starts_with(crypto))),
+                "{package} links {crypto}:\n{tree}"
+            );
+        }
+    }
 }
 
 /// Two versions of a trait crate would mean that types from one do not fit
@@ -266,7 +306,7 @@ fn the_daemon_arrows_point_down() {
     }
     assert!(checked > 20, "the layers were found ({checked} files)");
     let control = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/src/control.rs"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ipc/src/control.rs"),
     )
     .expect("control.rs");
     assert!(

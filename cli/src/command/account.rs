@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+use mesh_ipc::control::{Catalog, Request, Response, Standing};
+use mesh_ipc::paths::Paths;
 use mesh_protocol::account::Role;
-use mesh_protocol::control::{Catalog, Request, Response, Standing};
-use mesh_protocol::paths::Paths;
 use mesh_protocol::udf::name::ConnectUri;
 use mesh_shims::daemon::{self, DaemonError};
 

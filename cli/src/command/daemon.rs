@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use mesh_protocol::paths::Paths;
+use mesh_ipc::paths::Paths;
 use mesh_shims::daemon::{self, Started};
 
 use super::status::describe;

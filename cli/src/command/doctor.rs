@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use mesh_protocol::control::{DaemonStatus, Request, Response, Standing};
-use mesh_protocol::paths::Paths;
+use mesh_ipc::control::{DaemonStatus, Request, Response, Standing};
+use mesh_ipc::paths::Paths;
 use mesh_shims::daemon;
 use serde_json::{Value, json};
 

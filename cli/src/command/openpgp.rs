@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use mesh_protocol::control::{OpenpgpAdded, OpenpgpRow, Request, Response, SecretText};
-use mesh_protocol::paths::Paths;
+use mesh_ipc::control::{OpenpgpAdded, OpenpgpRow, Request, Response, SecretText};
+use mesh_ipc::paths::Paths;
 use zeroize::Zeroizing;
 
 use super::account::{answer, ask, show, show_each};

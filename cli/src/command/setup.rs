@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context as _;
-use mesh_protocol::paths::Paths;
-use mesh_protocol::setup;
+use mesh_ipc::paths::Paths;
+use mesh_ipc::setup;
 use serde::{Deserialize, Serialize};
 
 /// The unit files, as shipped in `systemd/`.
@@ -300,7 +300,7 @@ fn choose<T>(
 /// `mesh setup git`: sign commits with a key of the account.
 pub(crate) fn git(paths: &Paths, format: GitFormat, key: Option<&str>) -> anyhow::Result<ExitCode> {
     use super::account::{answer, ask};
-    use mesh_protocol::control::{Request, Response};
+    use mesh_ipc::control::{Request, Response};
     let mut manifest = load(paths)?;
     let mut settings: Vec<(&str, String)> = vec![("commit.gpgsign", "true".into())];
     match format {

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use mesh_protocol::control::DaemonStatus;
-use mesh_protocol::paths::Paths;
+use mesh_ipc::control::DaemonStatus;
+use mesh_ipc::paths::Paths;
 use mesh_shims::daemon;
 
 pub(crate) fn run(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_ipc::control::{
+    Answered, ConnectionResult, DeviceRow, PendingRequest, PinIssued, Response, RevokedDevice,
+};
 use mesh_protocol::account::{
     self, PinRecord, ProfileDevice, RequestConnection, RespondConnection, Role, Store,
-};
-use mesh_protocol::control::{
-    Answered, ConnectionResult, DeviceRow, PendingRequest, PinIssued, Response, RevokedDevice,
 };
 use mesh_protocol::envelope::{Envelope, Event};
 use mesh_protocol::keys::PublicKey;

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use mesh_ipc::control::{CatalogChange, Response};
 use mesh_protocol::account::{self, Store};
 use mesh_protocol::application::{OPENPGP_PREFIX, SSH_PREFIX};
-use mesh_protocol::control::{CatalogChange, Response};
 use mesh_protocol::envelope::Event;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};

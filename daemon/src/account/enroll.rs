@@ -3,11 +3,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_ipc::control::{AccountCreated, ConnectionState, Escrow, Recovered, Response, Standing};
 use mesh_protocol::account::{
     self, AccountKeys, Activation, ProfileUser, RequestConnection, RespondConnection, Role, Store,
-};
-use mesh_protocol::control::{
-    AccountCreated, ConnectionState, Escrow, Recovered, Response, Standing,
 };
 use mesh_protocol::envelope::Envelope;
 use mesh_protocol::service::{

@@ -2,8 +2,8 @@
 //! answers each with its [`ErrorKind`] and one line for a person, and the
 //! account itself branches on the kind, never on text.
 
+use mesh_ipc::control::ErrorKind;
 use mesh_protocol::account::Store;
-use mesh_protocol::control::ErrorKind;
 use mesh_protocol::service::Reason;
 
 use crate::service_client::RemoteError;

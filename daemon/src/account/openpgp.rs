@@ -13,9 +13,9 @@
 //! primary-only key) and the subkeys to other devices; the keystore serves
 //! them and the host puts the public parts in gpg's keyring.
 
+use mesh_ipc::control::{OpenpgpAdded, OpenpgpCertificate, OpenpgpRow, Response};
 use mesh_protocol::account::{self, Store};
 use mesh_protocol::application::{OPENPGP_MESSAGE_TYPE, OpenpgpEntry, valid_name};
-use mesh_protocol::control::{OpenpgpAdded, OpenpgpCertificate, OpenpgpRow, Response};
 use mesh_protocol::envelope::Event;
 use rand_core::OsRng;
 use sequoia_openpgp::Cert;

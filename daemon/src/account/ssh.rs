@@ -5,9 +5,9 @@
 //! them to the keystore, so a key made on one device is served by every
 //! other one after its next sync, and a deleted one stops being served.
 
+use mesh_ipc::control::{Response, SshIdentityRow};
 use mesh_protocol::account::{self, Store};
 use mesh_protocol::application::{SSH_MESSAGE_TYPE, SshIdentity, valid_name};
-use mesh_protocol::control::{Response, SshIdentityRow};
 use mesh_protocol::envelope::Event;
 use rand_core::OsRng;
 use ssh_key::{HashAlg, LineEnding, PrivateKey};

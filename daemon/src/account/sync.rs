@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mesh_ipc::control::{Standing, SyncReport};
 use mesh_protocol::account::{self, Store};
-use mesh_protocol::control::{Standing, SyncReport};
 use mesh_protocol::envelope::Envelope;
 use mesh_protocol::sequence;
 use mesh_protocol::service::{

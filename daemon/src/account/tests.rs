@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_ipc::control::{ConnectionState, Response, Standing};
+use mesh_ipc::paths::Paths;
 use mesh_protocol::account::{Role, Store};
-use mesh_protocol::control::{ConnectionState, Response, Standing};
-use mesh_protocol::paths::Paths;
 use mesh_protocol::service::{ServiceRequest, ServiceResponse};
 use mesh_service::{Limits, RedbStorage, Service};
 use tokio::sync::mpsc;

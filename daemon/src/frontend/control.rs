@@ -2,7 +2,7 @@
 //!
 //! One task per connection (through [`crate::server::accept_loop`]), at
 //! most [`MAX_CONNECTIONS`] at once. Frames are decoded with
-//! [`mesh_protocol::control`]; a malformed frame gets an error answer and
+//! [`mesh_ipc::control`]; a malformed frame gets an error answer and
 //! closes that connection and nothing else.
 //!
 //! Reads (status, lists, exports) are answered from the account's
@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_protocol::account::Role;
-use mesh_protocol::control::{
+use mesh_ipc::control::{
     self, DaemonStatus, ErrorKind, FrameError, Listener, MAX_FRAME, Request, Response,
 };
+use mesh_protocol::account::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
@@ -411,8 +411,8 @@ async fn keys_in_use(state: &State, gpg: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_protocol::control::Standing;
-    use mesh_protocol::paths::Paths;
+    use mesh_ipc::control::Standing;
+    use mesh_ipc::paths::Paths;
 
     use crate::account::{Account, Settings};
     use crate::service_client::RemoteError;

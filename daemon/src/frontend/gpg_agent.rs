@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mesh_protocol::assuan::{self, Line, LineError, code};
-use mesh_protocol::keygrip::{self, Keygrip};
-use mesh_protocol::sexp::Sexp;
+use mesh_protocol::agent::assuan::{self, Line, LineError, code};
+use mesh_protocol::agent::keygrip::{self, Keygrip};
+use mesh_protocol::agent::sexp::Sexp;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
@@ -406,7 +406,7 @@ fn data(bytes: &[u8]) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_protocol::assuan::Line;
+    use mesh_protocol::agent::assuan::Line;
     use sequoia_openpgp::cert::CipherSuite;
 
     /// A server holding a Cv25519 certificate's signing and encryption

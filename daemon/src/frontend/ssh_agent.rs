@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::keystore::confirm::Askpass;
 use crate::keystore::ssh::{Identity, Keyring};
-use mesh_protocol::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
+use mesh_protocol::agent::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
 
 /// How many agent connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 256;

@@ -79,8 +79,8 @@ pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, GpgConfError> {
         Err(e) => return Err(io("read", &conf)(e)),
     };
     let wanted = shim.display().to_string();
-    let ours = mesh_protocol::setup::gpg_agent_program(&wanted);
-    for line in mesh_protocol::setup::remove_block(&text)
+    let ours = mesh_ipc::setup::gpg_agent_program(&wanted);
+    for line in mesh_ipc::setup::remove_block(&text)
         .unwrap_or_else(|| text.clone())
         .lines()
     {
@@ -90,7 +90,7 @@ pub fn ensure_agent_program(gpg: &Gpg) -> Result<Option<String>, GpgConfError> {
             return Err(GpgConfError::OtherAgent { conf, current });
         }
     }
-    let Some(updated) = mesh_protocol::setup::add_block(&text, &ours) else {
+    let Some(updated) = mesh_ipc::setup::add_block(&text, &ours) else {
         return Ok(None);
     };
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::Signer as _;
-use mesh_protocol::keygrip::{self, Curve, Keygrip};
-use mesh_protocol::sexp::{Sexp, mpi, unsigned};
+use mesh_protocol::agent::keygrip::{self, Curve, Keygrip};
+use mesh_protocol::agent::sexp::{Sexp, mpi, unsigned};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
-use mesh_protocol::control::{Catalog, ErrorKind, Request, Response};
-use mesh_protocol::paths::Paths;
+use mesh_ipc::control::{Catalog, ErrorKind, Request, Response};
+use mesh_ipc::paths::Paths;
 use mesh_shims::daemon::{self, DaemonError};
 
 /// The most input git sends for one credential.

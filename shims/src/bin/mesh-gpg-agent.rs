@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use mesh_protocol::paths::Paths;
+use mesh_ipc::paths::Paths;
 use mesh_shims::daemon;
 
 fn main() -> ExitCode {

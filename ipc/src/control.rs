@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use crate::account::{Role, Store};
+use crate::names::{Role, Store};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,7 @@
 
 use sha1::{Digest as _, Sha1};
 
-use crate::sexp::{Sexp, mpi, unsigned};
+use crate::agent::sexp::{Sexp, mpi, unsigned};
 
 /// A keygrip.
 pub type Keygrip = [u8; 20];
