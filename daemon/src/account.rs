@@ -42,6 +42,7 @@ use mesh_protocol::udf::seed::Seed;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use zeroize::Zeroizing;
 
 pub use error::AccountError;
 
@@ -225,7 +226,7 @@ impl Account {
     fn device_keys(&mut self) -> Result<&DeviceKeys, AccountError> {
         if self.device.is_none() {
             let keys = DeviceKeys::generate(&mut OsRng)?;
-            let text = zeroize::Zeroizing::new(keys.seed().to_udf().to_string());
+            let text = Zeroizing::new(keys.seed().to_udf().to_string());
             self.secrets.set(DEVICE_SEED, text.as_bytes())?;
             self.device = Some(keys);
         }
@@ -445,8 +446,8 @@ impl Account {
 }
 
 /// What the account's task is asked to do: every change to the account.
-/// Reads are answered from the [`View`] instead.
-#[derive(Debug)]
+/// Reads are answered from the [`View`] instead. Its `Debug` names the
+/// command only: several carry secrets (shares, PINs, values, keys).
 #[non_exhaustive]
 pub enum Command {
     /// Make an account with this device as its first administrator.
@@ -539,6 +540,28 @@ pub enum Command {
     },
 }
 
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Create { .. } => "Create",
+            Command::Sync => "Sync",
+            Command::Escrow { .. } => "Escrow",
+            Command::Recover { .. } => "Recover",
+            Command::Pin { .. } => "Pin",
+            Command::Connect { .. } => "Connect",
+            Command::ConnectStatus => "ConnectStatus",
+            Command::Answer { .. } => "Answer",
+            Command::Revoke { .. } => "Revoke",
+            Command::CatalogImport { .. } => "CatalogImport",
+            Command::CatalogDelete { .. } => "CatalogDelete",
+            Command::SshPut(_) => "SshPut",
+            Command::SshDelete { .. } => "SshDelete",
+            Command::OpenpgpPut { .. } => "OpenpgpPut",
+            Command::OpenpgpDelete { .. } => "OpenpgpDelete",
+        })
+    }
+}
+
 pub use ssh::SshPut;
 pub(crate) use ssh::check_name;
 
@@ -557,9 +580,35 @@ pub struct View {
     /// `mesh openpgp list` and `export`.
     pub openpgp: Result<Vec<(OpenpgpRow, OpenpgpCertificate)>, AccountError>,
     /// `mesh catalog list application`.
-    pub application: Result<BTreeMap<String, String>, AccountError>,
+    pub application: Result<Arc<CatalogValues>, AccountError>,
     /// `mesh catalog list credential`.
-    pub credential: Result<BTreeMap<String, String>, AccountError>,
+    pub credential: Result<Arc<CatalogValues>, AccountError>,
+}
+
+/// A catalog's entries, name to value. The values are secrets (passwords,
+/// tokens): shared, not copied, with the view; never printed; wiped when
+/// the last view holding them goes. Like the keystore's keys, they stay
+/// in meshd's memory while they are current, so that reading them never
+/// waits for the account's task.
+#[derive(Default)]
+pub struct CatalogValues(BTreeMap<String, Zeroizing<String>>);
+
+impl CatalogValues {
+    /// Each entry's name and value, in name order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.as_str())
+    }
+}
+
+impl std::fmt::Debug for CatalogValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CatalogValues({} entries)", self.0.len())
+    }
 }
 
 /// The private keys the agents serve, as of the account's last change.
@@ -569,11 +618,13 @@ pub struct View {
 pub struct KeySnapshot {
     /// Grows by one with each snapshot.
     pub generation: u64,
-    /// The SSH identities.
-    pub ssh: Vec<SshIdentity>,
+    /// The SSH identities; `None` when they could not be read (the
+    /// keystore keeps the ones it has).
+    pub ssh: Option<Vec<SshIdentity>>,
     /// The OpenPGP certificates: for an administrator the whole secret
-    /// certificate, for other devices the subkeys' secrets.
-    pub openpgp: Vec<OpenpgpEntry>,
+    /// certificate, for other devices the subkeys' secrets; `None` when
+    /// they could not be read.
+    pub openpgp: Option<Vec<OpenpgpEntry>>,
 }
 
 /// The public side of a [`KeySnapshot`], shared with whoever wants it
@@ -604,8 +655,8 @@ impl Account {
             pending: self.pending(),
             ssh: self.ssh_rows(),
             openpgp: self.openpgp_rows(),
-            application: self.catalog_list(Store::Application),
-            credential: self.catalog_list(Store::Credential),
+            application: self.catalog_list(Store::Application).map(Arc::new),
+            credential: self.catalog_list(Store::Credential).map(Arc::new),
         }
     }
 
@@ -618,22 +669,26 @@ impl Account {
         let readable = self
             .activation()
             .is_ok_and(|a| a.store_key(Store::Application).is_some());
-        let (ssh, openpgp) = if readable {
-            match (self.ssh_entries(), self.openpgp_keys()) {
-                (Ok(ssh), Ok(openpgp)) => (ssh, openpgp),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read the application keys; keeping the old ones");
-                    self.keys_from = Some(marks);
-                    return None;
-                }
-            }
-        } else {
-            (Vec::new(), Vec::new())
-        };
         self.keys_from = Some(marks);
+        let (ssh, openpgp) = if readable {
+            // Each application on its own: one that cannot be read keeps
+            // its old keys and does not hold the other back.
+            let keep = |what: &str, e: AccountError| {
+                tracing::warn!(error = %e, "cannot read the {what} keys; keeping the old ones");
+            };
+            (
+                self.ssh_entries().map_err(|e| keep("SSH", e)).ok(),
+                self.openpgp_keys().map_err(|e| keep("OpenPGP", e)).ok(),
+            )
+        } else {
+            (Some(Vec::new()), Some(Vec::new()))
+        };
+        if ssh.is_none() && openpgp.is_none() {
+            return None;
+        }
         tracing::info!(
-            ssh = ssh.len(),
-            openpgp = openpgp.len(),
+            ssh = ?ssh.as_ref().map(Vec::len),
+            openpgp = ?openpgp.as_ref().map(Vec::len),
             "application keys from the Mesh"
         );
         Some(KeySnapshot {
@@ -702,8 +757,8 @@ pub fn spawn(
         pending: Ok(Vec::new()),
         ssh: Ok(Vec::new()),
         openpgp: Ok(Vec::new()),
-        application: Ok(BTreeMap::new()),
-        credential: Ok(BTreeMap::new()),
+        application: Ok(Arc::default()),
+        credential: Ok(Arc::default()),
     };
     let view = account.view(&empty);
     let (view_tx, view_rx) = watch::channel(Arc::new(view));
@@ -720,10 +775,8 @@ pub fn spawn(
         view_tx.send_replace(Arc::new(view));
         let next = certs_tx.borrow().generation + 1;
         if let Some(snapshot) = account.key_snapshot(next) {
-            let certificates = Certificates {
-                generation: next,
-                openpgp: snapshot
-                    .openpgp
+            let openpgp = match &snapshot.openpgp {
+                Some(entries) => entries
                     .iter()
                     .map(|e| OpenpgpCertificate {
                         name: e.name.clone(),
@@ -731,6 +784,11 @@ pub fn spawn(
                         public: e.public.clone(),
                     })
                     .collect(),
+                None => certs_tx.borrow().openpgp.clone(),
+            };
+            let certificates = Certificates {
+                generation: next,
+                openpgp,
             };
             // The keystore first: a generation announced is one it has.
             let _ = keys_tx.send(snapshot);

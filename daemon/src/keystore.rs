@@ -17,6 +17,8 @@ use ssh_key::{Algorithm, EcdsaCurve, PrivateKey};
 use tokio::sync::{mpsc, watch};
 use zeroize::Zeroizing;
 
+use mesh_protocol::application::{OpenpgpEntry, SshIdentity};
+
 use crate::account::KeySnapshot;
 
 pub mod confirm;
@@ -38,10 +40,20 @@ pub struct Keystore {
 
 impl Keystore {
     /// Serve the keys of `snapshot` from now on, in place of the Mesh keys
-    /// before (keys added with `ssh-add` stay).
+    /// before (keys added with `ssh-add` stay; an application the snapshot
+    /// could not read keeps its keys).
     pub fn apply(&self, snapshot: &KeySnapshot) {
-        let mut identities = Vec::with_capacity(snapshot.ssh.len());
-        for entry in &snapshot.ssh {
+        if let Some(ssh) = &snapshot.ssh {
+            self.apply_ssh(ssh);
+        }
+        if let Some(openpgp) = &snapshot.openpgp {
+            self.apply_openpgp(openpgp);
+        }
+    }
+
+    fn apply_ssh(&self, entries: &[SshIdentity]) {
+        let mut identities = Vec::with_capacity(entries.len());
+        for entry in entries {
             let private = Zeroizing::new(entry.private.clone());
             let loaded = PrivateKey::from_openssh(private.as_str())
                 .map_err(|e| e.to_string())
@@ -60,9 +72,12 @@ impl Keystore {
             }
         }
         self.ssh.set_mesh(identities);
+    }
+
+    fn apply_openpgp(&self, entries: &[OpenpgpEntry]) {
         let policy = StandardPolicy::new();
         let mut keys = Vec::new();
-        for entry in &snapshot.openpgp {
+        for entry in entries {
             let Ok(cert) = Cert::from_bytes(entry.secret.as_bytes()) else {
                 tracing::warn!(name = %entry.name, "skipping a damaged OpenPGP key");
                 continue;

@@ -36,11 +36,17 @@ pub enum RemoteError {
         /// What went wrong.
         detail: String,
     },
-    /// The service's answer is not a Mesh answer, or the request could
-    /// not be made.
-    #[error("the service's answer is malformed: {detail}")]
-    Malformed {
+    /// What answered is not a Mesh service (a wrong URL, a proxy's error
+    /// page), or its answer does not parse.
+    #[error("not a Mesh answer from the service: {detail}")]
+    NotMesh {
         /// What is wrong.
+        detail: String,
+    },
+    /// The request could not be made here (encoding, signing).
+    #[error("cannot make the request: {detail}")]
+    Local {
+        /// What failed.
         detail: String,
     },
 }
@@ -248,14 +254,14 @@ impl Remote {
         request: &ServiceRequest,
         signer: Option<(&str, &PrivateKey)>,
     ) -> Result<ServiceResponse, RemoteError> {
-        let malformed = |detail: String| RemoteError::Malformed { detail };
-        let body = serde_json::to_vec(request).map_err(|e| malformed(e.to_string()))?;
+        let local = |detail: String| RemoteError::Local { detail };
+        let body = serde_json::to_vec(request).map_err(|e| local(e.to_string()))?;
         let auth = match signer {
             Some((device, key)) => {
                 let time = self.next_time();
                 let signature = key
                     .sign(&auth_message(&self.account, device, time, &body))
-                    .map_err(|_| malformed("cannot sign the request".into()))?;
+                    .map_err(|_| local("cannot sign the request".into()))?;
                 Some(
                     Auth {
                         device: device.to_owned(),
@@ -269,8 +275,10 @@ impl Remote {
         };
         let capability = self.capability.lock().ok().and_then(|c| c.clone());
         let (status, bytes) = self.transport.post(body, auth, capability).await?;
-        let answer: ServiceResponse = serde_json::from_slice(&bytes)
-            .map_err(|_| malformed(format!("not a Mesh answer (HTTP {status})")))?;
+        let answer: ServiceResponse =
+            serde_json::from_slice(&bytes).map_err(|_| RemoteError::NotMesh {
+                detail: format!("HTTP {status}"),
+            })?;
         match answer {
             ServiceResponse::MeshResponse(refusal) if !(200..300).contains(&status) => {
                 Err(RemoteError::Refused {

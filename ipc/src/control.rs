@@ -60,8 +60,8 @@ impl Catalog {
     }
 }
 
-/// A request from a client to `meshd`.
-#[derive(Debug, Serialize, Deserialize)]
+/// A request from a client to `meshd`. Its `Debug` is its name alone.
+#[derive(Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Report what the daemon is and where it listens.
@@ -230,6 +230,53 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+}
+
+impl Request {
+    /// The request's kind, for logs (never its fields: some hold secrets).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Shutdown => "shutdown",
+            Request::AccountCreate { .. } => "account-create",
+            Request::AccountStatus => "account-status",
+            Request::AccountSync => "account-sync",
+            Request::AccountEscrow { .. } => "account-escrow",
+            Request::AccountRecover { .. } => "account-recover",
+            Request::AccountPin { .. } => "account-pin",
+            Request::DeviceConnect { .. } => "device-connect",
+            Request::DeviceConnectStatus => "device-connect-status",
+            Request::DevicePending => "device-pending",
+            Request::DeviceAccept { .. } => "device-accept",
+            Request::DeviceReject { .. } => "device-reject",
+            Request::DeviceList => "device-list",
+            Request::DeviceRevoke { .. } => "device-revoke",
+            Request::CatalogPut { .. } => "catalog-put",
+            Request::CatalogList { .. } => "catalog-list",
+            Request::CatalogImport { .. } => "catalog-import",
+            Request::CatalogDelete { .. } => "catalog-delete",
+            Request::SshCreate { .. } => "ssh-create",
+            Request::SshImport { .. } => "ssh-import",
+            Request::SshList => "ssh-list",
+            Request::SshGet { .. } => "ssh-get",
+            Request::SshDelete { .. } => "ssh-delete",
+            Request::SshAuthorizedKeys => "ssh-authorized-keys",
+            Request::SshAllowedSigners => "ssh-allowed-signers",
+            Request::OpenpgpCreate { .. } => "openpgp-create",
+            Request::OpenpgpImport { .. } => "openpgp-import",
+            Request::OpenpgpList => "openpgp-list",
+            Request::OpenpgpExport { .. } => "openpgp-export",
+            Request::OpenpgpDelete { .. } => "openpgp-delete",
+        }
+    }
+}
+
+impl std::fmt::Debug for Request {
+    /// The kind alone: several requests carry secrets (keys, passphrases,
+    /// shares, PINs, credential values).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Text that is a secret (a private key, a passphrase): never shown by

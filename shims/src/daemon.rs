@@ -26,6 +26,11 @@ pub enum DaemonError {
     /// Nothing answers on the control socket.
     #[error("meshd is not running (nothing answers on {})", .0.display())]
     NotRunning(PathBuf),
+    /// The daemon closed the connection without an answer: it stopped
+    /// (or died) with the request. Whether the request was done is not
+    /// known, so it is not sent again.
+    #[error("meshd closed the connection without answering")]
+    NoAnswer,
     /// The daemon refused the request.
     #[error("meshd refused: {message}")]
     Refused {
@@ -52,8 +57,9 @@ pub enum DaemonError {
 ///
 /// A daemon that is gone answers in many ways: no socket file, a socket
 /// nobody listens on (refused), or one whose listener died while we were
-/// connecting or waiting (reset, broken pipe, closed without an answer).
-/// Each is [`DaemonError::NotRunning`].
+/// connecting or sending (reset, broken pipe). Each is
+/// [`DaemonError::NotRunning`]. A connection closed after the request was
+/// sent is [`DaemonError::NoAnswer`]: the request may have been done.
 pub fn request(paths: &Paths, request: &Request) -> Result<Response, DaemonError> {
     let socket = paths.control_socket();
     let gone = |err: &io::Error| {
@@ -78,16 +84,19 @@ pub fn request(paths: &Paths, request: &Request) -> Result<Response, DaemonError
     match control::read_frame(&mut stream).map_err(not_running)? {
         Some(Response::Error { kind, message }) => Err(DaemonError::Refused { kind, message }),
         Some(response) => Ok(response),
-        // Closed before any answer: the daemon died with our request.
-        None => Err(DaemonError::NotRunning(socket)),
+        None => Err(DaemonError::NoAnswer),
     }
 }
 
-/// Ask the running daemon for its status.
+/// Ask the running daemon for its status. A daemon that closes the
+/// connection without answering this is not running (it was killed, or
+/// is stopping).
 pub fn status(paths: &Paths) -> Result<DaemonStatus, DaemonError> {
-    match request(paths, &Request::Status)? {
-        Response::Status(status) => Ok(status),
-        _ => Err(DaemonError::Unexpected),
+    match request(paths, &Request::Status) {
+        Ok(Response::Status(status)) => Ok(status),
+        Ok(_) => Err(DaemonError::Unexpected),
+        Err(DaemonError::NoAnswer) => Err(DaemonError::NotRunning(paths.control_socket())),
+        Err(e) => Err(e),
     }
 }
 

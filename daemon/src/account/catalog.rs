@@ -11,7 +11,9 @@ use mesh_protocol::envelope::Event;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
-use super::{Account, AccountError, entry_type};
+use zeroize::Zeroizing;
+
+use super::{Account, AccountError, CatalogValues, entry_type};
 
 /// The message type of a plain catalog entry.
 const CATALOG_ENTRY: &str = "CatalogEntry";
@@ -19,12 +21,18 @@ const CATALOG_ENTRY: &str = "CatalogEntry";
 /// Entries per transaction: well inside the service's 64 KiB request limit.
 const BATCH: usize = 24;
 
-/// A plain catalog entry.
+/// A plain catalog entry (its value a secret: wiped when dropped).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct CatalogEntry {
     name: String,
     value: String,
+}
+
+impl Drop for CatalogEntry {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
 }
 
 /// Only the Application and Credential catalogs hold plain entries.
@@ -130,10 +138,7 @@ impl Account {
     }
 
     /// The plain entries of a catalog, each checked.
-    pub(super) fn catalog_list(
-        &self,
-        store: Store,
-    ) -> Result<BTreeMap<String, String>, AccountError> {
+    pub(super) fn catalog_list(&self, store: Store) -> Result<CatalogValues, AccountError> {
         let store = plain(store)?;
         let mut out = BTreeMap::new();
         for (name, opened) in self.open_entries(store)? {
@@ -142,8 +147,8 @@ impl Account {
             }
             let entry: CatalogEntry = serde_json::from_slice(&opened.payload)
                 .map_err(|_| AccountError::untrusted(store, format!("damaged entry {name:?}")))?;
-            out.insert(name, entry.value);
+            out.insert(name, Zeroizing::new(entry.value.clone()));
         }
-        Ok(out)
+        Ok(CatalogValues(out))
     }
 }

@@ -157,9 +157,14 @@ impl Account {
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
                 .join("; ");
-            return Err(AccountError::Unreachable(format!(
-                "cannot read the account from its service: {why}"
-            )));
+            let why = format!("cannot read the account from its service: {why}");
+            // Only the service itself failing is "unreachable"; a store
+            // that did not verify is not to be trusted.
+            return Err(if report.errors.keys().all(|k| k == "service") {
+                AccountError::Unreachable(why)
+            } else {
+                AccountError::Untrusted { store: None, why }
+            });
         }
         self.transact(
             vec![(Store::Device, vec![entry]), (Store::Access, vec![access])],

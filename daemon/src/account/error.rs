@@ -114,20 +114,24 @@ impl From<RemoteError> for AccountError {
                 reason,
                 description,
             },
-            e @ RemoteError::Unreachable { .. } => AccountError::Unreachable(e.to_string()),
-            e @ RemoteError::Malformed { .. } => AccountError::Untrusted {
-                store: None,
-                why: e.to_string(),
-            },
+            e @ (RemoteError::Unreachable { .. } | RemoteError::NotMesh { .. }) => {
+                AccountError::Unreachable(e.to_string())
+            }
+            e @ RemoteError::Local { .. } => AccountError::Io(e.to_string()),
         }
     }
 }
 
 impl From<mesh_protocol::account::AccountError> for AccountError {
     fn from(e: mesh_protocol::account::AccountError) -> AccountError {
-        AccountError::Untrusted {
-            store: None,
-            why: e.to_string(),
+        match e {
+            // Our own key work (generation, derivation, sealing) failed.
+            mesh_protocol::account::AccountError::Key => AccountError::Io(e.to_string()),
+            // A record from outside does not open, parse or verify.
+            e => AccountError::Untrusted {
+                store: None,
+                why: e.to_string(),
+            },
         }
     }
 }

@@ -72,9 +72,10 @@ impl Account {
         let app_key = activation.store_key(Store::Application).ok_or_else(|| {
             AccountError::Input("this device does not have the openpgp right".into())
         })?;
-        let local_key = activation.store_key(Store::Local).ok_or_else(|| {
-            AccountError::Input("only an administrator device can add OpenPGP keys (the certification key stays with administrators)".into())
-        })?;
+        // Only administrators hold the certification key.
+        let local_key = activation
+            .store_key(Store::Local)
+            .ok_or(AccountError::NotAdmin)?;
         let exists = self.replicas.live(Store::Application).contains_key(&id);
         let event = if exists { Event::Update } else { Event::New };
         let seal = |entry: &OpenpgpEntry, key: &mesh_protocol::keys::PrivateKey| {
@@ -182,7 +183,13 @@ impl Account {
         if !admin {
             return Ok(entries);
         }
-        let mut whole = self.openpgp_entries_in(Store::Local)?;
+        let mut whole = match self.openpgp_entries_in(Store::Local) {
+            Ok(whole) => whole,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the whole certificates; serving the subkeys");
+                Vec::new()
+            }
+        };
         Ok(entries
             .into_iter()
             .map(|entry| {

@@ -45,7 +45,7 @@ impl Transport for InProcess {
             if self.hang {
                 std::future::pending::<()>().await;
             }
-            let malformed = |detail: &str| RemoteError::Malformed {
+            let malformed = |detail: &str| RemoteError::NotMesh {
                 detail: detail.into(),
             };
             let request: ServiceRequest =
@@ -201,12 +201,7 @@ async fn an_account_keeps_its_catalogs_and_keys_in_its_view() {
         .expect("written");
     let view = laptop.handle.view();
     let credential = view.credential.as_ref().expect("readable");
-    assert_eq!(
-        credential
-            .get("git:https://example.com")
-            .map(String::as_str),
-        Some("token")
-    );
+    assert_eq!(credential.get("git:https://example.com"), Some("token"));
     // Only the catalogs hold plain entries.
     let refused = laptop
         .run(Command::CatalogImport {
@@ -230,9 +225,10 @@ async fn an_account_keeps_its_catalogs_and_keys_in_its_view() {
         .await
         .expect("put");
     let snapshot = laptop.latest_keys();
-    assert_eq!(snapshot.ssh.len(), 1);
-    assert_eq!(snapshot.ssh[0].name, "work");
-    assert!(snapshot.ssh[0].confirm);
+    let ssh = snapshot.ssh.as_deref().expect("the SSH keys were read");
+    assert_eq!(ssh.len(), 1);
+    assert_eq!(ssh[0].name, "work");
+    assert!(ssh[0].confirm);
     let rows = laptop.handle.view().ssh.clone().expect("listed");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].algorithm.as_deref(), Some("ssh-ed25519"));
@@ -309,7 +305,7 @@ async fn a_device_joins_by_its_witness_code_and_leaves_when_revoked() {
     );
     let view = phone.handle.view();
     assert_eq!(view.status.status, Standing::Revoked);
-    assert!(phone.latest_keys().ssh.is_empty());
+    assert!(phone.latest_keys().ssh.is_some_and(|k| k.is_empty()));
     let refused = phone.run(Command::Sync).await.expect("a report");
     assert!(matches!(refused, Response::Synced(r) if !r.ok));
 }

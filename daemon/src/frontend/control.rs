@@ -30,8 +30,9 @@ use crate::keystore;
 /// How many control connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// How long a command waits for gpg to take a new certificate.
-const GPG_IMPORT: Duration = Duration::from_secs(30);
+/// How long a command waits for gpg to take a new certificate: well
+/// inside the 30 s a client waits for an answer.
+const GPG_IMPORT: Duration = Duration::from_secs(10);
 
 /// What the control frontend knows about the daemon.
 #[derive(Debug)]
@@ -102,7 +103,7 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
                 return Err(err);
             }
         };
-        tracing::debug!(request = request_name(&request), "control request");
+        tracing::debug!(request = request.name(), "control request");
         let stop = matches!(request, Request::Shutdown);
         let response = respond(request, state)
             .await
@@ -110,7 +111,16 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
                 kind: e.kind(),
                 message: e.to_string(),
             });
-        stream.write_all(&control::encode(&response)?).await?;
+        let frame = match control::encode(&response) {
+            Err(FrameError::TooLong { len }) => control::encode(&Response::Error {
+                kind: ErrorKind::Io,
+                message: format!(
+                    "the answer ({len} bytes) is over the control socket's limit of {MAX_FRAME}"
+                ),
+            })?,
+            other => other?,
+        };
+        stream.write_all(&frame).await?;
         if stop {
             state.stop.notify_one();
             return Ok(());
@@ -118,52 +128,27 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
     }
 }
 
-/// The request's kind, for logs (never its fields: some hold secrets).
-fn request_name(request: &Request) -> &'static str {
-    match request {
-        Request::Status => "status",
-        Request::Shutdown => "shutdown",
-        Request::AccountCreate { .. } => "account-create",
-        Request::AccountStatus => "account-status",
-        Request::AccountSync => "account-sync",
-        Request::AccountEscrow { .. } => "account-escrow",
-        Request::AccountRecover { .. } => "account-recover",
-        Request::AccountPin { .. } => "account-pin",
-        Request::DeviceConnect { .. } => "device-connect",
-        Request::DeviceConnectStatus => "device-connect-status",
-        Request::DevicePending => "device-pending",
-        Request::DeviceAccept { .. } => "device-accept",
-        Request::DeviceReject { .. } => "device-reject",
-        Request::DeviceList => "device-list",
-        Request::DeviceRevoke { .. } => "device-revoke",
-        Request::CatalogPut { .. } => "catalog-put",
-        Request::CatalogList { .. } => "catalog-list",
-        Request::CatalogImport { .. } => "catalog-import",
-        Request::CatalogDelete { .. } => "catalog-delete",
-        Request::SshCreate { .. } => "ssh-create",
-        Request::SshImport { .. } => "ssh-import",
-        Request::SshList => "ssh-list",
-        Request::SshGet { .. } => "ssh-get",
-        Request::SshDelete { .. } => "ssh-delete",
-        Request::SshAuthorizedKeys => "ssh-authorized-keys",
-        Request::SshAllowedSigners => "ssh-allowed-signers",
-        Request::OpenpgpCreate { .. } => "openpgp-create",
-        Request::OpenpgpImport { .. } => "openpgp-import",
-        Request::OpenpgpList => "openpgp-list",
-        Request::OpenpgpExport { .. } => "openpgp-export",
-        Request::OpenpgpDelete { .. } => "openpgp-delete",
+/// A key the keystore would not make or take, as the account reports it.
+fn unusable(e: keystore::MakeError) -> AccountError {
+    match e {
+        keystore::MakeError::Failed => AccountError::Io(e.to_string()),
+        e => AccountError::Input(e.to_string()),
     }
 }
 
-/// A key the keystore would not make or take, as the account reports it.
-fn unusable(e: keystore::MakeError) -> AccountError {
-    AccountError::Input(e.to_string())
+/// Have the account do `command`, and answer once the keystore serves
+/// the keys it left (a sync or a join may bring new ones, a revocation
+/// take them away).
+async fn change(state: &State, command: Command) -> Result<Response, AccountError> {
+    let answer = state.account.run(command).await?;
+    keys_in_use(state, false).await;
+    Ok(answer)
 }
 
 /// The answer to one request.
 async fn respond(request: Request, state: &State) -> Result<Response, AccountError> {
     let view = state.account.view();
-    let run = |command| state.account.run(command);
+    let run = |command| change(state, command);
     match request {
         Request::Status => Ok(Response::Status(DaemonStatus {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -182,12 +167,18 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::DeviceList => Ok(Response::Devices {
             devices: view.devices.clone()?,
         }),
-        Request::CatalogList { store } => Ok(Response::Catalog {
-            entries: match store {
+        Request::CatalogList { store } => {
+            let values = match store {
                 control::Catalog::Application => view.application.clone()?,
                 control::Catalog::Credential => view.credential.clone()?,
-            },
-        }),
+            };
+            Ok(Response::Catalog {
+                entries: values
+                    .entries()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            })
+        }
         Request::SshList => Ok(Response::SshIdentities {
             identities: view.ssh.clone()?,
         }),
@@ -306,15 +297,13 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         } => {
             crate::account::check_name(&name)?;
             let key = keystore::generate_ssh(&algorithm).await.map_err(unusable)?;
-            let answer = run(Command::SshPut(Box::new(SshPut {
+            run(Command::SshPut(Box::new(SshPut {
                 name,
                 key,
                 confirm,
                 replace: false,
             })))
-            .await?;
-            keys_in_use(state, false).await;
-            Ok(answer)
+            .await
         }
         Request::SshImport {
             name,
@@ -328,21 +317,15 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
                 passphrase.as_ref().map(control::SecretText::expose),
             )
             .map_err(unusable)?;
-            let answer = run(Command::SshPut(Box::new(SshPut {
+            run(Command::SshPut(Box::new(SshPut {
                 name,
                 key,
                 confirm,
                 replace: true,
             })))
-            .await?;
-            keys_in_use(state, false).await;
-            Ok(answer)
+            .await
         }
-        Request::SshDelete { name } => {
-            let answer = run(Command::SshDelete { name }).await?;
-            keys_in_use(state, false).await;
-            Ok(answer)
-        }
+        Request::SshDelete { name } => run(Command::SshDelete { name }).await,
         Request::OpenpgpCreate {
             user_id,
             algorithm,
@@ -357,11 +340,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
             let cert = keystore::take_openpgp(secret.expose().as_bytes()).map_err(unusable)?;
             openpgp_added(state, Box::new(cert), name).await
         }
-        Request::OpenpgpDelete { name } => {
-            let answer = run(Command::OpenpgpDelete { name }).await?;
-            keys_in_use(state, false).await;
-            Ok(answer)
-        }
+        Request::OpenpgpDelete { name } => run(Command::OpenpgpDelete { name }).await,
     }
 }
 
@@ -372,14 +351,15 @@ async fn openpgp_added(
     cert: Box<sequoia_openpgp::Cert>,
     name: Option<String>,
 ) -> Result<Response, AccountError> {
-    let configured = match crate::host::gpg::ensure_agent_program(&state.gpg) {
-        Ok(change) => change,
-        Err(warning) => Some(format!("warning: {warning}")),
-    };
     let answer = state
         .account
         .run(Command::OpenpgpPut { cert, name })
         .await?;
+    // Only now that the key is in the account: gpg is to ask meshd.
+    let configured = match crate::host::gpg::ensure_agent_program(&state.gpg) {
+        Ok(change) => change,
+        Err(warning) => Some(format!("warning: {warning}")),
+    };
     keys_in_use(state, true).await;
     Ok(match answer {
         Response::OpenpgpAdded(mut added) => {
@@ -453,7 +433,7 @@ mod tests {
             gpg_imported: imported,
             gpg: Gpg {
                 home: dir.join("gnupg"),
-                agent_shim: None,
+                agent_shim: Some(dir.join("mesh-gpg-agent")),
             },
         })
     }
@@ -508,12 +488,22 @@ mod tests {
                 },
                 ErrorKind::Unreachable,
             ),
+            (
+                Request::OpenpgpCreate {
+                    user_id: "Alice <alice@example.com>".into(),
+                    algorithm: "ed25519".into(),
+                    name: None,
+                },
+                ErrorKind::NoAccount,
+            ),
         ] {
             match exchange(&mut client, &request).await {
                 Response::Error { kind: got, message } => assert_eq!(got, kind, "{message}"),
                 other => panic!("{request:?}: {other:?}"),
             }
         }
+        // A refused OpenPGP key changes nothing of gpg's.
+        assert!(!dir.path().join("gnupg/gpg.conf").exists());
         // A frame that is no request: an error answer, then the close.
         let body = br#"{"request":"steal-keys"}"#;
         client

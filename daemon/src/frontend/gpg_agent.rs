@@ -66,7 +66,17 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
                     break Ok(line);
                 }
                 Ok(None) => {}
-                Err(err) => break Err(err),
+                Err(LineError::TooLong) => break Err(LineError::TooLong),
+                Err(err) => {
+                    // A whole line that does not parse: answer it and
+                    // go past it.
+                    let end = buf
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(buf.len(), |at| at + 1);
+                    buf.drain(..end);
+                    break Err(err);
+                }
             }
             let mut chunk = Zeroizing::new([0u8; 4096]);
             let n = stream.read(&mut chunk[..]).await?;
@@ -566,6 +576,31 @@ mod tests {
         // An overlong line closes the connection, inquiry or not.
         let long = format!("D {}\n", "X".repeat(1100));
         assert!(matches!(say(&mut session, &long), Step::Close(_)));
+    }
+
+    #[tokio::test]
+    async fn the_driver_answers_a_bad_line_once_and_goes_on() {
+        let (server, _, _) = server();
+        let (mut client, stream) = UnixStream::pair().expect("a pair");
+        let driver = tokio::spawn(async move { drive(stream, &server).await });
+        client
+            .write_all(b"D bad%ZZescape\nNOP\nBYE\n")
+            .await
+            .expect("sent");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        let lines: Vec<&str> = answer.lines().collect();
+        assert!(lines[0].starts_with("OK Pleased to meet you"), "{answer}");
+        assert_eq!(
+            lines[1..],
+            [
+                String::from_utf8_lossy(&assuan::err(code::ASS_SYNTAX)).trim_end(),
+                "OK",
+                "OK closing connection"
+            ],
+            "{answer}"
+        );
+        driver.await.expect("ends").expect("cleanly");
     }
 
     #[test]

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 
 use crate::account::Certificates;
 
+/// How long one gpg run may take before it is killed.
+const GPG_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The version reported when gpg's own cannot be read.
 const FALLBACK_VERSION: &str = "2.2.40";
 
@@ -210,13 +213,19 @@ async fn import(home: &Path, fingerprint: &str, public: &str) -> bool {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(input.as_bytes()).await;
         }
-        match child.wait_with_output().await {
-            Ok(out) if out.status.success() => true,
-            Ok(out) => {
+        // A gpg that hangs (a keyring lock) must not stall the others:
+        // killed on drop, after its time.
+        match tokio::time::timeout(GPG_TIME, child.wait_with_output()).await {
+            Ok(Ok(out)) if out.status.success() => true,
+            Ok(Ok(out)) => {
                 tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr).trim(), "gpg failed");
                 false
             }
-            Err(_) => false,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!("gpg did not finish in time; killed");
+                false
+            }
         }
     }
     run(home, &["--import"], public).await
