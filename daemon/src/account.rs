@@ -649,6 +649,18 @@ impl Account {
             };
         }
         self.view_from = Some(marks);
+        if self.state.is_none() {
+            // Nothing to open: say so without touching the code that would.
+            return View {
+                status: self.status(),
+                devices: Err(AccountError::NoAccount),
+                pending: Err(AccountError::NoAccount),
+                ssh: Err(AccountError::NoAccount),
+                openpgp: Err(AccountError::NoAccount),
+                application: Err(AccountError::NoAccount),
+                credential: Err(AccountError::NoAccount),
+            };
+        }
         View {
             status: self.status(),
             devices: self.device_rows(),
@@ -803,13 +815,15 @@ pub fn spawn(
             tokio::select! {
                 command = inbox.recv() => {
                     let Some((command, reply)) = command else { return };
-                    let result = watched(&view_tx, account.execute(command)).await;
+                    // Boxed: the task's own future stays small (commands'
+                    // futures are large), and is made only while it runs.
+                    let result = watched(&view_tx, Box::pin(account.execute(command))).await;
                     publish(&mut account, &view_tx);
                     let _ = reply.send(result);
                 }
                 _ = ticker.tick() => {
                     if account.should_sync() {
-                        let report = watched(&view_tx, account.sync()).await;
+                        let report = watched(&view_tx, Box::pin(account.sync())).await;
                         if !report.ok {
                             tracing::warn!(errors = ?report.errors, "sync found problems");
                         }
