@@ -194,11 +194,11 @@ async fn serve(
     });
     let (applied_tx, applied) = watch::channel(first);
     tasks.spawn(keystore::feed(Arc::clone(&keystore), snapshots, applied_tx));
-    let (imported_tx, imported) = watch::channel(0);
+    let (followed_tx, followed) = watch::channel(host::gpg::Followed::default());
     tasks.spawn(host::gpg::follow(
         config.gpg.clone(),
         handle.certificates(),
-        imported_tx,
+        followed_tx,
     ));
 
     let agent = Arc::new(frontend::ssh_agent::Agent {
@@ -228,8 +228,7 @@ async fn serve(
         stop: Arc::clone(&stop),
         account: handle,
         keystore_applied: applied,
-        gpg_imported: imported,
-        gpg: config.gpg.clone(),
+        gpg_followed: followed,
     });
     tasks.spawn(frontend::control::serve(sockets.control.listener, state));
     tokio::select! {

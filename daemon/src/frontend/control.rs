@@ -24,7 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 
 use crate::account::{AccountError, Command, Handle, SshPut};
-use crate::host::gpg::Gpg;
+use crate::host::gpg::Followed;
 use crate::keystore;
 
 /// How many control connections may be open at once.
@@ -32,7 +32,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 /// How long a command waits for gpg to take a new certificate: well
 /// inside the 30 s a client waits for an answer.
-const GPG_IMPORT: Duration = Duration::from_secs(10);
+const GPG_IMPORT: Duration = Duration::from_secs(25);
 
 /// What the control frontend knows about the daemon.
 #[derive(Debug)]
@@ -51,10 +51,8 @@ pub struct State {
     pub account: Handle,
     /// The key snapshot generation the keystore serves.
     pub keystore_applied: watch::Receiver<u64>,
-    /// The key snapshot generation gpg's keyring is up to.
-    pub gpg_imported: watch::Receiver<u64>,
-    /// gpg's files.
-    pub gpg: Gpg,
+    /// How far gpg's keyring and gpg.conf follow the account.
+    pub gpg_followed: watch::Receiver<Followed>,
 }
 
 /// Accept control connections until the future is dropped.
@@ -344,8 +342,9 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
     }
 }
 
-/// Put a certificate in the account, make sure gpg will ask meshd, and
-/// return once gpg lists it.
+/// Put a certificate in the account and return once gpg lists it, with
+/// what was done to gpg.conf for it (by the host, once the key was in the
+/// account), if anything.
 async fn openpgp_added(
     state: &State,
     cert: Box<sequoia_openpgp::Cert>,
@@ -355,12 +354,15 @@ async fn openpgp_added(
         .account
         .run(Command::OpenpgpPut { cert, name })
         .await?;
-    // Only now that the key is in the account: gpg is to ask meshd.
-    let configured = match crate::host::gpg::ensure_agent_program(&state.gpg) {
-        Ok(change) => change,
-        Err(warning) => Some(format!("warning: {warning}")),
-    };
+    let generation = state.account.generation();
     keys_in_use(state, true).await;
+    let configured = state
+        .gpg_followed
+        .borrow()
+        .configured
+        .clone()
+        .filter(|(at, _)| *at >= generation)
+        .map(|(_, configured)| configured);
     Ok(match answer {
         Response::OpenpgpAdded(mut added) => {
             added.configured = configured;
@@ -378,10 +380,13 @@ async fn keys_in_use(state: &State, gpg: bool) {
     let mut applied = state.keystore_applied.clone();
     let _ = applied.wait_for(|g| *g >= generation).await;
     if gpg {
-        let mut imported = state.gpg_imported.clone();
-        if tokio::time::timeout(GPG_IMPORT, imported.wait_for(|g| *g >= generation))
-            .await
-            .is_err()
+        let mut followed = state.gpg_followed.clone();
+        if tokio::time::timeout(
+            GPG_IMPORT,
+            followed.wait_for(|f| f.generation >= generation),
+        )
+        .await
+        .is_err()
         {
             tracing::warn!("gpg has not taken the new certificate yet");
         }
@@ -421,7 +426,7 @@ mod tests {
         let (handle, _keys, task) = crate::account::spawn(account, Duration::from_secs(3600));
         tokio::spawn(task);
         let (_, applied) = watch::channel(0);
-        let (_, imported) = watch::channel(0);
+        let (_, followed) = watch::channel(Followed::default());
         Arc::new(State {
             started: Instant::now(),
             uid: 1000,
@@ -430,11 +435,7 @@ mod tests {
             stop: Arc::new(Notify::new()),
             account: handle,
             keystore_applied: applied,
-            gpg_imported: imported,
-            gpg: Gpg {
-                home: dir.join("gnupg"),
-                agent_shim: Some(dir.join("mesh-gpg-agent")),
-            },
+            gpg_followed: followed,
         })
     }
 
@@ -502,8 +503,6 @@ mod tests {
                 other => panic!("{request:?}: {other:?}"),
             }
         }
-        // A refused OpenPGP key changes nothing of gpg's.
-        assert!(!dir.path().join("gnupg/gpg.conf").exists());
         // A frame that is no request: an error answer, then the close.
         let body = br#"{"request":"steal-keys"}"#;
         client

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::account::Certificates;
 
 /// How long one gpg run may take before it is killed.
-const GPG_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const GPG_TIME: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The version reported when gpg's own cannot be read.
 const FALLBACK_VERSION: &str = "2.2.40";
@@ -154,27 +154,47 @@ pub struct Gpg {
     pub agent_shim: Option<PathBuf>,
 }
 
+/// How far [`follow`] has got.
+#[derive(Debug, Clone, Default)]
+pub struct Followed {
+    /// The certificates generation gpg's keyring is up to.
+    pub generation: u64,
+    /// The last thing done to gpg.conf, or the warning it gave, with the
+    /// generation that needed it: a command that added a certificate
+    /// reports it.
+    pub configured: Option<(u64, String)>,
+}
+
 /// Keep gpg's keyring up to date with the account's certificates: each
 /// certificate gpg does not know yet is imported (`gpg --import`,
-/// ultimately trusted) and gpg.conf names meshd's shim as its agent
-/// program. `imported` says up to which key snapshot this is done, so a
+/// ultimately trusted) and, once the account has one, gpg.conf names
+/// meshd's shim as its agent program (this task is the only writer of
+/// both). `followed` says up to which generation this is done, so a
 /// command can return when gpg can use what it made. Ends when the
 /// account's task does.
 pub async fn follow(
     gpg: Gpg,
     mut snapshots: watch::Receiver<Arc<Certificates>>,
-    imported: watch::Sender<u64>,
+    followed: watch::Sender<Followed>,
 ) {
     let mut known = BTreeSet::new();
     loop {
         let snapshot = Arc::clone(&snapshots.borrow_and_update());
-        if !snapshot.openpgp.is_empty() {
+        let configured = if snapshot.openpgp.is_empty() {
+            None
+        } else {
             match ensure_agent_program(&gpg) {
-                Ok(Some(change)) => tracing::info!("{change}"),
-                Ok(None) => {}
-                Err(warning) => tracing::warn!("{warning}"),
+                Ok(Some(change)) => {
+                    tracing::info!("{change}");
+                    Some(change)
+                }
+                Ok(None) => None,
+                Err(warning) => {
+                    tracing::warn!("{warning}");
+                    Some(format!("warning: {warning}"))
+                }
             }
-        }
+        };
         for entry in &snapshot.openpgp {
             if known.contains(&entry.fingerprint) {
                 continue;
@@ -184,7 +204,12 @@ pub async fn follow(
                 known.insert(entry.fingerprint.clone());
             }
         }
-        imported.send_replace(snapshot.generation);
+        followed.send_modify(|f| {
+            f.generation = snapshot.generation;
+            if let Some(configured) = configured {
+                f.configured = Some((snapshot.generation, configured));
+            }
+        });
         if snapshots.changed().await.is_err() {
             return;
         }
