@@ -58,30 +58,12 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
-    /// The runtime directory cannot be trusted with sockets.
-    #[error("refusing runtime directory {dir}: {reason}")]
-    UnsafeRuntimeDir {
-        /// The directory.
-        dir: PathBuf,
-        /// What is wrong with it, and how to fix it.
-        reason: String,
-    },
+    /// A socket or the runtime directory could not be used.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
     /// The account state could not be loaded.
     #[error("cannot load the account: {0}")]
     Account(#[from] account::AccountError),
-    /// Another daemon answers on the socket already.
-    #[error("meshd is already running (it answers on {0})")]
-    AlreadyRunning(PathBuf),
-    /// A file system or socket call failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The error from the OS.
-        source: std::io::Error,
-    },
 }
 
 /// Run the daemon until `shutdown` completes or a client asks it to stop.
@@ -102,7 +84,7 @@ pub async fn run(
             if control.owned {
                 runtime_dir::remove_socket(&control.path);
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     let gpg = open_gpg(&mut activated);

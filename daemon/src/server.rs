@@ -12,10 +12,35 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::DaemonError;
-
 pub mod activation;
 pub mod runtime_dir;
+
+/// Why a socket or the runtime directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The runtime directory cannot be trusted with sockets.
+    #[error("refusing runtime directory {dir}: {reason}")]
+    UnsafeRuntimeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it, and how to fix it.
+        reason: String,
+    },
+    /// Another daemon answers on the socket already.
+    #[error("meshd is already running (it answers on {0})")]
+    AlreadyRunning(PathBuf),
+    /// A file system or socket call failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error from the OS.
+        source: std::io::Error,
+    },
+}
 
 /// A listening socket, and whether meshd made its file (and so removes it).
 #[derive(Debug)]
@@ -35,7 +60,7 @@ impl Socket {
         activated: &mut activation::Activated,
         name: &str,
         path: PathBuf,
-    ) -> Result<Socket, DaemonError> {
+    ) -> Result<Socket, ServerError> {
         let Some(std) = activated.take(name) else {
             return Ok(Socket {
                 listener: runtime_dir::bind(&path)?,
@@ -43,7 +68,7 @@ impl Socket {
                 owned: true,
             });
         };
-        let io = |source| DaemonError::Io {
+        let io = |source| ServerError::Io {
             what: "cannot use the socket handed over for",
             path: path.clone(),
             source,

@@ -14,12 +14,12 @@ use std::path::Path;
 
 use tokio::net::UnixListener;
 
-use crate::DaemonError;
+use super::ServerError;
 
 /// Create `dir` (mode 0700) if it is missing, then check that it is a real
 /// directory, owned by us, that no one else can enter.
-pub fn prepare(dir: &Path) -> Result<(), DaemonError> {
-    let refuse = |reason: String| DaemonError::UnsafeRuntimeDir {
+pub fn prepare(dir: &Path) -> Result<(), ServerError> {
+    let refuse = |reason: String| ServerError::UnsafeRuntimeDir {
         dir: dir.to_owned(),
         reason,
     };
@@ -27,14 +27,14 @@ pub fn prepare(dir: &Path) -> Result<(), DaemonError> {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => {
-            return Err(DaemonError::Io {
+            return Err(ServerError::Io {
                 what: "cannot create",
                 path: dir.to_owned(),
                 source,
             });
         }
     }
-    let meta = fs::symlink_metadata(dir).map_err(|source| DaemonError::Io {
+    let meta = fs::symlink_metadata(dir).map_err(|source| ServerError::Io {
         what: "cannot inspect",
         path: dir.to_owned(),
         source,
@@ -60,21 +60,21 @@ pub fn prepare(dir: &Path) -> Result<(), DaemonError> {
 }
 
 /// Listen on the socket `path`, mode 0600, replacing a stale socket file.
-pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(DaemonError::AlreadyRunning(path.to_owned()));
+                return Err(ServerError::AlreadyRunning(path.to_owned()));
             }
             tracing::info!(socket = %path.display(), "replacing a stale socket");
-            fs::remove_file(path).map_err(|source| DaemonError::Io {
+            fs::remove_file(path).map_err(|source| ServerError::Io {
                 what: "cannot remove stale socket",
                 path: path.to_owned(),
                 source,
             })?;
         }
         Ok(_) => {
-            return Err(DaemonError::Io {
+            return Err(ServerError::Io {
                 what: "refusing to replace",
                 path: path.to_owned(),
                 source: io::Error::new(io::ErrorKind::AlreadyExists, "not a socket"),
@@ -82,14 +82,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
-            return Err(DaemonError::Io {
+            return Err(ServerError::Io {
                 what: "cannot inspect",
                 path: path.to_owned(),
                 source,
             });
         }
     }
-    let listener = UnixListener::bind(path).map_err(|source| DaemonError::Io {
+    let listener = UnixListener::bind(path).map_err(|source| ServerError::Io {
         what: "cannot listen on",
         path: path.to_owned(),
         source,
@@ -97,7 +97,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     // The directory is 0700 already, so there is no window in which another
     // user could connect before this chmod.
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
-        DaemonError::Io {
+        ServerError::Io {
             what: "cannot restrict",
             path: path.to_owned(),
             source,
