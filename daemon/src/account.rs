@@ -407,7 +407,7 @@ impl Account {
             self.standing() as u64,
             self.state.as_ref().map_or(0, |s| s.handled.len() as u64),
         ];
-        marks.extend(Store::ALL.iter().map(|s| self.replicas.head(*s).0));
+        marks.extend(Store::ALL.iter().map(|s| self.replicas.len(*s)));
         marks
     }
 

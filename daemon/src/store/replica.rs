@@ -115,6 +115,11 @@ impl Replicas {
         self.stores.get(&store).map(|r| &r.sequence)
     }
 
+    /// The number of frames of a store (0 if none).
+    pub fn len(&self, store: Store) -> u64 {
+        self.stores.get(&store).map_or(0, |r| r.sequence.len())
+    }
+
     /// The number of frames and the apex of a store (an empty one if none).
     pub fn head(&self, store: Store) -> (u64, [u8; 64]) {
         match self.stores.get(&store) {
