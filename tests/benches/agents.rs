@@ -19,13 +19,12 @@
 //! No assertion: the figures are read, not checked.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use mesh_e2e::bench::{
     Figures, gpg, gpg_agent_pid, gpg_key, gpg_socket, keygen, measure_pksign, measure_ssh,
     sign_request,
 };
-use mesh_e2e::{MeshService, Resident, TestEnv, run_ok, wait_until};
+use mesh_e2e::{MeshService, OpensshAgent, Resident, TestEnv, run_ok};
 
 fn row(label: &str, peer: &str, theirs: Figures, ours: Figures) {
     for (agent, f) in [(peer, theirs), ("meshd", ours)] {
@@ -43,17 +42,8 @@ fn main() {
     // The peers, with keys the real tools made.
     let peer = TestEnv::new();
     let key = keygen(&peer, "id_ed25519", &["-t", "ed25519"]);
-    let ssh_socket = peer.root().join("ssh-agent.sock");
-    let mut ssh_agent = peer
-        .command("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&ssh_socket)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh-agent starts");
-    wait_until("ssh-agent listens", || ssh_socket.exists());
+    let ssh_agent = OpensshAgent::start(&peer);
+    let ssh_socket = ssh_agent.socket().to_owned();
     run_ok(
         peer.command("ssh-add")
             .env("SSH_AUTH_SOCK", &ssh_socket)
@@ -112,7 +102,7 @@ fn main() {
     );
 
     let (ssh, gpg_rss, ours) = (
-        Resident::of(ssh_agent.id()),
+        Resident::of(ssh_agent.pid()),
         Resident::of(gpg_agent),
         Resident::of(meshd),
     );
@@ -132,8 +122,7 @@ fn main() {
         ours.total as f64 / (ssh.total + gpg_rss.total) as f64,
         ours.private as f64 / (ssh.private + gpg_rss.private) as f64,
     );
-    let _ = ssh_agent.kill();
-    let _ = ssh_agent.wait();
+    drop(ssh_agent);
     let _ = peer
         .command("gpgconf")
         .args(["--kill", "gpg-agent"])

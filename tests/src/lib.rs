@@ -658,16 +658,27 @@ impl OpensshAgent {
     pub fn start(env: &TestEnv) -> OpensshAgent {
         require_tool("ssh-agent", "openssh-client");
         let socket = env.root().join(format!("{}.sock", unique("openssh-agent")));
-        let child = env
+        let mut child = env
             .command("ssh-agent")
             .arg("-D")
             .arg("-a")
             .arg(&socket)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("ssh-agent starts");
-        wait_until("ssh-agent listens", || socket.exists());
+        // It prints its SSH_AUTH_SOCK line once it listens (the socket's
+        // file exists a moment earlier, between bind and listen).
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("ssh-agent's first line");
+        assert!(
+            line.starts_with("SSH_AUTH_SOCK="),
+            "ssh-agent said {line:?}"
+        );
         OpensshAgent { child, socket }
     }
 
