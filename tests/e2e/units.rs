@@ -122,8 +122,10 @@ fn meshd_serves_the_sockets_systemd_hands_over() {
         .stderr(fs::File::create(env.root().join("activated.log")).expect("log"))
         .spawn()
         .expect("systemd-socket-activate runs");
-    wait_until("the activated sockets exist", || {
-        env.ssh_auth_sock().exists()
+    // Made in order: once the last one takes a connection, all listen (a
+    // socket's file exists a moment before it does).
+    wait_until("the activated sockets listen", || {
+        std::os::unix::net::UnixStream::connect(&gpg_socket).is_ok()
     });
 
     let listed = env.agent_keys();
