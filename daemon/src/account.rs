@@ -30,11 +30,10 @@ use mesh_ipc::control::{
 };
 use mesh_ipc::paths::Paths;
 use mesh_protocol::account::{
-    self, AccountKeys, Activation, CatalogedDevice, ConnectionDevice, DeviceKeys, ProfileUser,
-    Role, Store,
+    self, AccountKeys, Activation, CatalogedDevice, DeviceKeys, ProfileUser, Role, Store,
 };
 use mesh_protocol::application::{OpenpgpEntry, SshIdentity};
-use mesh_protocol::envelope::{Envelope, Opened};
+use mesh_protocol::envelope::Envelope;
 use mesh_protocol::keys::PublicKey;
 use mesh_protocol::service::{ServiceRequest, ServiceResponse};
 use mesh_protocol::udf::Udf;
@@ -54,6 +53,7 @@ mod admin;
 mod catalog;
 mod enroll;
 mod error;
+mod ledger;
 mod openpgp;
 mod ssh;
 mod sync;
@@ -107,6 +107,11 @@ struct State {
     /// Inbound requests this administrator has answered.
     #[serde(default)]
     handled: Vec<String>,
+    /// This device's own Device catalog entry as it was given (sealed to
+    /// this device): activation does not depend on the replica, which may
+    /// have been set aside.
+    #[serde(default)]
+    device_entry: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +137,8 @@ pub struct Account {
     keys_from: Option<Vec<u64>>,
     /// What the last [`View`]'s entries were made from.
     view_from: Option<Vec<u64>>,
+    /// What the replicas mean, checked.
+    ledgers: ledger::Ledgers,
 }
 
 impl std::fmt::Debug for Account {
@@ -146,11 +153,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The message type an opened entry declares.
-fn entry_type(opened: &Opened) -> Option<&str> {
-    opened.meta.as_ref()?.message_type.as_deref()
 }
 
 impl Account {
@@ -179,6 +181,13 @@ impl Account {
             Some(s) => Some(Remote::new((settings.connector)(&s.service)?, &s.address)),
             None => None,
         };
+        let mut sync_errors = BTreeMap::new();
+        for (store, why) in replicas.set_aside() {
+            sync_errors.insert(
+                store.name().to_owned(),
+                format!("the local replica was damaged ({why}); it was set aside to sync again"),
+            );
+        }
         let mut account = Account {
             settings,
             secrets,
@@ -187,10 +196,11 @@ impl Account {
             activation: None,
             replicas,
             remote,
-            sync_errors: BTreeMap::new(),
+            sync_errors,
             last_sync: None,
             keys_from: None,
             view_from: None,
+            ledgers: ledger::Ledgers::default(),
         };
         if account.standing() == Standing::Connected {
             account.activate()?;
@@ -261,23 +271,41 @@ impl Account {
             .ok_or_else(|| AccountError::Input(format!("this device may not use {store}")))
     }
 
-    /// Re-open this device's activation from its Device catalog entry.
+    /// Re-open this device's activation from its Device catalog entry
+    /// (the latest one, which is sealed to this device's own key too),
+    /// then fold the replicas; this device must be live in them.
     fn activate(&mut self) -> Result<(), AccountError> {
         let device = self
             .device
             .as_ref()
             .ok_or_else(|| AccountError::Io("the device seed is missing".into()))?;
+        let state = self.state.as_ref().ok_or(AccountError::NoAccount)?;
+        let (profile, _) = account::verify_profile::<ProfileUser>(&state.profile)?;
+        let admin = profile.administrator_signature.key()?;
         let udf = device.udf().to_string();
-        let index = *self.replicas.live(Store::Device).get(&udf).ok_or_else(|| {
-            AccountError::untrusted(Store::Device, "this device is not in the Device catalog")
-        })?;
-        let frame = self
-            .replicas
-            .frame(Store::Device, index)
-            .ok_or_else(|| AccountError::untrusted(Store::Device, "damaged catalog"))?;
-        let cataloged = open_cataloged(&frame, device, None)?;
-        let profile = &self.state.as_ref().ok_or(AccountError::NoAccount)?.profile;
-        self.activation = Some(Activation::open(device, profile, &cataloged)?);
+        let kept = state
+            .device_entry
+            .as_deref()
+            .and_then(|json| Envelope::from_json(json.as_bytes()).ok());
+        let cataloged = (1..self.replicas.len(Store::Device))
+            .rev()
+            .filter_map(|index| self.replicas.frame(Store::Device, index))
+            .chain(kept)
+            .find_map(|frame| {
+                open_cataloged(&frame, device, &state.address, &admin)
+                    .ok()
+                    .filter(|c| c.device_udf == udf)
+            })
+            .ok_or_else(|| {
+                AccountError::untrusted(Store::Device, "this device is not in the Device catalog")
+            })?;
+        self.activation = Some(Activation::open(device, &state.profile, &cataloged)?);
+        self.refold()?;
+        // (An empty Device replica was set aside: the next sync tells.)
+        let devices = self.live(Store::Device);
+        if !devices.is_empty() && !devices.contains_key(&udf) {
+            return Err(AccountError::Revoked);
+        }
         Ok(())
     }
 
@@ -308,6 +336,7 @@ impl Account {
                 stores: BTreeMap::new(),
                 last_sync_ms: None,
                 sync_errors: BTreeMap::new(),
+                denied: Vec::new(),
                 unanswered_since_ms: None,
                 witness: None,
                 secrets,
@@ -334,61 +363,20 @@ impl Account {
                 .collect(),
             last_sync_ms: self.last_sync,
             sync_errors: self.sync_errors.clone(),
+            denied: self.ledgers.denied(),
             unanswered_since_ms: None,
             witness: state.pending.as_ref().map(|p| p.witness.clone()),
             secrets,
         }
     }
 
-    /// Every live entry of a store, opened with the store key and checked:
-    /// signed by the account's administrator key or by a device the Device
-    /// catalog vouches for.
-    fn open_entries(&self, store: Store) -> Result<Vec<(String, Opened)>, AccountError> {
-        let activation = self.activation()?;
-        let key = self.store_key(store)?;
-        let mut signers = vec![activation.profile.administrator_signature.key()?];
-        let admin = signers[0];
-        for (_, device) in self.devices()? {
-            let connection: ConnectionDevice =
-                account::verify_admin_signed(&device.enveloped_connection_device, &admin)?;
-            signers.push(connection.signature.key()?);
-        }
-        let mut out = Vec::new();
-        for (name, index) in self.replicas.live(store) {
-            let frame = self
-                .replicas
-                .frame(store, index)
-                .ok_or_else(|| AccountError::untrusted(store, "damaged catalog"))?;
-            let opened = signers
-                .iter()
-                .find_map(|signer| frame.open(Some(key), Some(signer)).ok())
-                .ok_or_else(|| {
-                    AccountError::untrusted(
-                        store,
-                        format!("entry {name:?} is not signed by any device of the account"),
-                    )
-                })?;
-            out.push((name, opened));
-        }
-        Ok(out)
-    }
-
     /// The live devices, by name: `(name, cataloged)`.
     fn devices(&self) -> Result<Vec<(String, CatalogedDevice)>, AccountError> {
-        let activation = self.activation()?;
-        let admin = activation.profile.administrator_signature.key()?;
-        let key = self.store_key(Store::Device)?;
         let mut out = Vec::new();
-        for index in self.replicas.live(Store::Device).values() {
-            let frame = self
-                .replicas
-                .frame(Store::Device, *index)
-                .ok_or_else(|| AccountError::untrusted(Store::Device, "damaged catalog"))?;
-            let opened = frame
-                .open(Some(key), Some(&admin))
-                .map_err(|_| AccountError::untrusted(Store::Device, "an entry does not verify"))?;
-            let device: CatalogedDevice = serde_json::from_slice(&opened.payload)
-                .map_err(|_| AccountError::untrusted(Store::Device, "damaged entry"))?;
+        for (_, verified) in self.open_live(Store::Device)? {
+            let device: CatalogedDevice = verified
+                .record()
+                .ok_or_else(|| AccountError::untrusted(Store::Device, "damaged entry"))?;
             out.push((device.name.clone(), device));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -858,18 +846,27 @@ async fn watched<T>(view: &watch::Sender<Arc<View>>, work: impl Future<Output = 
     work.await
 }
 
-/// A Device catalog entry, opened with the device's base key (and, if
-/// given, checked to be signed by the administrator key).
+/// A Device catalog entry of the account at `address`, opened with the
+/// device's base key and checked to be signed by the administrator key.
 fn open_cataloged(
     entry: &Envelope,
     device: &DeviceKeys,
-    admin: Option<&PublicKey>,
+    address: &str,
+    admin: &PublicKey,
 ) -> Result<CatalogedDevice, AccountError> {
-    let opened = entry
-        .open(Some(&device.encrypt), admin)
-        .map_err(|_| AccountError::untrusted(Store::Device, "this device's entry does not open"))?;
-    serde_json::from_slice(&opened.payload)
-        .map_err(|_| AccountError::untrusted(Store::Device, "damaged entry"))
+    let unopened = || AccountError::untrusted(Store::Device, "this device's entry does not open");
+    let verified = mesh_protocol::entry::open(
+        entry,
+        address,
+        Store::Device,
+        Some(&device.encrypt),
+        std::slice::from_ref(admin),
+    )
+    .map_err(|_| unopened())?;
+    verified
+        .record::<CatalogedDevice>()
+        .filter(|c| c.device_udf == verified.head.unique_id)
+        .ok_or_else(unopened)
 }
 
 /// The digest a PIN witness covers: SHA-512 of the request's device profile.

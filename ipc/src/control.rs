@@ -504,6 +504,10 @@ pub struct AccountStatus {
     /// The problems of the last sync: `service` or a store's name, to one line.
     #[serde(default)]
     pub sync_errors: BTreeMap<String, String>,
+    /// Entries in the catalogs that the account's rules did not let apply
+    /// (written by a device that may not), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<String>,
     /// While a call to the service has gone unanswered for a while: when
     /// it was made (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 
 pub use mesh_ipc::names::{Role, Store};
 
+use crate::entry;
 use crate::envelope::{ContentMeta, Envelope, Event, OpenError, SealOptions};
 use crate::keys::{KeyError, PrivateKey, PublicKey};
 use crate::udf::Udf;
@@ -413,12 +414,18 @@ impl AccountKeys {
     /// Connect a device: the Device catalog entry (sealed to the Device
     /// store) and the Access catalog entry (signed, in the clear: the
     /// service reads it).
+    ///
+    /// `address` is the account's address and `previous` gives, for a
+    /// store and an object, the `Previous` its next entry must carry (a
+    /// device that was connected before, and revoked, has one).
     pub fn connect(
         &self,
         rng: &mut impl CryptoRngCore,
         device_profile: &str,
         name: &str,
         roles: &[Role],
+        address: &str,
+        previous: impl Fn(Store, &str) -> Option<Vec<u8>>,
     ) -> Result<(Envelope, Envelope), AccountError> {
         let (device, _) = verify_profile::<ProfileDevice>(device_profile)?;
         let base_sign = device.signature.key()?;
@@ -484,12 +491,19 @@ impl AccountKeys {
         // Readable by every device of the Device store, and by the device
         // itself before it has any store key.
         let recipients = [self.store_key(Store::Device)?.public(), base_encrypt];
-        let entry = seal_entry(
+        let head = |store: Store, message_type: &str| entry::Head {
+            format: entry::FORMAT,
+            account: address.to_owned(),
+            store,
+            unique_id: cataloged.device_udf.clone(),
+            event: Event::New,
+            message_type: message_type.to_owned(),
+            previous: previous(store, &cataloged.device_udf),
+        };
+        let entry = entry::seal(
             rng,
-            &cataloged,
-            message_type::CATALOGED_DEVICE,
-            &cataloged.device_udf,
-            Event::New,
+            &head(Store::Device, message_type::CATALOGED_DEVICE),
+            Some(&cataloged),
             &self.admin,
             &recipients,
         )?;
@@ -499,12 +513,10 @@ impl AccountKeys {
             roles: roles.to_vec(),
             signature: KeyData::of(&signature),
         };
-        let access = seal_entry(
+        let access = entry::seal(
             rng,
-            &capability,
-            message_type::ACCESS_CAPABILITY,
-            &capability.device_udf,
-            Event::New,
+            &head(Store::Access, message_type::ACCESS_CAPABILITY),
+            Some(&capability),
             &self.admin,
             &[],
         )?;
@@ -716,25 +728,6 @@ pub fn sign_record<T: Serialize>(
     seal(rng, record, &meta, signer, recipients)
 }
 
-/// Seal a catalog entry: like [`sign_record`], with its UniqueId and
-/// persistence event.
-pub fn seal_entry<T: Serialize>(
-    rng: &mut impl CryptoRngCore,
-    record: &T,
-    message_type: &str,
-    unique_id: &str,
-    event: Event,
-    signer: &PrivateKey,
-    recipients: &[PublicKey],
-) -> Result<Envelope, AccountError> {
-    let meta = ContentMeta {
-        message_type: Some(message_type.to_owned()),
-        content_type: Some("application/mmm/object".into()),
-        ..ContentMeta::for_event(unique_id, event)
-    };
-    seal(rng, record, &meta, signer, recipients)
-}
-
 fn seal<T: Serialize>(
     rng: &mut impl CryptoRngCore,
     record: &T,
@@ -856,13 +849,27 @@ mod tests {
             .expect("a profile")
             .to_json();
         let (entry, access) = account
-            .connect(&mut rng, &device_profile, "laptop", &[Role::Device])
+            .connect(
+                &mut rng,
+                &device_profile,
+                "laptop",
+                &[Role::Device],
+                "alice@example.com",
+                |_, _| None,
+            )
             .expect("connects");
         let store_key = account.store_key(Store::Device).expect("a key");
-        let opened = entry
-            .open(Some(&store_key), Some(&account.admin.public()))
-            .expect("opens");
-        let cataloged: CatalogedDevice = serde_json::from_slice(&opened.payload).expect("json");
+        let admin = [account.admin.public()];
+        let opened = entry::open(
+            &entry,
+            "alice@example.com",
+            Store::Device,
+            Some(&store_key),
+            &admin,
+        )
+        .expect("opens");
+        assert_eq!(opened.head.unique_id, device.udf().to_string());
+        let cataloged: CatalogedDevice = opened.record().expect("a device");
         let activation = Activation::open(&device, &profile, &cataloged).expect("activates");
         assert!(
             activation.account.is_none(),
@@ -871,7 +878,10 @@ mod tests {
         assert!(activation.store_key(Store::Application).is_some());
         assert!(activation.store_key(Store::Credential).is_none());
         let capability: AccessCapability =
-            verify_admin_signed(&access.to_json(), &account.admin.public()).expect("signed");
+            entry::open(&access, "alice@example.com", Store::Access, None, &admin)
+                .expect("signed")
+                .record()
+                .expect("a capability");
         assert_eq!(capability.signature, KeyData::of(&activation.sign.public()));
 
         // Another device cannot use this entry.
@@ -900,12 +910,25 @@ mod tests {
             .expect("a profile")
             .to_json();
         let (entry, _) = account
-            .connect(&mut rng, &device_profile, "tablet", &[Role::Admin])
+            .connect(
+                &mut rng,
+                &device_profile,
+                "tablet",
+                &[Role::Admin],
+                "a@b",
+                |_, _| None,
+            )
             .expect("connects");
-        let opened = entry
-            .open(Some(&account.store_key(Store::Device).expect("key")), None)
-            .expect("opens");
-        let cataloged: CatalogedDevice = serde_json::from_slice(&opened.payload).expect("json");
+        let cataloged: CatalogedDevice = entry::open(
+            &entry,
+            "a@b",
+            Store::Device,
+            Some(&account.store_key(Store::Device).expect("key")),
+            &[account.admin.public()],
+        )
+        .expect("opens")
+        .record()
+        .expect("a device");
         let activation = Activation::open(&device, &profile, &cataloged).expect("activates");
         let keys = activation.account.expect("an admin holds the account");
         assert_eq!(keys.udf(), account.udf());

@@ -23,6 +23,7 @@
 pub mod account;
 pub mod agent;
 pub mod application;
+pub mod entry;
 pub mod envelope;
 pub mod keys;
 pub mod merkle;

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mesh_protocol::account::{
     self, AccessCapability, ProfileDevice, ProfileUser, RequestConnection, Role, Store,
 };
+use mesh_protocol::entry;
 use mesh_protocol::envelope::{ContentMeta, Envelope, Event};
 use mesh_protocol::keys::PublicKey;
 use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence};
@@ -29,6 +30,7 @@ use mesh_protocol::udf::Udf;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::hostile::{self, Hostile};
 use crate::storage::{Commit, Storage, StorageError};
 
 /// A refusal: HTTP status, machine reason, and a line for people.
@@ -74,19 +76,6 @@ impl From<StorageError> for Refusal {
 
 fn malformed(what: &str) -> Refusal {
     Refusal::new(400, Reason::Malformed, format!("malformed {what}"))
-}
-
-/// How a deliberately hostile service misbehaves (for testing clients).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Hostile {
-    /// Report and serve each store one frame shorter than it is.
-    Rollback,
-    /// Serve a history whose first data frame was rewritten.
-    Fork,
-    /// Serve the last two frames of a download swapped.
-    Reorder,
-    /// Flip a byte in the payload of every frame served.
-    Alter,
 }
 
 /// Limits on what one account may hold.
@@ -156,6 +145,11 @@ impl Service {
             limits,
             hostile,
         }
+    }
+
+    /// How this service lies, if it was started to.
+    pub fn hostile(&self) -> Option<Hostile> {
+        self.hostile
     }
 
     /// Handle one transaction; `auth` is the request's `mesh-auth` header.
@@ -262,7 +256,10 @@ impl Service {
                 let envelope =
                     Envelope::from_json(&json).map_err(|_| malformed("mesh-capability header"))?;
                 let admin = self.admin_key(address)?;
-                Some(open_admin(&envelope, &admin)?)
+                match open_access(&envelope, address, &admin)? {
+                    Access::Grant(capability) => Some(capability),
+                    Access::Revoke(_) => return Err(malformed("mesh-capability header")),
+                }
             }
             None => None,
         };
@@ -334,19 +331,16 @@ impl Service {
             let Some(frame) = access.frame(index) else {
                 continue;
             };
-            let meta = meta_of(&frame);
-            let Some(id) = meta.unique_id else { continue };
-            if meta.event == Some(Event::Delete) {
-                live.remove(&id);
-                revoked.push(id);
-                continue;
-            }
-            let Ok(opened) = frame.open(None, Some(&admin)) else {
-                continue;
-            };
-            if let Ok(capability) = serde_json::from_slice::<AccessCapability>(&opened.payload) {
-                revoked.retain(|r| *r != capability.device_udf);
-                live.insert(capability.device_udf.clone(), capability);
+            match open_access(&frame, address, &admin) {
+                Ok(Access::Grant(capability)) => {
+                    revoked.retain(|r| *r != capability.device_udf);
+                    live.insert(capability.device_udf.clone(), capability);
+                }
+                Ok(Access::Revoke(id)) => {
+                    live.remove(&id);
+                    revoked.push(id);
+                }
+                Err(_) => {}
             }
         }
         Ok((live, revoked))
@@ -469,7 +463,9 @@ impl Service {
             .map_err(|_| malformed("profile"))?;
         let access = Envelope::from_json(bind.access_frame.as_bytes())
             .map_err(|_| malformed("access entry"))?;
-        let capability: AccessCapability = open_admin(&access, &admin)?;
+        let Access::Grant(capability) = open_access(&access, &bind.account_address, &admin)? else {
+            return Err(malformed("access entry"));
+        };
         let device = Envelope::from_json(bind.device_frame.as_bytes())
             .map_err(|_| malformed("device entry"))?;
         let auth = auth.ok_or_else(|| {
@@ -688,8 +684,14 @@ impl Service {
             if !caller.may_read(store) {
                 continue;
             }
-            let sequence = self.store(stores, address, store)?;
+            if self.hostile == Some(Hostile::Withhold) && store == Store::Application {
+                continue;
+            }
+            let stored = self.store(stores, address, store)?;
+            let injected = self.hostile.and_then(|h| h.served(address, store, stored));
+            let sequence = injected.as_ref().unwrap_or(stored);
             let (index, apex) = match self.hostile {
+                Some(Hostile::Endless) => (sequence.len() + hostile::ENDLESS, sequence.apex()),
                 Some(Hostile::Rollback) if !sequence.is_empty() => {
                     let size = sequence.len() - 1;
                     (size, sequence.apex_at(size).unwrap_or([0u8; 64]))
@@ -727,14 +729,12 @@ impl Service {
             ));
         }
         let sequence = self.store(stores, &req.account_address, req.store)?;
-        let fork;
-        let served: &Sequence = match self.hostile {
-            Some(Hostile::Fork) if !sequence.is_empty() => {
-                fork = forked(sequence);
-                &fork
-            }
-            _ => sequence,
+        let changed = match self.hostile {
+            Some(Hostile::Fork) if !sequence.is_empty() => Some(forked(sequence)),
+            Some(hostile) => hostile.served(&req.account_address, req.store, sequence),
+            None => None,
         };
+        let served: &Sequence = changed.as_ref().unwrap_or(sequence);
         let mut frames: Vec<RawFrame> = served
             .raw_frames()
             .iter()
@@ -811,16 +811,8 @@ impl Service {
                 }
                 if update.store == Store::Access {
                     let envelope = raw.to_envelope().map_err(|_| malformed("frame"))?;
-                    if let Ok(capability) = open_admin(&envelope, &admin) {
+                    if let Access::Grant(capability) = open_access(&envelope, &address, &admin)? {
                         brought = Some(capability);
-                    } else if meta_of(&envelope).event != Some(Event::Delete)
-                        || envelope.open(None, Some(&admin)).is_err()
-                    {
-                        return Err(Refusal::new(
-                            403,
-                            Reason::Refused,
-                            "Access entries must be signed by the account's administrator",
-                        ));
                     }
                 }
                 frames.push(raw);
@@ -943,24 +935,41 @@ fn forked(sequence: &Sequence) -> Sequence {
     fork
 }
 
-fn meta_of(frame: &Envelope) -> ContentMeta {
-    frame
-        .header
-        .content_meta_data
-        .as_deref()
-        .and_then(|m| serde_json::from_slice(m).ok())
-        .unwrap_or_default()
+/// What an Access entry does.
+enum Access {
+    /// Serve the device it names.
+    Grant(AccessCapability),
+    /// Stop serving the device it names.
+    Revoke(String),
 }
 
-fn open_admin(envelope: &Envelope, admin: &PublicKey) -> Result<AccessCapability, Refusal> {
-    let opened = envelope.open(None, Some(admin)).map_err(|_| {
+/// Open an Access entry of the account at `address`: a format-2 entry
+/// signed by its administrator key (`mesh_protocol::entry`), whose signed
+/// head, not its header, says what it does.
+fn open_access(envelope: &Envelope, address: &str, admin: &PublicKey) -> Result<Access, Refusal> {
+    let verified = entry::open(
+        envelope,
+        address,
+        Store::Access,
+        None,
+        std::slice::from_ref(admin),
+    )
+    .map_err(|_| {
         Refusal::new(
             403,
             Reason::Refused,
             "Access entries must be signed by the account's administrator",
         )
     })?;
-    serde_json::from_slice(&opened.payload).map_err(|_| malformed("access entry"))
+    if verified.head.event == Event::Delete {
+        return Ok(Access::Revoke(verified.head.unique_id));
+    }
+    let capability: AccessCapability =
+        verified.record().ok_or_else(|| malformed("access entry"))?;
+    if capability.device_udf != verified.head.unique_id {
+        return Err(malformed("access entry"));
+    }
+    Ok(Access::Grant(capability))
 }
 
 fn success(description: &str) -> ServiceResponse {

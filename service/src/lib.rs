@@ -27,10 +27,12 @@ use mesh_protocol::service::{
 use tokio::net::TcpListener;
 
 pub mod handler;
+pub mod hostile;
 pub mod storage;
 pub mod tls;
 
-pub use handler::{Hostile, Limits, Service};
+pub use handler::{Limits, Service};
+pub use hostile::Hostile;
 pub use storage::{RedbStorage, Storage};
 
 /// Serve `service` on `listener` until `shutdown` completes.
@@ -138,12 +140,24 @@ async fn transaction(
         .get(CAPABILITY_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let hostile = service.hostile();
     let result = tokio::task::spawn_blocking(move || {
         service.handle(request, auth.as_deref(), capability.as_deref(), &bytes)
     })
     .await;
     match result {
-        Ok(Ok(response)) => (StatusCode::OK, Json(response)).into_response(),
+        Ok(Ok(response)) => match hostile {
+            Some(hostile) => {
+                let json = serde_json::to_vec(&response).unwrap_or_default();
+                (
+                    StatusCode::OK,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    hostile.body(json),
+                )
+                    .into_response()
+            }
+            None => (StatusCode::OK, Json(response)).into_response(),
+        },
         Ok(Err(refusal)) => {
             let status =
                 StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -296,6 +296,12 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                         out += &format!("  {store}: {error}\n");
                     }
                 }
+                if !v.denied.is_empty() {
+                    out += "ENTRIES NOT APPLIED (written by a device the account's rules do not allow):\n";
+                    for line in &v.denied {
+                        out += &format!("  {line}\n");
+                    }
+                }
                 out + &format!("secrets:  {}\n", v.secrets)
             });
             if status.status == Standing::Revoked || !status.sync_errors.is_empty() {

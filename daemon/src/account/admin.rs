@@ -57,12 +57,12 @@ impl Account {
             roles: roles.clone(),
         };
         let local_key = keys.store_key(Store::Local)?.public();
-        let entry = account::seal_entry(
-            &mut OsRng,
-            &record,
-            account::message_type::PIN,
+        let entry = self.entry(
+            Store::Local,
             &pin_id,
             Event::New,
+            account::message_type::PIN,
+            Some(&record),
             &keys.admin,
             &[local_key],
         )?;
@@ -208,7 +208,15 @@ impl Account {
                         "a device named {name:?} exists: give another with --name"
                     )));
                 }
-                let (entry, access) = keys.connect(&mut OsRng, &request.profile, &name, roles)?;
+                let address = self.remote()?.account();
+                let (entry, access) = keys.connect(
+                    &mut OsRng,
+                    &request.profile,
+                    &name,
+                    roles,
+                    address,
+                    |store, id| self.previous(store, id),
+                )?;
                 let respond = RespondConnection {
                     result: "Accepted".into(),
                     enveloped_cataloged_device: Some(entry.to_json()),
@@ -288,20 +296,34 @@ impl Account {
         }
         let keys = self.admin()?;
         let device_key = keys.store_key(Store::Device)?.public();
-        let delete = |recipients: &[PublicKey]| {
-            account::seal_entry(
-                &mut OsRng,
-                &serde_json::Map::new(),
-                "Delete",
+        let delete = |store: Store, message_type: &str, recipients: &[PublicKey]| {
+            self.entry::<()>(
+                store,
                 &device.device_udf,
                 Event::Delete,
+                message_type,
+                None,
                 &keys.admin,
                 recipients,
             )
         };
         let updates = vec![
-            (Store::Device, vec![delete(&[device_key])?]),
-            (Store::Access, vec![delete(&[])?]),
+            (
+                Store::Device,
+                vec![delete(
+                    Store::Device,
+                    account::message_type::CATALOGED_DEVICE,
+                    &[device_key],
+                )?],
+            ),
+            (
+                Store::Access,
+                vec![delete(
+                    Store::Access,
+                    account::message_type::ACCESS_CAPABILITY,
+                    &[],
+                )?],
+            ),
         ];
         self.transact(updates, Vec::new()).await?;
         Ok(Response::Revoked(RevokedDevice {
@@ -317,16 +339,13 @@ impl Account {
         let Ok(local_key) = keys.store_key(Store::Local) else {
             return;
         };
-        let admin = keys.admin.public();
+        let _ = local_key;
         let mut pins = BTreeMap::new();
-        for (pin_id, index) in self.replicas.live(Store::Local) {
-            let Some(frame) = self.replicas.frame(Store::Local, index) else {
-                continue;
-            };
-            let Ok(opened) = frame.open(Some(&local_key), Some(&admin)) else {
-                continue;
-            };
-            if let Ok(record) = serde_json::from_slice::<PinRecord>(&opened.payload) {
+        let Ok(local) = self.open_live(Store::Local) else {
+            return;
+        };
+        for (pin_id, verified) in local {
+            if let Some(record) = verified.record::<PinRecord>() {
                 pins.insert(pin_id, (record.pin.clone(), record.roles.clone()));
             }
         }

@@ -5,18 +5,17 @@
 use std::collections::BTreeMap;
 
 use mesh_ipc::control::{CatalogChange, Response};
-use mesh_protocol::account::{self, Store};
+use mesh_protocol::account::Store;
 use mesh_protocol::application::{OPENPGP_PREFIX, SSH_PREFIX};
 use mesh_protocol::envelope::Event;
-use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
 use zeroize::Zeroizing;
 
-use super::{Account, AccountError, CatalogValues, entry_type};
+use super::{Account, AccountError, CatalogValues};
 
 /// The message type of a plain catalog entry.
-const CATALOG_ENTRY: &str = "CatalogEntry";
+pub(super) const CATALOG_ENTRY: &str = "CatalogEntry";
 
 /// Entries per transaction: well inside the service's 64 KiB request limit.
 const BATCH: usize = 24;
@@ -24,8 +23,8 @@ const BATCH: usize = 24;
 /// A plain catalog entry (its value a secret: wiped when dropped).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CatalogEntry {
-    name: String,
+pub(super) struct CatalogEntry {
+    pub(super) name: String,
     value: String,
 }
 
@@ -74,7 +73,7 @@ impl Account {
         for batch in entries.chunks(BATCH) {
             let key = self.store_key(store)?.public();
             let sign = &self.activation()?.sign;
-            let live = self.replicas.live(store);
+            let live = self.live(store);
             let mut envelopes = Vec::with_capacity(batch.len());
             for (name, value) in batch {
                 let entry = CatalogEntry {
@@ -86,12 +85,12 @@ impl Account {
                 } else {
                     Event::New
                 };
-                envelopes.push(account::seal_entry(
-                    &mut OsRng,
-                    &entry,
-                    CATALOG_ENTRY,
+                envelopes.push(self.entry(
+                    store,
                     name,
                     event,
+                    CATALOG_ENTRY,
+                    Some(&entry),
                     sign,
                     &[key],
                 )?);
@@ -114,20 +113,12 @@ impl Account {
         let store = plain(store)?;
         reserved(name)?;
         let sign = &self.activation()?.sign;
-        if !self.replicas.live(store).contains_key(name) {
+        if !self.live(store).contains_key(name) {
             return Err(AccountError::NotFound(format!(
                 "no entry named {name:?} in {store}"
             )));
         }
-        let entry = account::seal_entry(
-            &mut OsRng,
-            &serde_json::Map::new(),
-            CATALOG_ENTRY,
-            name,
-            Event::Delete,
-            sign,
-            &[],
-        )?;
+        let entry = self.entry::<()>(store, name, Event::Delete, CATALOG_ENTRY, None, sign, &[])?;
         self.transact(vec![(store, vec![entry])], Vec::new())
             .await?;
         Ok(Response::CatalogChanged(CatalogChange {
@@ -141,12 +132,13 @@ impl Account {
     pub(super) fn catalog_list(&self, store: Store) -> Result<CatalogValues, AccountError> {
         let store = plain(store)?;
         let mut out = BTreeMap::new();
-        for (name, opened) in self.open_entries(store)? {
-            if entry_type(&opened) != Some(CATALOG_ENTRY) {
+        for (name, verified) in self.open_live(store)? {
+            if verified.head.message_type != CATALOG_ENTRY {
                 continue;
             }
-            let entry: CatalogEntry = serde_json::from_slice(&opened.payload)
-                .map_err(|_| AccountError::untrusted(store, format!("damaged entry {name:?}")))?;
+            let entry: CatalogEntry = verified
+                .record()
+                .ok_or_else(|| AccountError::untrusted(store, format!("damaged entry {name:?}")))?;
             out.insert(name, Zeroizing::new(entry.value.clone()));
         }
         Ok(CatalogValues(out))

@@ -45,10 +45,17 @@ impl Account {
         let remote = Remote::new((self.settings.connector)(service)?, address);
         let device = self.device_keys()?;
         let device_profile = device.profile(&mut OsRng, name)?.to_json();
-        let (entry, access) = keys.connect(&mut OsRng, &device_profile, name, &[Role::Admin])?;
+        let (entry, access) = keys.connect(
+            &mut OsRng,
+            &device_profile,
+            name,
+            &[Role::Admin],
+            address,
+            |_, _| None,
+        )?;
         let device_udf = device.udf().to_string();
         // Sign with the co-generated key the entry gives this device.
-        let cataloged = open_cataloged(&entry, device, None)?;
+        let cataloged = open_cataloged(&entry, device, address, &keys.admin.public())?;
         let activation = Activation::open(device, &profile, &cataloged)?;
         let request = ServiceRequest::BindAccount(BindRequest {
             account_address: address.to_owned(),
@@ -67,10 +74,12 @@ impl Account {
             profile,
             pending: None,
             handled: Vec::new(),
+            device_entry: Some(entry.to_json()),
         });
         self.remote = Some(remote);
         self.activation = Some(activation);
         self.save()?;
+        self.refold()?;
         self.sync().await;
         Ok(Response::AccountCreated(AccountCreated {
             address: address.to_owned(),
@@ -131,8 +140,17 @@ impl Account {
         let remote = Remote::new((self.settings.connector)(&service)?, &address);
         let device = self.device_keys()?;
         let device_profile = device.profile(&mut OsRng, &name)?.to_json();
-        let (entry, access) = keys.connect(&mut OsRng, &device_profile, &name, &[Role::Admin])?;
-        let cataloged = open_cataloged(&entry, device, None)?;
+        // A new device: it was never in the account, so no entry about
+        // it has a previous version.
+        let (entry, access) = keys.connect(
+            &mut OsRng,
+            &device_profile,
+            &name,
+            &[Role::Admin],
+            &address,
+            |_, _| None,
+        )?;
+        let cataloged = open_cataloged(&entry, device, &address, &keys.admin.public())?;
         let activation = Activation::open(device, &profile, &cataloged)?;
         remote.set_capability(Some(&access.to_json()));
         self.state = Some(State {
@@ -143,6 +161,7 @@ impl Account {
             profile,
             pending: None,
             handled: Vec::new(),
+            device_entry: Some(entry.to_json()),
         });
         self.remote = Some(remote);
         self.activation = Some(activation);
@@ -274,6 +293,7 @@ impl Account {
                 witness: code.clone(),
             }),
             handled: Vec::new(),
+            device_entry: None,
         });
         self.remote = Some(remote);
         self.save()?;
@@ -329,8 +349,11 @@ impl Account {
                 || AccountError::untrusted(Store::Device, "an acceptance without an entry");
             let entry = respond.enveloped_cataloged_device.ok_or_else(untrusted)?;
             let entry = Envelope::from_json(entry.as_bytes()).map_err(|_| untrusted())?;
-            let cataloged = open_cataloged(&entry, device, Some(&admin))?;
+            let cataloged = open_cataloged(&entry, device, &state.address, &admin)?;
             self.activation = Some(Activation::open(device, &state.profile, &cataloged)?);
+            if let Some(state) = &mut self.state {
+                state.device_entry = Some(entry.to_json());
+            }
             Standing::Connected
         } else {
             Standing::Rejected

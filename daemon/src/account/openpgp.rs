@@ -14,15 +14,14 @@
 //! them and the host puts the public parts in gpg's keyring.
 
 use mesh_ipc::control::{OpenpgpAdded, OpenpgpCertificate, OpenpgpRow, Response};
-use mesh_protocol::account::{self, Store};
+use mesh_protocol::account::Store;
 use mesh_protocol::application::{OPENPGP_MESSAGE_TYPE, OpenpgpEntry, valid_name};
 use mesh_protocol::envelope::Event;
-use rand_core::OsRng;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::parse::Parse as _;
 use sequoia_openpgp::serialize::SerializeInto as _;
 
-use super::{Account, AccountError, entry_type};
+use super::{Account, AccountError};
 
 fn armor_err<E>(_: E) -> AccountError {
     AccountError::Input("cannot encode the certificate".into())
@@ -76,21 +75,24 @@ impl Account {
         let local_key = activation
             .store_key(Store::Local)
             .ok_or(AccountError::NotAdmin)?;
-        let exists = self.replicas.live(Store::Application).contains_key(&id);
-        let event = if exists { Event::Update } else { Event::New };
-        let seal = |entry: &OpenpgpEntry, key: &mesh_protocol::keys::PrivateKey| {
-            account::seal_entry(
-                &mut OsRng,
-                entry,
-                OPENPGP_MESSAGE_TYPE,
+        let seal = |store: Store, entry: &OpenpgpEntry, key: &mesh_protocol::keys::PrivateKey| {
+            let event = if self.live(store).contains_key(&id) {
+                Event::Update
+            } else {
+                Event::New
+            };
+            self.entry(
+                store,
                 &id,
                 event,
+                OPENPGP_MESSAGE_TYPE,
+                Some(entry),
                 &activation.sign,
                 &[key.public()],
             )
         };
-        let app = seal(&entry(devices), app_key)?;
-        let local = seal(&entry(whole), local_key)?;
+        let app = seal(Store::Application, &entry(devices), app_key)?;
+        let local = seal(Store::Local, &entry(whole), local_key)?;
         self.transact(
             vec![(Store::Application, vec![app]), (Store::Local, vec![local])],
             Vec::new(),
@@ -107,25 +109,25 @@ impl Account {
     pub(super) async fn openpgp_delete(&mut self, name: &str) -> Result<Response, AccountError> {
         let id = OpenpgpEntry::unique_id(name);
         let sign = &self.activation()?.sign;
-        if !self.replicas.live(Store::Application).contains_key(&id) {
+        if !self.live(Store::Application).contains_key(&id) {
             return Err(AccountError::NotFound(format!(
                 "no OpenPGP key named {name:?}"
             )));
         }
-        let tombstone = || {
-            account::seal_entry(
-                &mut OsRng,
-                &serde_json::Map::new(),
-                OPENPGP_MESSAGE_TYPE,
+        let tombstone = |store: Store| {
+            self.entry::<()>(
+                store,
                 &id,
                 Event::Delete,
+                OPENPGP_MESSAGE_TYPE,
+                None,
                 sign,
                 &[],
             )
         };
-        let mut updates = vec![(Store::Application, vec![tombstone()?])];
-        if self.replicas.live(Store::Local).contains_key(&id) {
-            updates.push((Store::Local, vec![tombstone()?]));
+        let mut updates = vec![(Store::Application, vec![tombstone(Store::Application)?])];
+        if self.live(Store::Local).contains_key(&id) {
+            updates.push((Store::Local, vec![tombstone(Store::Local)?]));
         }
         self.transact(updates, Vec::new()).await?;
         Ok(Response::Deleted {
@@ -135,9 +137,9 @@ impl Account {
 
     fn openpgp_entries_in(&self, store: Store) -> Result<Vec<OpenpgpEntry>, AccountError> {
         let mut out = Vec::new();
-        for (name, opened) in self.open_entries(store)? {
-            if entry_type(&opened) == Some(OPENPGP_MESSAGE_TYPE) {
-                out.push(serde_json::from_slice(&opened.payload).map_err(|_| {
+        for (name, verified) in self.open_live(store)? {
+            if verified.head.message_type == OPENPGP_MESSAGE_TYPE {
+                out.push(verified.record().ok_or_else(|| {
                     AccountError::untrusted(store, format!("damaged entry {name:?}"))
                 })?);
             }

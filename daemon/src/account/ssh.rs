@@ -6,13 +6,12 @@
 //! other one after its next sync, and a deleted one stops being served.
 
 use mesh_ipc::control::{Response, SshIdentityRow};
-use mesh_protocol::account::{self, Store};
+use mesh_protocol::account::Store;
 use mesh_protocol::application::{SSH_MESSAGE_TYPE, SshIdentity, valid_name};
 use mesh_protocol::envelope::Event;
-use rand_core::OsRng;
 use ssh_key::{HashAlg, LineEnding, PrivateKey};
 
-use super::{Account, AccountError, entry_type};
+use super::{Account, AccountError};
 
 /// An SSH identity to put in the account: a private key the keystore has
 /// checked it can use.
@@ -72,7 +71,7 @@ impl Account {
         } = put;
         check_name(&name)?;
         let id = SshIdentity::unique_id(&name);
-        let exists = self.replicas.live(Store::Application).contains_key(&id);
+        let exists = self.live(Store::Application).contains_key(&id);
         if exists && !replace {
             return Err(AccountError::Exists(format!(
                 "an SSH identity named {name:?} exists: delete it first or pick another name"
@@ -93,12 +92,12 @@ impl Account {
             .store_key(Store::Application)
             .ok_or_else(|| AccountError::Input("this device does not have the ssh right".into()))?
             .public();
-        let envelope = account::seal_entry(
-            &mut OsRng,
-            &entry,
-            SSH_MESSAGE_TYPE,
+        let envelope = self.entry(
+            Store::Application,
             &id,
             if exists { Event::Update } else { Event::New },
+            SSH_MESSAGE_TYPE,
+            Some(&entry),
             &self.activation()?.sign,
             &[store_key],
         )?;
@@ -111,17 +110,17 @@ impl Account {
     pub(super) async fn ssh_delete(&mut self, name: &str) -> Result<Response, AccountError> {
         let id = SshIdentity::unique_id(name);
         let sign = &self.activation()?.sign;
-        if !self.replicas.live(Store::Application).contains_key(&id) {
+        if !self.live(Store::Application).contains_key(&id) {
             return Err(AccountError::NotFound(format!(
                 "no SSH identity named {name:?}"
             )));
         }
-        let envelope = account::seal_entry(
-            &mut OsRng,
-            &serde_json::Map::new(),
-            SSH_MESSAGE_TYPE,
+        let envelope = self.entry::<()>(
+            Store::Application,
             &id,
             Event::Delete,
+            SSH_MESSAGE_TYPE,
+            None,
             sign,
             &[],
         )?;
@@ -135,11 +134,11 @@ impl Account {
     /// The account's SSH identities, checked, in name order.
     pub(super) fn ssh_entries(&self) -> Result<Vec<SshIdentity>, AccountError> {
         let mut out = Vec::new();
-        for (name, opened) in self.open_entries(Store::Application)? {
-            if entry_type(&opened) != Some(SSH_MESSAGE_TYPE) {
+        for (name, verified) in self.open_live(Store::Application)? {
+            if verified.head.message_type != SSH_MESSAGE_TYPE {
                 continue;
             }
-            let entry: SshIdentity = serde_json::from_slice(&opened.payload).map_err(|_| {
+            let entry: SshIdentity = verified.record().ok_or_else(|| {
                 AccountError::untrusted(Store::Application, format!("damaged entry {name:?}"))
             })?;
             out.push(entry);

@@ -19,6 +19,14 @@ use super::{Account, AccountError, now_ms};
 /// The key under which a failure of the service as a whole is reported.
 const SERVICE: &str = "service";
 
+/// The most new frames one store may announce for one sync: more is
+/// refused rather than downloaded (a legitimate catalog grows by far less
+/// between two syncs; a hostile service could announce without end).
+pub(super) const MAX_NEW_FRAMES: u64 = 100_000;
+
+/// The most frames one download page may carry.
+pub(super) const MAX_PAGE_FRAMES: usize = 4096;
+
 impl Account {
     /// Append entries to stores in one atomic transaction, then sync.
     /// A stale view (Conflict) is synced and tried once more.
@@ -48,11 +56,29 @@ impl Account {
                     frames,
                 });
             }
-            let result = self.call(ServiceRequest::Transact(request)).await;
+            // Our own frames must pass the checks every reader makes (a
+            // stale chain after a conflict would not).
+            let mut ledgers = Vec::new();
             for (store, _) in &updates {
-                if result.is_ok() {
-                    self.replicas.commit(*store)?;
-                } else {
+                match self.check_staged(*store) {
+                    Ok(ledger) => ledgers.push((*store, ledger)),
+                    Err(e) => {
+                        for (store, _) in &updates {
+                            self.replicas.rollback(*store);
+                        }
+                        tracing::warn!(error = %e, "our own entry does not check");
+                        return Err(AccountError::Conflict);
+                    }
+                }
+            }
+            let result = self.call(ServiceRequest::Transact(request)).await;
+            if result.is_ok() {
+                for (store, ledger) in ledgers {
+                    self.replicas.commit(store)?;
+                    self.settle(store, ledger);
+                }
+            } else {
+                for (store, _) in &updates {
                     self.replicas.rollback(*store);
                 }
             }
@@ -124,16 +150,23 @@ impl Account {
             });
         };
         let readable = account::stores_for(&self.activation()?.connection.roles);
+        if let Some(other) = status.stores.iter().find(|s| !readable.contains(&s.store)) {
+            return Err(AccountError::untrusted(
+                other.store,
+                "the service offers a store this device may not read",
+            ));
+        }
         let mut updated = BTreeMap::new();
-        for remote in &status.stores {
-            let name = remote.store.name().to_owned();
-            let result = if readable.contains(&remote.store) {
-                self.sync_store(&address, remote).await
-            } else {
-                Err(AccountError::untrusted(
-                    remote.store,
-                    "the service offers a store this device may not read",
-                ))
+        // In the stores' own order, the Device catalog first: it names
+        // whose signatures the others may carry.
+        for store in readable {
+            let name = store.name().to_owned();
+            let result = match status.stores.iter().find(|s| s.store == store) {
+                Some(remote) => self.sync_store(&address, remote).await,
+                None => Err(AccountError::untrusted(
+                    store,
+                    "the service withheld it (its status does not list it)",
+                )),
             };
             match result {
                 Ok(0) => {
@@ -141,10 +174,10 @@ impl Account {
                 }
                 Ok(n) => {
                     self.sync_errors.remove(&name);
-                    updated.insert(remote.store, n);
+                    updated.insert(store, n);
                 }
                 Err(e) => {
-                    tracing::warn!(store = %remote.store, error = %e, "sync refused the service's data");
+                    tracing::warn!(%store, error = %e, "sync refused the service's data");
                     self.sync_errors.insert(name, e.to_string());
                 }
             }
@@ -157,7 +190,7 @@ impl Account {
             .filter(|_| self.standing() != Standing::Recovering)
         {
             let udf = device.udf().to_string();
-            if !self.replicas.live(Store::Device).contains_key(&udf) {
+            if !self.live(Store::Device).contains_key(&udf) {
                 return Err(AccountError::Revoked);
             }
         }
@@ -193,6 +226,15 @@ impl Account {
             }
             return Ok(0);
         }
+        if remote.index - local_len > MAX_NEW_FRAMES {
+            return Err(AccountError::untrusted(
+                store,
+                format!(
+                    "the service announced {} new entries, more than one sync takes ({MAX_NEW_FRAMES})",
+                    remote.index - local_len
+                ),
+            ));
+        }
         let result = self.download(address, remote).await;
         let (len, apex) = self.replicas.head(store);
         let checked = result.and_then(|()| {
@@ -205,9 +247,10 @@ impl Account {
                 Ok(())
             }
         });
-        match checked {
-            Ok(()) => {
+        match checked.and_then(|()| self.check_staged(store)) {
+            Ok(ledger) => {
                 self.replicas.commit(store)?;
+                self.settle(store, ledger);
                 Ok(len - local_len)
             }
             Err(e) => {
@@ -234,6 +277,12 @@ impl Account {
                     "the service gave an unexpected answer",
                 ));
             };
+            if download.frames.len() > MAX_PAGE_FRAMES {
+                return Err(AccountError::untrusted(
+                    store,
+                    format!("the service sent more than {MAX_PAGE_FRAMES} frames in one page"),
+                ));
+            }
             if download.frames.is_empty() {
                 return Err(AccountError::untrusted(
                     store,
@@ -244,8 +293,14 @@ impl Account {
                 ));
             }
             let malformed = || AccountError::untrusted(store, "the service sent a malformed frame");
+            // Frames written since the status are for the next sync.
+            let wanted = remote.index - self.replicas.head(store).0;
             let mut frames = Vec::with_capacity(download.frames.len());
-            for text in download.frames {
+            for text in download
+                .frames
+                .into_iter()
+                .take(usize::try_from(wanted).unwrap_or(usize::MAX))
+            {
                 let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed())?;
                 let (raw, _) = sequence::decode_frame(&bytes, 0)
                     .ok()

@@ -388,7 +388,7 @@ async fn a_store_this_device_may_not_read_is_refused_from_the_service() {
     };
     assert!(!report.ok);
     assert!(
-        report.errors[Store::Local.name()].contains("may not read"),
+        report.errors["service"].contains("may not read"),
         "{report:?}"
     );
     assert!(

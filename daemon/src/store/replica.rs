@@ -1,6 +1,7 @@
 //! The local replica of each catalog: one verified DARE sequence per
-//! store, in a file `<store>.dare` under the data directory, and the live
-//! set of its objects.
+//! store, in a file `<store>.dare` under the data directory. What the
+//! frames mean (which objects are live) is the account's to decide: it
+//! checks every frame's signed head (`account::ledger`).
 //!
 //! A replica grows in place: frames are staged in memory ([`Replicas::stage`]
 //! for our own writes, [`Replicas::extend`] for downloaded ones, which must
@@ -10,22 +11,20 @@
 //! partial last frame, which the next [`Replicas::open`] drops: the service
 //! still has it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use mesh_protocol::account::Store;
-use mesh_protocol::envelope::{Envelope, Event};
+use mesh_protocol::envelope::Envelope;
 use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence, SequenceError};
 
 /// One store's replica.
 #[derive(Debug)]
 struct Replica {
     sequence: Sequence,
-    /// UniqueId → index of the frame with its latest version.
-    live: BTreeMap<String, u64>,
     /// Frames on disk (data frames; frame 0 counts once the file exists).
     persisted: Option<u64>,
 }
@@ -34,19 +33,7 @@ impl Replica {
     fn empty() -> Replica {
         Replica {
             sequence: Sequence::new(ContainerType::Merkle),
-            live: BTreeMap::new(),
             persisted: None,
-        }
-    }
-
-    /// Fold the events of frames after `from` into the live set.
-    fn index_from(&mut self, from: u64) {
-        for (id, event, index) in self.sequence.events_from(from) {
-            if event == Event::Delete {
-                self.live.remove(&id);
-            } else {
-                self.live.insert(id, index);
-            }
         }
     }
 }
@@ -56,13 +43,19 @@ impl Replica {
 pub struct Replicas {
     dir: PathBuf,
     stores: HashMap<Store, Replica>,
+    set_aside: Vec<(Store, String)>,
 }
 
 impl Replicas {
     /// Load every replica in `dir`, verifying each; a partial last frame
-    /// (a crash during an append) is dropped.
+    /// (a crash during an append) is dropped. A replica that does not
+    /// verify (damaged on disk, or an empty file left by a crash during its
+    /// first write) is set aside as `<store>.dare.damaged` and the store
+    /// starts empty, to be synced again: the daemon always starts, and
+    /// [`Replicas::set_aside`] says what was lost.
     pub fn open(dir: &Path) -> io::Result<Replicas> {
         let mut stores = HashMap::new();
+        let mut set_aside = Vec::new();
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries {
                 let path = entry?.path();
@@ -83,27 +76,32 @@ impl Replicas {
                     file.set_len(whole as u64)?;
                     file.sync_all()?;
                 }
-                let sequence = Sequence::decode(&bytes[..whole])
-                    .and_then(sequence::Unverified::verify)
-                    .map_err(|err| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}: {err}", path.display()),
-                        )
-                    })?;
-                let mut replica = Replica {
-                    persisted: Some(sequence.len()),
-                    sequence,
-                    live: BTreeMap::new(),
-                };
-                replica.index_from(1);
-                stores.insert(store, replica);
+                match Sequence::decode(&bytes[..whole]).and_then(sequence::Unverified::verify) {
+                    Ok(sequence) => {
+                        let replica = Replica {
+                            persisted: Some(sequence.len()),
+                            sequence,
+                        };
+                        stores.insert(store, replica);
+                    }
+                    Err(err) => {
+                        tracing::warn!(%store, error = %err, "setting a damaged replica aside");
+                        fs::rename(&path, path.with_extension("dare.damaged"))?;
+                        set_aside.push((store, err.to_string()));
+                    }
+                }
             }
         }
         Ok(Replicas {
             dir: dir.to_owned(),
             stores,
+            set_aside,
         })
+    }
+
+    /// The replicas [`Replicas::open`] found damaged and set aside, and why.
+    pub fn set_aside(&self) -> &[(Store, String)] {
+        &self.set_aside
     }
 
     fn replica(&mut self, store: Store) -> &mut Replica {
@@ -126,14 +124,6 @@ impl Replicas {
             Some(r) => (r.sequence.len(), r.sequence.apex()),
             None => (0, Sequence::new(ContainerType::Merkle).apex()),
         }
-    }
-
-    /// The live objects of a store: UniqueId → frame index.
-    pub fn live(&self, store: Store) -> BTreeMap<String, u64> {
-        self.stores
-            .get(&store)
-            .map(|r| r.live.clone())
-            .unwrap_or_default()
     }
 
     /// Frame `index` of a store.
@@ -198,9 +188,7 @@ impl Replicas {
             .open(&path)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
-        let previous = replica.persisted.unwrap_or(0);
         replica.persisted = Some(replica.sequence.len());
-        replica.index_from(previous + 1);
         Ok(())
     }
 }
@@ -218,7 +206,7 @@ fn whole_frames(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_protocol::envelope::ContentMeta;
+    use mesh_protocol::envelope::{ContentMeta, Event};
 
     const S: Store = Store::Local;
 
@@ -242,7 +230,7 @@ mod tests {
         replicas.commit(S).expect("commits");
         let again = Replicas::open(tmp.path()).expect("reopens");
         assert_eq!(again.head(S), replicas.head(S));
-        assert_eq!(again.live(S).keys().collect::<Vec<_>>(), ["a", "b", "d"]);
+        assert_eq!(again.len(S), 3);
 
         // A crash mid-append leaves a partial frame: it is dropped.
         let path = tmp.path().join("MMM_Local.dare");
@@ -253,6 +241,32 @@ mod tests {
         let recovered = Replicas::open(tmp.path()).expect("reopens");
         assert_eq!(recovered.head(S).0, 3);
         assert_eq!(fs::metadata(&path).expect("exists").len(), len as u64);
+    }
+
+    #[test]
+    fn a_damaged_replica_is_set_aside_and_the_rest_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut replicas = Replicas::open(tmp.path()).expect("opens");
+        replicas.stage(S, vec![entry("a"), entry("b")]);
+        replicas.commit(S).expect("commits");
+        replicas.stage(Store::Device, vec![entry("d")]);
+        replicas.commit(Store::Device).expect("commits");
+        // A flipped byte in a committed frame, and an empty file (a crash
+        // during a store's first write).
+        let path = tmp.path().join("MMM_Local.dare");
+        let mut bytes = fs::read(&path).expect("read");
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0x01;
+        fs::write(&path, &bytes).expect("written");
+        fs::write(tmp.path().join("MMM_Credential.dare"), b"").expect("written");
+        let again = Replicas::open(tmp.path()).expect("opens anyway");
+        assert_eq!(again.len(S), 0);
+        assert_eq!(again.len(Store::Device), 1);
+        let mut aside: Vec<Store> = again.set_aside().iter().map(|(s, _)| *s).collect();
+        aside.sort();
+        assert_eq!(aside, [Store::Credential, Store::Local]);
+        assert!(tmp.path().join("MMM_Local.dare.damaged").exists());
+        assert!(!path.exists());
     }
 
     #[test]

@@ -1,0 +1,480 @@
+//! What the replicas mean: each store's frames folded, in order, into the
+//! objects this device believes (a [`Ledger`] per store), under the
+//! account's authority rules.
+//!
+//! Every frame is checked as a format-2 entry (`mesh_protocol::entry`:
+//! signed head, header equal to it, this account and store, version chain)
+//! when it arrives, before it is committed; a frame that fails is something
+//! only the service (or the network) can have made, so the whole download
+//! is refused and reported, and nothing of it is kept.
+//!
+//! A frame that passes those checks was written by a key of the account;
+//! the rules below then decide whether it applies. One that does not is
+//! kept in the log (the log is the service's and every device's alike) but
+//! changes nothing, and `mesh account status` lists it.
+//!
+//! # The rules
+//!
+//! "Administrator" means the account's administrator key, or a device whose
+//! roles include `admin`.
+//!
+//! 1. The Device, Access and Local stores are written by administrators
+//!    only: devices, capabilities, PINs and whole OpenPGP certificates.
+//! 2. Nothing a revoked device signed applies, whenever it was written:
+//!    its key may be in anyone's hands now. An administrator writes again
+//!    what should stay.
+//! 3. The Application catalog is written by administrators and devices
+//!    with the `device` role; the Credential catalog by administrators and
+//!    devices with the `web` role.
+//! 4. An object is changed or deleted by an administrator or by the device
+//!    that wrote its live version: a device updates only what it wrote.
+//! 5. OpenPGP entries are written by administrators only (their
+//!    certificates go into every device's gpg keyring).
+//! 6. Only an administrator switches an SSH identity's confirmation off.
+//! 7. A store holds only its own kinds of record, under their own names
+//!    (`ssh/…` is an SSH identity and nothing else is), and each record
+//!    must read as its kind. An SSH identity's public key must be the one
+//!    its private key derives (it feeds authorized_keys and
+//!    allowed_signers); an OpenPGP entry's fingerprint must be its
+//!    certificate's.
+
+use std::collections::BTreeMap;
+
+use mesh_protocol::account::{
+    self, AccessCapability, CatalogedDevice, ConnectionDevice, PinRecord, Role, Store, message_type,
+};
+use mesh_protocol::application::{
+    OPENPGP_MESSAGE_TYPE, OPENPGP_PREFIX, OpenpgpEntry, SSH_MESSAGE_TYPE, SSH_PREFIX, SshIdentity,
+};
+use mesh_protocol::entry::{self, EntryError, Head, Ledger, Live, Verified};
+use mesh_protocol::envelope::Event;
+use mesh_protocol::keys::{PrivateKey, PublicKey};
+use rand_core::OsRng;
+use serde::Serialize;
+
+use super::catalog::{CATALOG_ENTRY, CatalogEntry};
+use super::{Account, AccountError};
+
+/// What the rules keep about an object's live version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Summary {
+    /// An SSH identity's confirmation policy.
+    confirm: bool,
+}
+
+/// A key whose signatures the account vouches for.
+#[derive(Debug, Clone)]
+enum Signer {
+    /// The account's administrator key.
+    Admin,
+    /// A device the Device catalog holds, or once held.
+    Device { roles: Vec<Role>, revoked: bool },
+}
+
+impl Signer {
+    fn is_admin(&self) -> bool {
+        match self {
+            Signer::Admin => true,
+            Signer::Device { roles, .. } => roles.contains(&Role::Admin),
+        }
+    }
+}
+
+/// The keys entries are checked against: the administrator key first, then
+/// every device the Device catalog ever held (a revoked device's frames
+/// still verify, and rule 2 denies them).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Signers {
+    keys: Vec<PublicKey>,
+    who: Vec<Signer>,
+}
+
+/// Every store's ledger, and the signers they were checked against.
+#[derive(Debug, Default)]
+pub(super) struct Ledgers {
+    stores: BTreeMap<Store, Ledger<Summary>>,
+    signers: Signers,
+}
+
+/// A catalog's stores other than the spool, in the order they are folded:
+/// the Device catalog first, since it names the signers.
+const FOLDED: [Store; 5] = [
+    Store::Device,
+    Store::Access,
+    Store::Local,
+    Store::Application,
+    Store::Credential,
+];
+
+fn kind(store: Store, message_type: &str, id: &str) -> Result<(), String> {
+    let allowed = match store {
+        Store::Device => message_type == message_type::CATALOGED_DEVICE,
+        Store::Access => message_type == message_type::ACCESS_CAPABILITY,
+        Store::Local => {
+            message_type == message_type::PIN
+                || (message_type == OPENPGP_MESSAGE_TYPE && id.starts_with(OPENPGP_PREFIX))
+        }
+        Store::Application => match message_type {
+            SSH_MESSAGE_TYPE => id.starts_with(SSH_PREFIX),
+            OPENPGP_MESSAGE_TYPE => id.starts_with(OPENPGP_PREFIX),
+            CATALOG_ENTRY => !id.starts_with(SSH_PREFIX) && !id.starts_with(OPENPGP_PREFIX),
+            _ => false,
+        },
+        Store::Credential => message_type == CATALOG_ENTRY,
+        Store::Inbound => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{store} does not hold {message_type} records named {id:?}"
+        ))
+    }
+}
+
+/// Check that a record reads as its kind, and what the rules keep of it.
+fn record(store: Store, verified: &Verified) -> Result<Summary, String> {
+    let head = &verified.head;
+    let damaged = || format!("its {} record is damaged", head.message_type);
+    match head.message_type.as_str() {
+        message_type::CATALOGED_DEVICE => {
+            let device: CatalogedDevice = verified.record().ok_or_else(damaged)?;
+            if device.device_udf != head.unique_id {
+                return Err("it files a device under another device's name".into());
+            }
+        }
+        message_type::ACCESS_CAPABILITY => {
+            let capability: AccessCapability = verified.record().ok_or_else(damaged)?;
+            if capability.device_udf != head.unique_id {
+                return Err("it files a capability under another device's name".into());
+            }
+        }
+        message_type::PIN => {
+            verified.record::<PinRecord>().ok_or_else(damaged)?;
+        }
+        SSH_MESSAGE_TYPE => {
+            let identity: SshIdentity = verified.record().ok_or_else(damaged)?;
+            if SshIdentity::unique_id(&identity.name) != head.unique_id {
+                return Err("its name is not the one it is filed under".into());
+            }
+            let derived = ssh_key::PrivateKey::from_openssh(&identity.private)
+                .ok()
+                .and_then(|k| k.public_key().to_openssh().ok())
+                .ok_or_else(damaged)?;
+            // Compare the key itself: type and base64, not the comment.
+            fn key_of(line: &str) -> Vec<&str> {
+                line.split_whitespace().take(2).collect()
+            }
+            if key_of(&derived) != key_of(&identity.public) {
+                return Err("its public key is not its private key's".into());
+            }
+            return Ok(Summary {
+                confirm: identity.confirm,
+            });
+        }
+        OPENPGP_MESSAGE_TYPE => {
+            use sequoia_openpgp::Cert;
+            use sequoia_openpgp::parse::Parse as _;
+            let pgp: OpenpgpEntry = verified.record().ok_or_else(damaged)?;
+            if OpenpgpEntry::unique_id(&pgp.name) != head.unique_id {
+                return Err("its name is not the one it is filed under".into());
+            }
+            let public = Cert::from_bytes(pgp.public.as_bytes()).map_err(|_| damaged())?;
+            let secret = Cert::from_bytes(pgp.secret.as_bytes()).map_err(|_| damaged())?;
+            if public.fingerprint().to_hex() != pgp.fingerprint
+                || secret.fingerprint() != public.fingerprint()
+            {
+                return Err("its fingerprint is not its certificate's".into());
+            }
+        }
+        CATALOG_ENTRY => {
+            let entry: CatalogEntry = verified.record().ok_or_else(damaged)?;
+            if entry.name != head.unique_id {
+                return Err("its name is not the one it is filed under".into());
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{store} does not hold {} records",
+                head.message_type
+            ));
+        }
+    }
+    Ok(Summary::default())
+}
+
+/// Whether `signer` may do what `verified` does to `current`.
+fn rule(
+    store: Store,
+    signers: &Signers,
+    verified: &Verified,
+    current: Option<&Live<Summary>>,
+) -> Result<Summary, String> {
+    let head = &verified.head;
+    let signer = signers
+        .who
+        .get(verified.signer)
+        .ok_or_else(|| "it is signed by an unknown key".to_owned())?;
+    if let Signer::Device { revoked: true, .. } = signer {
+        return Err("it was signed by a revoked device".into());
+    }
+    let admin = signer.is_admin();
+    let role_writes = match (store, signer) {
+        (_, _) if admin => true,
+        (Store::Application, Signer::Device { roles, .. }) => roles.contains(&Role::Device),
+        (Store::Credential, Signer::Device { roles, .. }) => roles.contains(&Role::Web),
+        _ => false,
+    };
+    if !role_writes {
+        return Err(format!("only an administrator writes {store}"));
+    }
+    let current_type = current.map(|c| c.message_type.as_str());
+    kind(
+        store,
+        current_type.unwrap_or(&head.message_type),
+        &head.unique_id,
+    )?;
+    if current_type.is_some_and(|t| t != head.message_type) {
+        return Err("it changes the kind of an object".into());
+    }
+    if let Some(current) = current
+        && !admin
+        && current.author != verified.signer
+    {
+        return Err("a device changes only what it wrote".into());
+    }
+    if head.message_type == OPENPGP_MESSAGE_TYPE && !admin {
+        return Err("only an administrator writes OpenPGP keys".into());
+    }
+    if head.event == Event::Delete {
+        return Ok(Summary::default());
+    }
+    let summary = record(store, verified)?;
+    if let Some(current) = current
+        && !admin
+        && current.summary.confirm
+        && !summary.confirm
+    {
+        return Err("only an administrator switches confirmation off".into());
+    }
+    Ok(summary)
+}
+
+impl Ledgers {
+    /// A store's ledger (an empty one if it has none).
+    pub(super) fn get(&self, store: Store) -> Option<&Ledger<Summary>> {
+        self.stores.get(&store)
+    }
+
+    /// The signer keys, administrator first.
+    pub(super) fn keys(&self) -> &[PublicKey] {
+        &self.signers.keys
+    }
+
+    /// The frames the rules denied, one line each, for the status.
+    pub(super) fn denied(&self) -> Vec<String> {
+        self.stores
+            .iter()
+            .flat_map(|(store, ledger)| {
+                ledger
+                    .denied()
+                    .iter()
+                    .map(move |d| format!("{store} #{} {:?}: {}", d.index, d.unique_id, d.why))
+            })
+            .collect()
+    }
+}
+
+impl Account {
+    /// Fold `store`'s frames that `ledger` has not seen yet; the first one
+    /// that is not a valid entry stops it.
+    fn fold_onto(
+        &self,
+        store: Store,
+        mut ledger: Ledger<Summary>,
+        signers: &Signers,
+    ) -> Result<Ledger<Summary>, AccountError> {
+        let activation = self.activation()?;
+        let address = self.remote()?.account();
+        let key = activation.store_key(store);
+        for index in ledger.next()..=self.replicas.len(store) {
+            let frame = self
+                .replicas
+                .frame(store, index)
+                .ok_or_else(|| AccountError::untrusted(store, "damaged replica"))?;
+            let refused = |e: EntryError| {
+                AccountError::untrusted(store, format!("frame {index} was refused: {e}"))
+            };
+            let verified =
+                entry::open(&frame, address, store, key, &signers.keys).map_err(refused)?;
+            ledger
+                .fold(index, &verified, |v, current| {
+                    rule(store, signers, v, current)
+                })
+                .map_err(refused)?;
+        }
+        Ok(ledger)
+    }
+
+    /// The administrator key alone, as signers.
+    fn admin_only(&self) -> Result<Signers, AccountError> {
+        let admin = self.activation()?.profile.administrator_signature.key()?;
+        Ok(Signers {
+            keys: vec![admin],
+            who: vec![Signer::Admin],
+        })
+    }
+
+    /// The signers the Device ledger names.
+    fn signers_of(&self, devices: &Ledger<Summary>) -> Result<Signers, AccountError> {
+        let mut signers = self.admin_only()?;
+        let admin = signers.keys[0];
+        let key = self.store_key(Store::Device)?;
+        let address = self.remote()?.account();
+        // Every device ever cataloged: each frame that applied in order.
+        for index in 1..devices.next() {
+            if devices.denied().iter().any(|d| d.index == index) {
+                continue;
+            }
+            let Some(frame) = self.replicas.frame(Store::Device, index) else {
+                continue;
+            };
+            let Ok(verified) = entry::open(&frame, address, Store::Device, Some(key), &[admin])
+            else {
+                continue;
+            };
+            let Some(device) = verified.record::<CatalogedDevice>() else {
+                continue;
+            };
+            let Ok(connection) = account::verify_admin_signed::<ConnectionDevice>(
+                &device.enveloped_connection_device,
+                &admin,
+            ) else {
+                continue;
+            };
+            let Ok(key) = connection.signature.key() else {
+                continue;
+            };
+            let revoked = !devices.live().contains_key(&device.device_udf);
+            signers.keys.push(key);
+            signers.who.push(Signer::Device {
+                roles: connection.roles,
+                revoked,
+            });
+        }
+        Ok(signers)
+    }
+
+    /// Check `store`'s staged frames on top of its ledger: `Ok` with the
+    /// ledger they make, to [`Account::settle`] once committed.
+    pub(super) fn check_staged(&self, store: Store) -> Result<Ledger<Summary>, AccountError> {
+        if store == Store::Inbound {
+            return Ok(Ledger::default());
+        }
+        let ledger = self.ledgers.get(store).cloned().unwrap_or_default();
+        if store == Store::Device {
+            // The Device catalog is checked against the administrator key
+            // alone: the other signers follow from it.
+            return self.fold_onto(store, ledger, &self.admin_only()?);
+        }
+        self.fold_onto(store, ledger, &self.ledgers.signers)
+    }
+
+    /// Take a checked ledger as the store's; a new Device ledger names new
+    /// signers, and every other store is folded again under them.
+    pub(super) fn settle(&mut self, store: Store, ledger: Ledger<Summary>) {
+        if store == Store::Inbound {
+            return;
+        }
+        self.ledgers.stores.insert(store, ledger);
+        if store == Store::Device
+            && let Err(e) = self.refold()
+        {
+            tracing::warn!(error = %e, "cannot fold the catalogs again");
+        }
+    }
+
+    /// Fold every store from its first frame (at start, and when the
+    /// signers change). A store that does not fold is reported and left
+    /// empty.
+    pub(super) fn refold(&mut self) -> Result<(), AccountError> {
+        self.ledgers = Ledgers::default();
+        let devices = self.fold_onto(Store::Device, Ledger::default(), &self.admin_only()?)?;
+        self.ledgers.signers = self.signers_of(&devices)?;
+        self.ledgers.stores.insert(Store::Device, devices);
+        for store in FOLDED.into_iter().skip(1) {
+            if self.activation()?.store_key(store).is_none() {
+                continue;
+            }
+            match self.fold_onto(store, Ledger::default(), &self.ledgers.signers) {
+                Ok(ledger) => {
+                    self.ledgers.stores.insert(store, ledger);
+                }
+                Err(e) => {
+                    tracing::warn!(%store, error = %e, "a replica does not fold");
+                    self.sync_errors.insert(store.name().into(), e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The live objects of a store: UniqueId → their live version.
+    pub(super) fn live(&self, store: Store) -> BTreeMap<String, Live<Summary>> {
+        self.ledgers
+            .get(store)
+            .map(|l| l.live().clone())
+            .unwrap_or_default()
+    }
+
+    /// The `Previous` the next entry about `unique_id` in `store` carries.
+    pub(super) fn previous(&self, store: Store, unique_id: &str) -> Option<Vec<u8>> {
+        self.ledgers.get(store).and_then(|l| l.previous(unique_id))
+    }
+
+    /// Seal an entry of `store` about `unique_id`, chained onto the
+    /// object's latest frame.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what a signed head names, the record, and how it is sealed"
+    )]
+    pub(super) fn entry<T: Serialize>(
+        &self,
+        store: Store,
+        unique_id: &str,
+        event: Event,
+        message_type: &str,
+        record: Option<&T>,
+        signer: &PrivateKey,
+        recipients: &[PublicKey],
+    ) -> Result<mesh_protocol::envelope::Envelope, AccountError> {
+        let head = Head {
+            format: entry::FORMAT,
+            account: self.remote()?.account().to_owned(),
+            store,
+            unique_id: unique_id.to_owned(),
+            event,
+            message_type: message_type.to_owned(),
+            previous: self.previous(store, unique_id),
+        };
+        Ok(entry::seal(&mut OsRng, &head, record, signer, recipients)?)
+    }
+
+    /// Every live entry of a store, opened and checked.
+    pub(super) fn open_live(&self, store: Store) -> Result<Vec<(String, Verified)>, AccountError> {
+        let key = self.store_key(store)?;
+        let address = self.remote()?.account();
+        let mut out = Vec::new();
+        for (name, live) in self.live(store) {
+            let verified = self
+                .replicas
+                .frame(store, live.index)
+                .and_then(|frame| {
+                    entry::open(&frame, address, store, Some(key), self.ledgers.keys()).ok()
+                })
+                .ok_or_else(|| AccountError::untrusted(store, "damaged replica"))?;
+            out.push((name, verified));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,143 @@
+//! The attacker's side: a service that lies, one mode per attack, for the
+//! clients' tests (`mesh-service --hostile MODE`). Each mode does what a
+//! real hostile service (or anyone on a plain-HTTP path) could do with what
+//! it holds: the account's frames, as ciphertext and signatures, and its
+//! own keys; never a key of the account. None of them changes what is
+//! stored: a restart without `--hostile` serves the honest logs again.
+
+use mesh_protocol::account::Store;
+use mesh_protocol::entry::{self, Head};
+use mesh_protocol::envelope::{ContentMeta, Envelope, Event};
+use mesh_protocol::keys::PrivateKey;
+use mesh_protocol::sequence::Sequence;
+use mesh_protocol::udf::seed::KeyAlg;
+use rand_core::OsRng;
+
+/// How a deliberately hostile service misbehaves (for testing clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hostile {
+    /// Report and serve each store one frame shorter than it is.
+    Rollback,
+    /// Serve a history whose first data frame was rewritten.
+    Fork,
+    /// Serve the last two frames of a download swapped.
+    Reorder,
+    /// Flip a byte in the payload of every frame served.
+    Alter,
+    /// Append a copy of a catalog's last frame whose header names another
+    /// entry (`git:https://github.com` becomes `git:https://evil.example`):
+    /// the ciphertext and signatures are the genuine ones.
+    Relabel,
+    /// Append the catalog's first frame again: an old version, signed by
+    /// its author, brought back.
+    Replay,
+    /// Append a Delete of the catalog's last entry that nobody signed.
+    UnsignedDelete,
+    /// Append a Delete of the catalog's last entry in the entry format,
+    /// signed by a key of the service's own.
+    ForgedDelete,
+    /// Append a new entry of the service's own, signed by its own key.
+    Inject,
+    /// Leave the Application catalog out of every Status answer.
+    Withhold,
+    /// Name the Application catalog `../../.bashrc.d/mesh` in Status
+    /// answers, so that a client that made paths of store names would
+    /// write there.
+    PathStore,
+    /// Pad every answer to 64 MiB of JSON whitespace.
+    Oversized,
+    /// Announce a thousand million more frames than each store has.
+    Endless,
+}
+
+/// The name a relabelled frame gets.
+pub const RELABELLED: &str = "git:https://evil.example";
+
+/// The store name [`Hostile::PathStore`] puts in Status answers.
+pub const PATH_STORE: &str = "../../.bashrc.d/mesh";
+
+/// How much [`Hostile::Oversized`] pads an answer to.
+pub const OVERSIZED: usize = 64 * 1024 * 1024;
+
+/// How many frames [`Hostile::Endless`] announces beyond the real ones.
+pub const ENDLESS: u64 = 1_000_000_000;
+
+impl Hostile {
+    /// The log the service shows for `store` of `account`: the stored one,
+    /// or, for the modes that add a frame to the plain catalogs, the stored
+    /// one with that frame appended (and its Merkle tree recomputed, so it
+    /// extends what the client has).
+    pub fn served(self, account: &str, store: Store, stored: &Sequence) -> Option<Sequence> {
+        if !matches!(store, Store::Application | Store::Credential) || stored.is_empty() {
+            return None;
+        }
+        let last = stored.frame(stored.len())?;
+        let last_id = header_meta(&last).and_then(|m| m.unique_id)?;
+        let frame = match self {
+            Hostile::Relabel => {
+                let mut frame = last;
+                let mut meta = header_meta(&frame)?;
+                meta.unique_id = Some(RELABELLED.into());
+                meta.event = Some(Event::New);
+                frame.header.content_meta_data = serde_json::to_vec(&meta).ok();
+                frame
+            }
+            Hostile::Replay => stored.frame(1)?,
+            Hostile::UnsignedDelete => Envelope::unsealed(
+                b"{}".to_vec(),
+                Some(&ContentMeta::for_event(&last_id, Event::Delete)),
+            ),
+            Hostile::ForgedDelete => own_entry(account, store, &last_id, Event::Delete)?,
+            Hostile::Inject => own_entry(account, store, "injected", Event::New)?,
+            _ => return None,
+        };
+        let mut served = Sequence::new(stored.container());
+        for index in 1..=stored.len() {
+            served.append(stored.frame(index)?);
+        }
+        served.append(frame);
+        Some(served)
+    }
+
+    /// The answer's JSON as the hostile service sends it.
+    pub fn body(self, json: Vec<u8>) -> Vec<u8> {
+        match self {
+            Hostile::PathStore => String::from_utf8(json)
+                .map(|text| {
+                    text.replace(
+                        &format!("\"{}\"", Store::Application.name()),
+                        &format!("\"{PATH_STORE}\""),
+                    )
+                    .into_bytes()
+                })
+                .unwrap_or_default(),
+            Hostile::Oversized => {
+                let mut padded = json;
+                padded.resize(OVERSIZED.max(padded.len()), b' ');
+                padded
+            }
+            _ => json,
+        }
+    }
+}
+
+fn header_meta(frame: &Envelope) -> Option<ContentMeta> {
+    serde_json::from_slice(frame.header.content_meta_data.as_deref()?).ok()
+}
+
+/// An entry in the account's format, signed by a key the service made.
+fn own_entry(account: &str, store: Store, id: &str, event: Event) -> Option<Envelope> {
+    let key = PrivateKey::generate(&mut OsRng, KeyAlg::Ed25519).ok()?;
+    let head = Head {
+        format: entry::FORMAT,
+        account: account.to_owned(),
+        store,
+        unique_id: id.to_owned(),
+        event,
+        message_type: "CatalogEntry".into(),
+        previous: None,
+    };
+    let record = serde_json::json!({"Name": id, "Value": "from the service"});
+    let record = (event != Event::Delete).then_some(&record);
+    entry::seal(&mut OsRng, &head, record, &key, &[]).ok()
+}
