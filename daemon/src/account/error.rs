@@ -28,6 +28,10 @@ pub enum AccountError {
     /// The device was revoked.
     #[error("this device was revoked from the account")]
     Revoked,
+    /// The account's authority rules do not let this device do it (every
+    /// other device would refuse the entry).
+    #[error("the account's rules do not let this device do that: {0}")]
+    Forbidden(String),
     /// The service kept reporting a stale view.
     #[error("the service kept reporting a conflict")]
     Conflict,
@@ -72,7 +76,7 @@ impl AccountError {
         match self {
             AccountError::NoAccount => ErrorKind::NoAccount,
             AccountError::HasAccount | AccountError::Exists(_) => ErrorKind::Exists,
-            AccountError::NotAdmin => ErrorKind::NotAdmin,
+            AccountError::NotAdmin | AccountError::Forbidden(_) => ErrorKind::NotAdmin,
             AccountError::Pending => ErrorKind::Pending,
             AccountError::Revoked => ErrorKind::Revoked,
             AccountError::Conflict => ErrorKind::Conflict,

@@ -57,17 +57,30 @@ impl Account {
                 });
             }
             // Our own frames must pass the checks every reader makes (a
-            // stale chain after a conflict would not).
+            // stale chain after a conflict would not), and the account's
+            // rules must let them apply.
             let mut ledgers = Vec::new();
             for (store, _) in &updates {
-                match self.check_staged(*store) {
+                let before = self.ledgers.get(*store).map_or(0, |l| l.denied().len());
+                let checked = self.check_staged(*store).and_then(|ledger| {
+                    match ledger.denied().get(before) {
+                        Some(denied) => Err(AccountError::Forbidden(denied.why.clone())),
+                        None => Ok(ledger),
+                    }
+                });
+                match checked {
                     Ok(ledger) => ledgers.push((*store, ledger)),
                     Err(e) => {
                         for (store, _) in &updates {
                             self.replicas.rollback(*store);
                         }
-                        tracing::warn!(error = %e, "our own entry does not check");
-                        return Err(AccountError::Conflict);
+                        return Err(match e {
+                            AccountError::Forbidden(_) => e,
+                            other => {
+                                tracing::warn!(error = %other, "our own entry does not check");
+                                AccountError::Conflict
+                            }
+                        });
                     }
                 }
             }

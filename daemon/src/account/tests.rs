@@ -400,3 +400,224 @@ async fn a_store_this_device_may_not_read_is_refused_from_the_service() {
             .contains_key(&Store::Local)
     );
 }
+
+/// Ask to join, and have the administrator accept with `roles`.
+async fn join_as(laptop: &Device, phone: &Device, roles: Vec<Role>) {
+    let witness = ask_to_join(phone).await;
+    laptop.run(Command::Sync).await.expect("synced");
+    laptop
+        .run(Command::Answer {
+            code: witness,
+            accept: Some((roles, None)),
+        })
+        .await
+        .expect("accepted");
+    phone.run(Command::ConnectStatus).await.expect("polled");
+}
+
+/// Write `envelope` to `store` as `account`'s device, past its own
+/// checks: what a device of the account running other code can do. The
+/// service takes it (the device is in the account).
+async fn write_raw(
+    account: &mut Account,
+    store: Store,
+    envelope: mesh_protocol::envelope::Envelope,
+) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use mesh_protocol::service::{StoreUpdate, TransactRequest};
+    account.sync().await;
+    let (index, apex) = account.replicas.head(store);
+    let frames = account
+        .replicas
+        .stage(store, vec![envelope])
+        .iter()
+        .map(|b| URL_SAFE_NO_PAD.encode(b))
+        .collect();
+    let request = TransactRequest {
+        account_address: "alice@example.com".into(),
+        updates: vec![StoreUpdate {
+            store,
+            index,
+            apex: URL_SAFE_NO_PAD.encode(apex),
+            frames,
+        }],
+        responses: Vec::new(),
+    };
+    account
+        .call(ServiceRequest::Transact(request))
+        .await
+        .expect("the service takes a frame a device of the account signed");
+    account.replicas.commit(store).expect("committed");
+    let ledger = account.check_staged(store).expect("it is a valid entry");
+    account.settle(store, ledger);
+}
+
+#[tokio::test]
+async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
+    use mesh_protocol::application::{
+        OPENPGP_MESSAGE_TYPE, OpenpgpEntry, SSH_MESSAGE_TYPE, SshIdentity,
+    };
+    use mesh_protocol::envelope::Event;
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::serialize::SerializeInto as _;
+    use ssh_key::LineEnding;
+
+    let service = service();
+    let mut laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    laptop
+        .run(Command::SshPut(Box::new(SshPut {
+            name: "work".into(),
+            key: ed25519_key(),
+            confirm: true,
+            replace: false,
+        })))
+        .await
+        .expect("the administrator's key");
+    let phone_dir = tempfile::tempdir().expect("tempdir");
+    let paths = Paths {
+        home: phone_dir.path().to_owned(),
+        runtime_dir: phone_dir.path().join("run"),
+        data_dir: phone_dir.path().join("data"),
+        config_dir: phone_dir.path().join("config"),
+    };
+    let phone = Device::open(
+        tempfile::tempdir().expect("tempdir"),
+        &paths,
+        connector(&service, false, None),
+    );
+    join_as(&laptop, &phone, vec![Role::Device]).await;
+    // A key of its own, asking for confirmation: the phone may.
+    let own = ed25519_key();
+    phone
+        .run(Command::SshPut(Box::new(SshPut {
+            name: "own".into(),
+            key: own.clone(),
+            confirm: true,
+            replace: false,
+        })))
+        .await
+        .expect("a device writes its own keys");
+    // Its own client refuses to switch confirmation off ...
+    let refused = phone
+        .run(Command::SshPut(Box::new(SshPut {
+            name: "own".into(),
+            key: own.clone(),
+            confirm: false,
+            replace: true,
+        })))
+        .await;
+    assert!(
+        matches!(refused, Err(AccountError::Forbidden(_))),
+        "{refused:?}"
+    );
+
+    // ... so the phone runs other code, with its own keys.
+    let mut phone_raw = Account::open(Settings {
+        paths: paths.clone(),
+        keyring: Some("file".into()),
+        session_bus: false,
+        connector: connector(&service, false, None),
+    })
+    .expect("the phone's account");
+    let app_key = phone_raw
+        .store_key(Store::Application)
+        .expect("a key")
+        .public();
+    let identity = |name: &str, key: &ssh_key::PrivateKey, public: String, confirm| SshIdentity {
+        name: name.into(),
+        public,
+        private: key.to_openssh(LineEnding::LF).expect("pem").to_string(),
+        confirm,
+    };
+    let public = |key: &ssh_key::PrivateKey| key.public_key().to_openssh().expect("public");
+    let (other, forged) = (ed25519_key(), ed25519_key());
+    let attacks = [
+        // Confirmation off on its own key.
+        ("ssh/own", identity("own", &own, public(&own), false)),
+        // Its key's public half swapped for another key's.
+        ("ssh/own", identity("own", &own, public(&other), true)),
+        // The administrator's key, replaced, confirmation off.
+        (
+            "ssh/work",
+            identity("work", &forged, public(&forged), false),
+        ),
+    ];
+    for (id, record) in attacks {
+        let envelope = phone_raw
+            .entry(
+                Store::Application,
+                id,
+                Event::Update,
+                SSH_MESSAGE_TYPE,
+                Some(&record),
+                &phone_raw.activation().expect("active").sign,
+                &[app_key],
+            )
+            .expect("sealed");
+        write_raw(&mut phone_raw, Store::Application, envelope).await;
+    }
+    // A certificate of its own, for every device's gpg keyring.
+    let (cert, _) = CertBuilder::general_purpose(Some("Alice <alice@example.com>"))
+        .generate()
+        .expect("a certificate");
+    let armored = |tsk: bool| {
+        String::from_utf8(
+            if tsk {
+                cert.as_tsk().armored().to_vec()
+            } else {
+                cert.armored().to_vec()
+            }
+            .expect("armor"),
+        )
+        .expect("text")
+    };
+    let planted = OpenpgpEntry {
+        name: "alice".into(),
+        fingerprint: cert.fingerprint().to_hex(),
+        public: armored(false),
+        secret: armored(true),
+    };
+    let envelope = phone_raw
+        .entry(
+            Store::Application,
+            "openpgp/alice",
+            Event::New,
+            OPENPGP_MESSAGE_TYPE,
+            Some(&planted),
+            &phone_raw.activation().expect("active").sign,
+            &[app_key],
+        )
+        .expect("sealed");
+    write_raw(&mut phone_raw, Store::Application, envelope).await;
+
+    // Every reader keeps what the rules allow, and says what it did not apply.
+    laptop.run(Command::Sync).await.expect("synced");
+    let view = laptop.handle.view();
+    let rows = view.ssh.clone().expect("listed");
+    let confirm: Vec<(String, bool)> = rows.iter().map(|r| (r.name.clone(), r.confirm)).collect();
+    assert_eq!(
+        confirm,
+        [("own".to_owned(), true), ("work".to_owned(), true)]
+    );
+    assert!(view.openpgp.as_ref().expect("listed").is_empty());
+    assert_eq!(view.status.denied.len(), 4, "{:?}", view.status.denied);
+    for (line, why) in view.status.denied.iter().zip([
+        "only an administrator switches confirmation off",
+        "its public key is not its private key's",
+        "a device changes only what it wrote",
+        "only an administrator writes OpenPGP keys",
+    ]) {
+        assert!(line.contains(why), "{line}");
+    }
+    let snapshot = laptop.latest_keys();
+    let ssh = snapshot.ssh.as_deref().expect("read");
+    let own_public = public(&own);
+    assert!(ssh.iter().all(|k| k.confirm));
+    assert!(
+        ssh.iter()
+            .any(|k| k.public.split_whitespace().nth(1) == own_public.split_whitespace().nth(1))
+    );
+    assert!(laptop.handle.certificates().borrow().openpgp.is_empty());
+}
