@@ -6,7 +6,10 @@
 //! over the limit, or one that does not parse as the message its type
 //! names, closes that connection and nothing else; a message type we do
 //! not know gets FAILURE and the connection lives on. Each connection is a
-//! task; it keeps its own session bindings (`session-bind@openssh.com`).
+//! task; it keeps its own session bindings (`session-bind@openssh.com`),
+//! which decide what it may see, use, replace and remove; what a removal
+//! leaves behind (a Mesh key masked by a constrained copy) is the
+//! keystore's rule ([`crate::keystore::ssh`]).
 
 use std::sync::Arc;
 
@@ -252,8 +255,14 @@ fn add(
             }
         }
     }
-    tracing::info!(fingerprint = %id.fingerprint(), "key added");
-    status(keys.add(id, |old| bindings.permits(&old.destinations, None)))
+    let fingerprint = id.fingerprint();
+    let added = keys.add(id, |old| bindings.permits(&old.destinations, None));
+    if added {
+        tracing::info!(%fingerprint, "key added");
+    } else {
+        tracing::info!(%fingerprint, "key not added: locked, or its copy out of sight");
+    }
+    status(added)
 }
 
 async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Response {
