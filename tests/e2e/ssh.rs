@@ -201,6 +201,29 @@ fn ssh_add_script(env: &TestEnv, sock: &Path, sshd: &Sshd, keys: &[PathBuf; 4]) 
         "login as a user the key is not for: exit {:?}",
         login.status.code()
     ));
+    // Seen from the host the agent is forwarded to, keys for that host
+    // alone (or for elsewhere) are out of sight and out of reach, and
+    // `ssh-add -D` works.
+    log.push(step(
+        "add for this host again",
+        &["-H", hosts_arg, "-h", "127.0.0.1"],
+        &[ed],
+    ));
+    let remote = format!(
+        "ssh-add -l; ssh-add -d {} {}",
+        ed.with_extension("pub").display(),
+        other.with_extension("pub").display()
+    );
+    log.push(outcome(
+        "list and remove from the forwarded host",
+        &forwarded(env, sshd, sock, &remote),
+    ));
+    log.push(step("list after a forwarded remove", &["-l"], &[]));
+    log.push(outcome(
+        "remove all from the forwarded host",
+        &forwarded(env, sshd, sock, "ssh-add -D"),
+    ));
+    log.push(step("list after a forwarded remove all", &["-l"], &[]));
     log.push(step("remove all again", &["-D"], &[]));
     log.push(step(
         "add smartcard",
@@ -240,6 +263,7 @@ fn ssh_add_gives_the_same_outcomes_with_meshd_as_with_openssh_agent() {
         "login with a key for elsewhere: exit Some(255)",
         "logged-in",
         "login as a user the key is not for: exit Some(255)",
+        "Could not remove identity",
         "All identities removed.",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
