@@ -16,7 +16,11 @@ use mesh_e2e::{
 /// `confirm` holds its exit status for confirmations, `passphrase` what
 /// it prints for passphrases; every question is logged.
 fn askpass_home() -> TestEnv {
-    let mut env = TestEnv::new();
+    with_askpass(TestEnv::new())
+}
+
+/// `env`, its agents asking the askpass script of [`askpass_home`].
+fn with_askpass(mut env: TestEnv) -> TestEnv {
     let script = env.root().join("askpass");
     fs::write(
         &script,
@@ -197,6 +201,29 @@ fn ssh_add_script(env: &TestEnv, sock: &Path, sshd: &Sshd, keys: &[PathBuf; 4]) 
         "login as a user the key is not for: exit {:?}",
         login.status.code()
     ));
+    // Seen from the host the agent is forwarded to, keys for that host
+    // alone (or for elsewhere) are out of sight and out of reach, and
+    // `ssh-add -D` works.
+    log.push(step(
+        "add for this host again",
+        &["-H", hosts_arg, "-h", "127.0.0.1"],
+        &[ed],
+    ));
+    let remote = format!(
+        "ssh-add -l; ssh-add -d {} {}",
+        ed.with_extension("pub").display(),
+        other.with_extension("pub").display()
+    );
+    log.push(outcome(
+        "list and remove from the forwarded host",
+        &forwarded(env, sshd, sock, &remote),
+    ));
+    log.push(step("list after a forwarded remove", &["-l"], &[]));
+    log.push(outcome(
+        "remove all from the forwarded host",
+        &forwarded(env, sshd, sock, "ssh-add -D"),
+    ));
+    log.push(step("list after a forwarded remove all", &["-l"], &[]));
     log.push(step("remove all again", &["-D"], &[]));
     log.push(step(
         "add smartcard",
@@ -236,6 +263,7 @@ fn ssh_add_gives_the_same_outcomes_with_meshd_as_with_openssh_agent() {
         "login with a key for elsewhere: exit Some(255)",
         "logged-in",
         "login as a user the key is not for: exit Some(255)",
+        "Could not remove identity",
         "All identities removed.",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
@@ -454,6 +482,123 @@ fn a_key_made_on_one_device_logs_in_from_another_and_leaves_when_deleted() {
         !TestEnv::agent_keys(&desktop).contains(public.trim())
     });
     run_err(&mut sshd.login(&desktop, &desktop.ssh_auth_sock()));
+}
+
+/// `ssh -A` to `sshd` through `sock`, running `remote` there (a shell
+/// line) with the agent forwarded: the login command of [`Sshd::login`]
+/// with agent forwarding and another command.
+fn forwarded(env: &TestEnv, sshd: &Sshd, sock: &Path, remote: &str) -> std::process::Output {
+    let login = sshd.login(env, sock);
+    let args: Vec<_> = login.get_args().collect();
+    let (options_and_host, command) = args.split_at(args.len().saturating_sub(2));
+    assert_eq!(command, ["echo", "logged-in"], "the login's remote command");
+    env.command("ssh")
+        .env("SSH_AUTH_SOCK", sock)
+        .args(["-o", "ForwardAgent=yes"])
+        .args(options_and_host)
+        .arg(remote)
+        .output()
+        .expect("ssh runs")
+}
+
+/// Finding 10 of the second security review, with the real tools: a
+/// constrained `ssh-add` copy of a Mesh key masks the Mesh's own,
+/// unconstrained form, and removing the copy (here, or from a host the
+/// agent is forwarded to) or outliving it does not bring that back.
+#[test]
+fn a_constrained_copy_of_a_mesh_key_masks_it_after_it_is_gone() {
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let laptop = with_askpass(TestEnv::device(&service));
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let key = keygen(&laptop, "work", &["-t", "ed25519"]);
+    laptop.mesh(&["ssh", "import", key.to_str().expect("utf-8")]);
+    let public = key.with_extension("pub");
+    let blob = public_line(&key)
+        .split_whitespace()
+        .nth(1)
+        .expect("blob")
+        .to_owned();
+    let sock = laptop.ssh_auth_sock();
+    let ssh_add = |args: &[&str], paths: &[&Path]| {
+        laptop
+            .command("ssh-add")
+            .env("SSH_AUTH_SOCK", &sock)
+            .args(args)
+            .args(paths)
+            .output()
+            .expect("ssh-add runs")
+    };
+    let served = || TestEnv::agent_keys(&laptop).contains(&blob);
+    // The Mesh's key, unconstrained: listed, and it signs unasked.
+    answer(&laptop, "1", "");
+    assert!(served());
+    assert!(agent_signs(&laptop, &sock, "work"));
+
+    // `ssh-add -c`: the copy stands in, and asks.
+    assert!(ssh_add(&["-c"], &[&key]).status.success());
+    assert!(served());
+    assert!(!agent_signs(&laptop, &sock, "work"), "the copy asks; no");
+    // Removed: the Mesh's unconfirmed form does not come back.
+    assert!(ssh_add(&["-d"], &[&public]).status.success());
+    assert!(!served(), "listed after its copy was removed");
+    assert!(!agent_signs(&laptop, &sock, "work"));
+
+    // `ssh-add -t`: served while it lasts, then nothing.
+    answer(&laptop, "0", "");
+    assert!(ssh_add(&["-t", "1"], &[&key]).status.success());
+    assert!(served());
+    assert!(agent_signs(&laptop, &sock, "work"));
+    wait_until("the copy's lifetime ends", || !served());
+    assert!(!agent_signs(&laptop, &sock, "work"));
+
+    // From a host the agent is forwarded to (sshd here; logging in with
+    // another, plain key), a confirmed copy can be removed, as with
+    // OpenSSH's agent, and that too brings nothing back.
+    let sshd = Sshd::start(&laptop);
+    let login_key = keygen(&laptop, "login", &["-t", "ed25519"]);
+    sshd.authorize(&public_line(&login_key));
+    assert!(ssh_add(&[], &[&login_key]).status.success());
+    assert!(ssh_add(&["-c"], &[&key]).status.success());
+    let remote = format!(
+        "ssh-add -d {} && echo removed-there",
+        public.to_str().expect("utf-8")
+    );
+    let there = forwarded(&laptop, &sshd, &sock, &remote);
+    assert!(
+        stdout(&there).contains("removed-there"),
+        "{}",
+        outcome("ssh -A", &there)
+    );
+    assert!(!served(), "listed after a forwarded host removed its copy");
+    assert!(!agent_signs(&laptop, &sock, "work"));
+    // A copy for this host only is out of sight past the forwarding, and
+    // out of reach: removing it from there fails.
+    let hosts = sshd.known_hosts();
+    let hosts = hosts.to_str().expect("utf-8 path");
+    assert!(
+        ssh_add(&["-H", hosts, "-h", "127.0.0.1"], &[&key])
+            .status
+            .success()
+    );
+    assert!(served());
+    let remote = format!("ssh-add -d {}", public.to_str().expect("utf-8"));
+    let there = forwarded(&laptop, &sshd, &sock, &remote);
+    assert!(!there.status.success(), "{}", outcome("ssh -A", &there));
+    assert!(served(), "the copy stays");
+    // `ssh-add -D` from there removes it (as in OpenSSH), and the Mesh
+    // key stays masked.
+    let there = forwarded(&laptop, &sshd, &sock, "ssh-add -D");
+    assert!(there.status.success(), "{}", outcome("ssh -A", &there));
+    assert!(!served());
+
+    // Until the Mesh changes the key: deleted and imported again, it is
+    // served in its Mesh form.
+    laptop.mesh(&["ssh", "delete", "work"]);
+    laptop.mesh(&["ssh", "import", key.to_str().expect("utf-8")]);
+    assert!(served());
+    answer(&laptop, "1", "");
+    assert!(agent_signs(&laptop, &sock, "work"), "no confirmation asked");
 }
 
 /// Send raw bytes on the agent socket; read one answer, if any.

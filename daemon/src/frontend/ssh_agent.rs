@@ -6,7 +6,10 @@
 //! over the limit, or one that does not parse as the message its type
 //! names, closes that connection and nothing else; a message type we do
 //! not know gets FAILURE and the connection lives on. Each connection is a
-//! task; it keeps its own session bindings (`session-bind@openssh.com`).
+//! task; it keeps its own session bindings (`session-bind@openssh.com`),
+//! which decide what it may see, use, replace and remove; what a removal
+//! leaves behind (a Mesh key masked by a constrained copy) is the
+//! keystore's rule ([`crate::keystore::ssh`]).
 
 use std::sync::Arc;
 
@@ -66,14 +69,19 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
     tokio::join!(connections, reap(keys));
 }
 
-/// Forget keys added with a lifetime when it ends, even if no client asks.
+/// Forget keys added with a lifetime when it ends, even if no client
+/// asks: sleep until the next one ends, or until a key with a lifetime is
+/// added (it may end sooner).
 async fn reap(keys: Arc<Keyring>) {
     /// How often to look when no key expires.
     const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
     loop {
         let next = keys.reap();
         let wake = next.unwrap_or_else(|| std::time::Instant::now() + IDLE);
-        tokio::time::sleep_until(wake.into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            () = keys.lifetime_added() => {}
+        }
     }
 }
 
@@ -134,13 +142,18 @@ async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Re
                 .collect(),
         ),
         Request::SignRequest(request) => sign(request, agent, bindings).await,
-        Request::AddIdentity(identity) => add(identity, Vec::new(), keys),
+        Request::AddIdentity(identity) => add(identity, Vec::new(), keys, bindings),
         Request::AddIdConstrained(AddIdentityConstrained {
             identity,
             constraints,
-        }) => add(identity, constraints, keys),
+        }) => add(identity, constraints, keys, bindings),
+        // As in OpenSSH, any connection may remove what it can see, and
+        // `ssh-add -D` works from anywhere: removal takes capability away
+        // and never gives any back (a masked Mesh key stays masked).
         Request::RemoveIdentity(remove) => match remove.credential {
-            PublicCredential::Key(public) => status(keys.remove(&public)),
+            PublicCredential::Key(public) => {
+                status(keys.remove(&public, |id| bindings.permits(&id.destinations, None)))
+            }
             PublicCredential::Cert(_) => Response::Failure,
         },
         Request::RemoveAllIdentities => status(keys.remove_all()),
@@ -150,12 +163,8 @@ async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Re
         }
         Request::Unlock(passphrase) => {
             let passphrase = Zeroizing::new(passphrase.into_bytes());
-            let unlocked = keys.unlock(&passphrase);
-            if !unlocked {
-                // Slow down guessing, as OpenSSH does.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            status(unlocked)
+            // A wrong passphrase is slowed down there, as OpenSSH does.
+            status(keys.unlock(&passphrase).await)
         }
         // No PKCS#11 providers: the Mesh is where keys come from.
         Request::AddSmartcardKey(_)
@@ -174,6 +183,20 @@ fn status(ok: bool) -> Response {
 }
 
 fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> Response {
+    // Binds are recorded while locked too, as OpenSSH 10 does: `ssh`
+    // binds each connection as it opens it, and after an unlock the
+    // connection must be known for where it leads, not taken for local
+    // use. A bind reveals and uses no key.
+    if extension.name == "session-bind@openssh.com" {
+        return match bindings.bind(extension.details.as_ref()) {
+            Ok(()) => Response::Success,
+            Err(err) => {
+                tracing::warn!(error = %err, "session-bind refused");
+                // OpenSSH's answer to a failed extension.
+                Response::ExtensionFailure
+            }
+        };
+    }
     if keys.is_locked() {
         return Response::Failure;
     }
@@ -187,13 +210,6 @@ fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> R
                 Err(_) => Response::Failure,
             }
         }
-        "session-bind@openssh.com" => match bindings.bind(extension.details.as_ref()) {
-            Ok(()) => Response::Success,
-            Err(err) => {
-                tracing::warn!(error = %err, "session-bind refused");
-                Response::Failure
-            }
-        },
         name => {
             tracing::debug!(name, "unsupported agent extension");
             Response::Failure
@@ -201,7 +217,12 @@ fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> R
     }
 }
 
-fn add(identity: AddIdentity, constraints: Vec<KeyConstraint>, keys: &Keyring) -> Response {
+fn add(
+    identity: AddIdentity,
+    constraints: Vec<KeyConstraint>,
+    keys: &Keyring,
+    bindings: &Bindings,
+) -> Response {
     let PrivateCredential::Key { privkey, comment } = &identity.credential else {
         tracing::info!("refusing to add a certificate: not supported");
         return Response::Failure;
@@ -234,8 +255,14 @@ fn add(identity: AddIdentity, constraints: Vec<KeyConstraint>, keys: &Keyring) -
             }
         }
     }
-    tracing::info!(fingerprint = %id.fingerprint(), "key added");
-    status(keys.add(id))
+    let fingerprint = id.fingerprint();
+    let added = keys.add(id, |old| bindings.permits(&old.destinations, None));
+    if added {
+        tracing::info!(%fingerprint, "key added");
+    } else {
+        tracing::info!(%fingerprint, "key not added: locked, or its copy out of sight");
+    }
+    status(added)
 }
 
 async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Response {
@@ -390,6 +417,177 @@ mod tests {
             ask(&agent, &mut bindings, &[11]).await,
             [0, 0, 0, 5, 12, 0, 0, 0, 0]
         );
+    }
+
+    fn key() -> PrivateKey {
+        PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).expect("key")
+    }
+
+    const SUCCESS: [u8; 5] = [0, 0, 0, 1, 6];
+    const FAILURE: [u8; 5] = [0, 0, 0, 1, 5];
+    const EXTENSION_FAILURE: [u8; 5] = [0, 0, 0, 1, 28];
+
+    /// `ssh-add` with constraints.
+    fn add_request(key: &PrivateKey, constraints: Vec<KeyConstraint>) -> Vec<u8> {
+        body(&Request::AddIdConstrained(AddIdentityConstrained {
+            identity: AddIdentity {
+                credential: PrivateCredential::Key {
+                    privkey: key.key_data().clone(),
+                    comment: "copy".into(),
+                },
+            },
+            constraints,
+        }))
+    }
+
+    /// `ssh-add -h host`.
+    fn only_to(host: &PrivateKey) -> KeyConstraint {
+        use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, KeySpec};
+        let origin = HostTuple {
+            username: String::new(),
+            hostname: String::new(),
+            keys: Vec::new(),
+        };
+        let to = HostTuple {
+            username: String::new(),
+            hostname: "host.example".into(),
+            keys: vec![KeySpec {
+                keyblob: host.public_key().key_data().clone(),
+                is_ca: false,
+            }],
+        };
+        let restriction = RestrictDestination {
+            constraints: vec![DestinationConstraint { from: origin, to }],
+        };
+        KeyConstraint::Extension(Extension::new_key_constraint(restriction).expect("encodes"))
+    }
+
+    /// What `ssh` sends on a connection it opens for a session with
+    /// `host` (`forwarding`: for the agent forwarded to it).
+    fn session_bind(host: &PrivateKey, session_id: &[u8], forwarding: bool) -> Vec<u8> {
+        use signature::Signer as _;
+        use ssh_agent_lib::proto::extension::SessionBind;
+        let bind = SessionBind {
+            host_key: host.public_key().key_data().clone(),
+            session_id: session_id.to_vec(),
+            signature: host.try_sign(session_id).expect("signs"),
+            is_forwarding: forwarding,
+        };
+        body(&Request::Extension(
+            Extension::new_message(bind).expect("encodes"),
+        ))
+    }
+
+    fn remove_request(key: &PrivateKey) -> Vec<u8> {
+        body(&Request::RemoveIdentity(
+            ssh_agent_lib::proto::RemoveIdentity {
+                credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            },
+        ))
+    }
+
+    fn sign_request(key: &PrivateKey) -> Vec<u8> {
+        body(&Request::SignRequest(SignRequest {
+            credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            data: b"data".to_vec(),
+            flags: 0,
+        }))
+    }
+
+    async fn listed(agent: &Agent, bindings: &mut Bindings) -> usize {
+        match decoded(&ask(agent, bindings, &[11]).await) {
+            Response::IdentitiesAnswer(ids) => ids.len(),
+            other => panic!("not an identities answer: {other:?}"),
+        }
+    }
+
+    /// Finding 10 of the second security review: a host the agent was
+    /// forwarded to, knowing a Mesh key's public half, removes the
+    /// user's constrained copy to get the unconstrained Mesh key back.
+    #[tokio::test]
+    async fn a_forwarded_host_cannot_bring_back_the_mesh_key() {
+        let (mesh, a, b) = (key(), key(), key());
+        for copy in ["-h a", "-c"] {
+            let agent = agent();
+            agent.keys.set_mesh(vec![
+                Identity::new(mesh.key_data(), "mesh".into()).expect("identity"),
+            ]);
+            let mut local = Bindings::default();
+            let constraint = match copy {
+                "-h a" => only_to(&a),
+                _ => KeyConstraint::Confirm,
+            };
+            let add = add_request(&mesh, vec![constraint]);
+            assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+            // `ssh -A b`: the connection forwarded to b.
+            let mut forwarded = Bindings::default();
+            let bind = session_bind(&b, b"session with b", true);
+            assert_eq!(ask(&agent, &mut forwarded, &bind).await, SUCCESS);
+            let removed = ask(&agent, &mut forwarded, &remove_request(&mesh)).await;
+            match copy {
+                // A copy b cannot see, b cannot remove (as in OpenSSH).
+                "-h a" => assert_eq!(removed, FAILURE),
+                _ => assert_eq!(removed, SUCCESS),
+            }
+            // `ssh-add -D` works from anywhere, as in OpenSSH.
+            assert_eq!(ask(&agent, &mut forwarded, &[19]).await, SUCCESS);
+            // Nothing came back, there or here.
+            assert_eq!(listed(&agent, &mut forwarded).await, 0, "{copy}");
+            assert_eq!(
+                ask(&agent, &mut forwarded, &sign_request(&mesh)).await,
+                FAILURE
+            );
+            assert_eq!(listed(&agent, &mut local).await, 0, "{copy}");
+            assert_eq!(ask(&agent, &mut local, &sign_request(&mesh)).await, FAILURE);
+        }
+    }
+
+    #[tokio::test]
+    async fn session_binds_count_while_locked() {
+        let agent = agent();
+        let (user, a, b) = (key(), key(), key());
+        let mut setup = Bindings::default();
+        let add = add_request(&user, vec![only_to(&a)]);
+        assert_eq!(ask(&agent, &mut setup, &add).await, SUCCESS);
+        let lock = body(&Request::Lock("pw".into()));
+        let unlock = body(&Request::Unlock("pw".into()));
+        // A connection `ssh b` opened while the agent was locked.
+        let mut to_b = Bindings::default();
+        assert_eq!(ask(&agent, &mut to_b, &lock).await, SUCCESS);
+        let bind = session_bind(&b, b"session with b", false);
+        assert_eq!(ask(&agent, &mut to_b, &bind).await, SUCCESS);
+        // A connection whose bind failed while locked.
+        let mut forged = Bindings::default();
+        let mut bad = session_bind(&b, b"session with b", false);
+        let last = bad.len() - 2;
+        bad[last] ^= 1; // inside the signature
+        assert_eq!(ask(&agent, &mut forged, &bad).await, EXTENSION_FAILURE);
+        assert_eq!(ask(&agent, &mut to_b, &unlock).await, SUCCESS);
+        // After the unlock neither is taken for local use.
+        assert_eq!(listed(&agent, &mut to_b).await, 0);
+        assert_eq!(listed(&agent, &mut forged).await, 0);
+        assert_eq!(listed(&agent, &mut Bindings::default()).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_with_a_lifetime_wakes_the_reaper() {
+        let keys = Arc::new(Keyring::default());
+        let reaper = tokio::spawn(reap(Arc::clone(&keys)));
+        // Let the reaper find nothing and settle into its idle hour.
+        tokio::task::yield_now().await;
+        let mut id = Identity::new(key().key_data(), "short".into()).expect("identity");
+        id.expires = Some(std::time::Instant::now());
+        assert!(keys.add(id, |_| true));
+        // The guard is for a broken reaper only: it ends the test instead
+        // of waiting an hour.
+        let reaped = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while keys.counts() != (0, 0) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(reaped.is_ok(), "the reaper slept on");
+        reaper.abort();
     }
 
     #[tokio::test]

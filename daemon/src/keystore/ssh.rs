@@ -7,9 +7,27 @@
 //! their precomputed values), so a signature costs one signature and
 //! nothing more. ed25519-dalek wipes its keys when dropped; OpenSSL frees
 //! its private numbers with `BN_clear_free`.
+//!
+//! # Copies of Mesh keys
+//!
+//! A key the Mesh serves may also be added with `ssh-add`; the added copy
+//! then stands in for it, with the user's constraints. In OpenSSH's agent
+//! removing a key, or its lifetime ending, only ever takes capability
+//! away, and so it must here: once a copy with any constraint (`-c`,
+//! `-h`, `-t`) has been added, the Mesh's own, unconstrained form of that
+//! key is *masked*. It is neither listed nor used while the copy lives,
+//! nor after the copy is removed (from any connection, forwarded ones
+//! included) or expires: the key is then simply not served. The mask
+//! lasts until the Mesh changes that key (a snapshot without it, or with
+//! another name or confirmation setting: `mesh ssh delete`, then `create`
+//! or `import`) or meshd restarts; a constrained copy still held when the
+//! Mesh changes the key masks the new form too. A copy without
+//! constraints masks nothing: removing it leaves exactly what was there
+//! before. The masks are a subset of the Mesh's keys, so they are bounded
+//! by them.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
@@ -247,6 +265,18 @@ impl Identity {
     fn expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|at| at <= now)
     }
+
+    /// Whether it carries any constraint (confirmation, lifetime,
+    /// destinations): a copy that does masks the Mesh's form of the key.
+    pub fn is_constrained(&self) -> bool {
+        self.confirm || self.expires.is_some() || !self.destinations.is_empty()
+    }
+
+    /// Whether the Mesh changed this key between two snapshots (`self`
+    /// the old form): another key, name or confirmation setting.
+    fn changed_in(&self, new: &Identity) -> bool {
+        self.public != new.public || self.comment != new.comment || self.confirm != new.confirm
+    }
 }
 
 /// The passphrase an agent was locked with, salted and hashed.
@@ -279,13 +309,46 @@ impl Lock {
     }
 }
 
+/// OpenSSH's delay after a wrong unlock passphrase: 0.1 s for each
+/// failure in a row, at most 10 s.
+pub fn unlock_delay(failures: u32) -> Duration {
+    /// OpenSSH stops counting at 100.
+    const MAX_FAILURES: u32 = 100;
+    Duration::from_millis(100) * failures.min(MAX_FAILURES)
+}
+
+/// What an unlock attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unlock {
+    Unlocked,
+    /// Not locked, or an empty passphrase: refused without a delay, as
+    /// OpenSSH does.
+    Refused,
+    Wrong,
+}
+
 #[derive(Default)]
 struct State {
     /// From the Application catalog, replaced whole after each sync.
     mesh: Vec<Arc<Identity>>,
     /// From `ssh-add`, in the order added.
     added: Vec<Arc<Identity>>,
+    /// Mesh keys a constrained copy masks (see the module's docs): never
+    /// served in their Mesh form until the Mesh changes them. Each is a
+    /// key of `mesh`.
+    masked: Vec<KeyData>,
     lock: Option<Lock>,
+}
+
+impl State {
+    fn is_masked(&self, public: &KeyData) -> bool {
+        self.masked.iter().any(|m| m == public)
+    }
+
+    /// The copy `ssh-add` added of a key, if any (expired or not).
+    fn added(&self, public: &KeyData) -> Option<&Arc<Identity>> {
+        self.added.iter().find(|id| &id.public == public)
+    }
 }
 
 /// Every key the agent holds. Lookups take a short lock; signing happens
@@ -293,6 +356,12 @@ struct State {
 #[derive(Default)]
 pub struct Keyring {
     state: Mutex<State>,
+    /// Failed unlocks in a row, for every connection together: the
+    /// attempts take turns on it (see [`Keyring::unlock`]).
+    unlock_failures: tokio::sync::Mutex<u32>,
+    /// Told when a key with a lifetime is added, so that the reaper
+    /// looks again (a permit waits if it is busy).
+    lifetimes: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -323,23 +392,24 @@ impl Keyring {
 
     /// The identities a client may see, in order: the Mesh's first, then
     /// those added, each key once (an added copy of a Mesh key, with the
-    /// user's constraints, stands in for it). Nothing when locked.
+    /// user's constraints, stands in for it; a masked Mesh key with no
+    /// live copy is left out). Nothing when locked.
     pub fn identities(&self) -> Vec<Arc<Identity>> {
         let now = Instant::now();
         let state = self.state();
         if state.lock.is_some() {
             return Vec::new();
         }
-        let added = |public: &KeyData| {
-            state
-                .added
-                .iter()
-                .find(|id| &id.public == public && !id.expired(now))
-        };
+        let live = |public: &KeyData| state.added(public).filter(|id| !id.expired(now));
         let mut out: Vec<Arc<Identity>> = state
             .mesh
             .iter()
-            .map(|id| Arc::clone(added(&id.public).unwrap_or(id)))
+            .filter_map(|id| match live(&id.public) {
+                Some(copy) => Some(copy),
+                None if state.is_masked(&id.public) => None,
+                None => Some(id),
+            })
+            .cloned()
             .collect();
         for id in &state.added {
             if !id.expired(now) && !state.mesh.iter().any(|m| m.public == id.public) {
@@ -349,8 +419,9 @@ impl Keyring {
         out
     }
 
-    /// The identity for a public key, if the agent holds it and is not
-    /// locked.
+    /// The identity for a public key, if the agent holds it, serves it
+    /// (an added copy before the Mesh's, a masked Mesh key never) and is
+    /// not locked.
     pub fn find(&self, public: &KeyData) -> Option<Arc<Identity>> {
         let now = Instant::now();
         let state = self.state();
@@ -358,45 +429,76 @@ impl Keyring {
             return None;
         }
         state
-            .added
-            .iter()
-            .find(|id| &id.public == public && !id.expired(now))
-            .or_else(|| state.mesh.iter().find(|id| &id.public == public))
+            .added(public)
+            .filter(|id| !id.expired(now))
+            .or_else(|| {
+                state
+                    .mesh
+                    .iter()
+                    .find(|id| &id.public == public && !state.is_masked(public))
+            })
             .cloned()
     }
 
     /// Add a key, or replace the comment and constraints of one already
-    /// added, keeping its place. Refused when locked.
-    pub fn add(&self, identity: Identity) -> bool {
-        let mut state = self.state();
-        if state.lock.is_some() {
-            return false;
-        }
-        let identity = Arc::new(identity);
-        match state
-            .added
-            .iter_mut()
-            .find(|id| id.public == identity.public)
+    /// added, keeping its place. Refused when locked, and, as OpenSSH
+    /// does, when the copy it would replace is not `visible` on the
+    /// asking connection. A constrained copy of a Mesh key masks it.
+    pub fn add(&self, identity: Identity, visible: impl FnOnce(&Identity) -> bool) -> bool {
+        let has_lifetime = identity.expires.is_some();
         {
-            Some(slot) => *slot = identity,
-            None => state.added.push(identity),
+            let mut state = self.state();
+            if state.lock.is_some() {
+                return false;
+            }
+            if state
+                .added(&identity.public)
+                .is_some_and(|old| !visible(old))
+            {
+                return false;
+            }
+            if identity.is_constrained()
+                && !state.is_masked(&identity.public)
+                && state.mesh.iter().any(|m| m.public == identity.public)
+            {
+                state.masked.push(identity.public.clone());
+            }
+            let identity = Arc::new(identity);
+            match state
+                .added
+                .iter_mut()
+                .find(|id| id.public == identity.public)
+            {
+                Some(slot) => *slot = identity,
+                None => state.added.push(identity),
+            }
+        }
+        if has_lifetime {
+            self.lifetimes.notify_one();
         }
         true
     }
 
-    /// Forget an added key. A Mesh key stays: it leaves with `mesh ssh
-    /// delete`.
-    pub fn remove(&self, public: &KeyData) -> bool {
+    /// Forget an added key, if it is `visible` on the asking connection
+    /// (OpenSSH: a key a connection cannot see, it cannot remove). A Mesh
+    /// key stays: it leaves with `mesh ssh delete`; and a masked one stays
+    /// masked.
+    pub fn remove(&self, public: &KeyData, visible: impl FnOnce(&Identity) -> bool) -> bool {
         let mut state = self.state();
         if state.lock.is_some() {
             return false;
         }
-        let before = state.added.len();
-        state.added.retain(|id| &id.public != public);
-        state.added.len() != before
+        let Some(at) = state.added.iter().position(|id| &id.public == public) else {
+            return false;
+        };
+        if !state.added.get(at).is_some_and(|id| visible(id)) {
+            return false;
+        }
+        state.added.remove(at);
+        true
     }
 
-    /// Forget every added key.
+    /// Forget every added key (masked Mesh keys stay masked).
     pub fn remove_all(&self) -> bool {
         let mut state = self.state();
         if state.lock.is_some() {
@@ -406,32 +508,83 @@ impl Keyring {
         true
     }
 
-    /// Lock with a passphrase; false if already locked.
+    /// Lock with a passphrase; false if already locked or the passphrase
+    /// is empty (OpenSSH: "empty password not supported").
     pub fn lock(&self, passphrase: &[u8]) -> bool {
         let mut state = self.state();
-        if state.lock.is_some() {
+        if state.lock.is_some() || passphrase.is_empty() {
             return false;
         }
         state.lock = Some(Lock::new(passphrase));
         true
     }
 
-    /// Unlock; false if not locked or the passphrase is wrong.
-    pub fn unlock(&self, passphrase: &[u8]) -> bool {
-        let mut state = self.state();
-        match &state.lock {
-            Some(lock) if lock.matches(passphrase) => {
-                state.lock = None;
+    /// Unlock; false if not locked or the passphrase is wrong or empty.
+    ///
+    /// A wrong passphrase costs [`unlock_delay`] of the failures in a row
+    /// so far, counted for the whole agent, as OpenSSH's agent does; and
+    /// the attempts, from every connection, take turns (the counter's
+    /// lock is held across the delay on purpose: OpenSSH's agent, one
+    /// thread, sleeps in its event loop). Parallel connections therefore
+    /// gain a guesser nothing.
+    pub async fn unlock(&self, passphrase: &[u8]) -> bool {
+        let mut failures = self.unlock_failures.lock().await;
+        match self.try_unlock(passphrase) {
+            Unlock::Unlocked => {
+                *failures = 0;
                 true
             }
-            _ => false,
+            Unlock::Refused => false,
+            Unlock::Wrong => {
+                *failures = failures.saturating_add(1);
+                let delay = unlock_delay(*failures);
+                tracing::info!(failures = *failures, ?delay, "unlock failed");
+                tokio::time::sleep(delay).await;
+                false
+            }
         }
     }
 
-    /// Replace the Mesh's identities (after a sync changed them).
+    fn try_unlock(&self, passphrase: &[u8]) -> Unlock {
+        let mut state = self.state();
+        match &state.lock {
+            None => Unlock::Refused,
+            Some(_) if passphrase.is_empty() => Unlock::Refused,
+            Some(lock) if lock.matches(passphrase) => {
+                state.lock = None;
+                Unlock::Unlocked
+            }
+            Some(_) => Unlock::Wrong,
+        }
+    }
+
+    /// Replace the Mesh's identities (after a sync changed them). A mask
+    /// stays on a key the Mesh did not change, and a key a constrained
+    /// copy is held of is masked whatever the Mesh did.
     pub fn set_mesh(&self, identities: Vec<Identity>) {
-        let identities = identities.into_iter().map(Arc::new).collect();
-        self.state().mesh = identities;
+        let mut state = self.state();
+        let masked = identities
+            .iter()
+            .filter(|new| {
+                let kept = state.is_masked(&new.public)
+                    && state
+                        .mesh
+                        .iter()
+                        .any(|old| old.public == new.public && !old.changed_in(new));
+                kept || state
+                    .added(&new.public)
+                    .is_some_and(|copy| copy.is_constrained())
+            })
+            .map(|id| id.public.clone())
+            .collect();
+        state.masked = masked;
+        state.mesh = identities.into_iter().map(Arc::new).collect();
+    }
+
+    /// Wait until a key with a lifetime is added (at once if one was
+    /// added since the last wait).
+    pub async fn lifetime_added(&self) {
+        self.lifetimes.notified().await;
     }
 
     /// How many Mesh and added identities there are, locked or not.
@@ -514,20 +667,70 @@ mod tests {
         );
     }
 
-    #[test]
-    fn locking_hides_everything_until_the_right_passphrase() {
+    /// Every connection sees every key: an unbound, local one.
+    fn anywhere(_: &Identity) -> bool {
+        true
+    }
+
+    fn listed(ring: &Keyring) -> Vec<KeyData> {
+        ring.identities()
+            .iter()
+            .map(|id| id.public.clone())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn locking_hides_everything_until_the_right_passphrase() {
         let ring = Keyring::default();
-        assert!(ring.add(identity(&key(Algorithm::Ed25519))));
+        assert!(ring.add(identity(&key(Algorithm::Ed25519)), anywhere));
         let public = ring.identities()[0].public.clone();
+        assert!(!ring.lock(b""), "no empty passphrase, as in OpenSSH");
         assert!(ring.lock(b"pw"));
         assert!(!ring.lock(b"pw"), "locking twice fails");
         assert!(ring.identities().is_empty());
         assert!(ring.find(&public).is_none());
-        assert!(!ring.add(identity(&key(Algorithm::Ed25519))));
-        assert!(!ring.unlock(b"wrong"));
-        assert!(ring.unlock(b"pw"));
-        assert!(!ring.unlock(b"pw"), "unlocking an unlocked agent fails");
+        assert!(!ring.add(identity(&key(Algorithm::Ed25519)), anywhere));
+        assert!(!ring.unlock(b"wrong").await);
+        assert!(!ring.unlock(b"").await);
+        assert!(ring.unlock(b"pw").await);
+        assert!(
+            !ring.unlock(b"pw").await,
+            "unlocking an unlocked agent fails"
+        );
         assert_eq!(ring.identities().len(), 1);
+    }
+
+    #[test]
+    fn the_unlock_delay_grows_by_a_tenth_of_a_second_to_ten_seconds() {
+        assert_eq!(unlock_delay(0), Duration::ZERO);
+        assert_eq!(unlock_delay(1), Duration::from_millis(100));
+        assert_eq!(unlock_delay(7), Duration::from_millis(700));
+        assert_eq!(unlock_delay(100), Duration::from_secs(10));
+        assert_eq!(unlock_delay(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wrong_unlocks_are_counted_for_the_whole_agent_until_one_succeeds() {
+        let ring = Arc::new(Keyring::default());
+        assert!(ring.lock(b"pw"));
+        // Guesses from several connections at once take turns and add up.
+        let guesses: Vec<_> = (0..3)
+            .map(|_| {
+                let ring = Arc::clone(&ring);
+                tokio::spawn(async move { ring.unlock(b"guess").await })
+            })
+            .collect();
+        for guess in guesses {
+            assert!(!guess.await.expect("a guess"));
+        }
+        assert_eq!(*ring.unlock_failures.lock().await, 3);
+        // Nothing to unlock, or nothing given: no failure counted.
+        assert!(!ring.unlock(b"").await);
+        assert_eq!(*ring.unlock_failures.lock().await, 3);
+        assert!(ring.unlock(b"pw").await);
+        assert_eq!(*ring.unlock_failures.lock().await, 0);
+        assert!(!ring.unlock(b"guess").await);
+        assert_eq!(*ring.unlock_failures.lock().await, 0);
     }
 
     #[test]
@@ -536,29 +739,152 @@ mod tests {
         let mesh = key(Algorithm::Ed25519);
         ring.set_mesh(vec![identity(&mesh)]);
         let added = key(Algorithm::Ed25519);
-        ring.add(identity(&added));
-        let listed: Vec<_> = ring
-            .identities()
-            .iter()
-            .map(|id| id.public.clone())
-            .collect();
+        ring.add(identity(&added), anywhere);
         assert_eq!(
-            listed,
+            listed(&ring),
             vec![
                 mesh.public_key().key_data().clone(),
                 added.public_key().key_data().clone()
             ]
         );
-        assert!(!ring.remove(mesh.public_key().key_data()));
+        assert!(!ring.remove(mesh.public_key().key_data(), anywhere));
         assert!(ring.remove_all());
         assert_eq!(ring.identities().len(), 1);
         // An added copy of a Mesh key carries the user's constraints.
         let mut copy = identity(&mesh);
         copy.confirm = true;
-        ring.add(copy);
+        ring.add(copy, anywhere);
         let ids = ring.identities();
         assert_eq!(ids.len(), 1);
         assert!(ids[0].confirm);
+    }
+
+    /// The three kinds of constrained copy, each as `ssh-add` sends it.
+    fn constrained_copies(mesh: &PrivateKey) -> Vec<(&'static str, Identity)> {
+        use ssh_agent_lib::proto::extension::HostTuple;
+        let mut confirm = identity(mesh);
+        confirm.confirm = true;
+        let mut lifetime = identity(mesh);
+        lifetime.expires = Some(Instant::now() + Duration::from_secs(3600));
+        let mut destination = identity(mesh);
+        destination.destinations.push(DestinationConstraint {
+            from: HostTuple {
+                username: String::new(),
+                hostname: String::new(),
+                keys: Vec::new(),
+            },
+            to: HostTuple {
+                username: String::new(),
+                hostname: "a.example".into(),
+                keys: Vec::new(),
+            },
+        });
+        vec![("-c", confirm), ("-t", lifetime), ("-h", destination)]
+    }
+
+    #[test]
+    fn a_constrained_copy_masks_the_mesh_key_after_it_is_gone() {
+        let mesh = key(Algorithm::Ed25519);
+        let public = mesh.public_key().key_data().clone();
+        for gone in ["removed", "all removed"] {
+            for (how, copy) in constrained_copies(&mesh) {
+                let ring = Keyring::default();
+                ring.set_mesh(vec![identity(&mesh)]);
+                assert!(ring.add(copy, anywhere));
+                let served = ring.find(&public).expect("the copy is served");
+                assert!(served.is_constrained(), "{how}: the copy stands in");
+                assert_eq!(ring.identities().len(), 1);
+                match gone {
+                    "removed" => assert!(ring.remove(&public, anywhere)),
+                    _ => assert!(ring.remove_all()),
+                }
+                assert!(ring.identities().is_empty(), "{how} {gone}: listed");
+                assert!(ring.find(&public).is_none(), "{how} {gone}: usable");
+                assert_eq!(ring.counts(), (1, 0));
+            }
+        }
+        // Nor when the copy's lifetime ends, before or after the reaper.
+        let ring = Keyring::default();
+        ring.set_mesh(vec![identity(&mesh)]);
+        let mut copy = identity(&mesh);
+        copy.expires = Some(Instant::now());
+        assert!(ring.add(copy, anywhere));
+        assert!(ring.identities().is_empty());
+        assert!(ring.find(&public).is_none());
+        assert_eq!(ring.reap(), None);
+        assert!(ring.identities().is_empty());
+        assert!(ring.find(&public).is_none());
+        // A copy without constraints masks nothing: removing it leaves
+        // what was there before.
+        let ring = Keyring::default();
+        ring.set_mesh(vec![identity(&mesh)]);
+        assert!(ring.add(identity(&mesh), anywhere));
+        assert!(ring.remove(&public, anywhere));
+        assert_eq!(listed(&ring), vec![public.clone()]);
+        assert!(ring.find(&public).is_some());
+    }
+
+    #[test]
+    fn the_mask_lasts_until_the_mesh_changes_the_key() {
+        let mesh = key(Algorithm::Ed25519);
+        let other = key(Algorithm::Ed25519);
+        let public = mesh.public_key().key_data().clone();
+        let masked = |ring: &Keyring| {
+            let mut copy = identity(&mesh);
+            copy.confirm = true;
+            assert!(ring.add(copy, anywhere));
+            assert!(ring.remove(&public, anywhere));
+            assert!(ring.find(&public).is_none());
+        };
+        let ring = Keyring::default();
+        ring.set_mesh(vec![identity(&mesh)]);
+        masked(&ring);
+        // A sync that leaves the key as it was (another key came) keeps
+        // the mask.
+        ring.set_mesh(vec![identity(&mesh), identity(&other)]);
+        assert_eq!(listed(&ring), vec![other.public_key().key_data().clone()]);
+        // `mesh ssh delete`, then `import`: served again.
+        ring.set_mesh(vec![identity(&other)]);
+        ring.set_mesh(vec![identity(&mesh), identity(&other)]);
+        assert!(ring.find(&public).is_some());
+        // The Mesh changing its confirmation setting, or its name, is a
+        // change too.
+        for change in ["confirm", "name"] {
+            masked(&ring);
+            let mut changed = identity(&mesh);
+            match change {
+                "confirm" => changed.confirm = true,
+                _ => changed.comment = "renamed".into(),
+            }
+            ring.set_mesh(vec![changed]);
+            assert!(ring.find(&public).is_some(), "after a {change} change");
+            ring.set_mesh(vec![identity(&mesh)]);
+        }
+        // A constrained copy still held when the Mesh changes the key
+        // masks the new form; so does one added before the key came from
+        // the Mesh.
+        let ring = Keyring::default();
+        let mut copy = identity(&mesh);
+        copy.confirm = true;
+        assert!(ring.add(copy, anywhere));
+        ring.set_mesh(vec![identity(&mesh)]);
+        assert!(ring.remove(&public, anywhere));
+        assert!(ring.find(&public).is_none());
+        assert!(ring.identities().is_empty());
+    }
+
+    #[test]
+    fn a_copy_a_connection_cannot_see_it_cannot_remove_or_replace() {
+        let ring = Keyring::default();
+        let private = key(Algorithm::Ed25519);
+        let public = private.public_key().key_data().clone();
+        assert!(ring.add(identity(&private), anywhere));
+        assert!(!ring.remove(&public, |_| false));
+        assert!(!ring.add(identity(&private), |_| false));
+        assert_eq!(listed(&ring), vec![public.clone()]);
+        // A new key has no old copy to be seen.
+        assert!(ring.add(identity(&key(Algorithm::Ed25519)), |_| false));
+        assert!(ring.remove(&public, anywhere));
     }
 
     #[test]
@@ -566,9 +892,29 @@ mod tests {
         let ring = Keyring::default();
         let mut id = identity(&key(Algorithm::Ed25519));
         id.expires = Some(Instant::now());
-        ring.add(id);
+        ring.add(id, anywhere);
         assert!(ring.identities().is_empty());
         assert_eq!(ring.reap(), None);
         assert_eq!(ring.counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn adding_a_key_with_a_lifetime_tells_the_reaper() {
+        let ring = Keyring::default();
+        let waiting = |ring: &Keyring| {
+            use std::future::Future as _;
+            let mut wait = std::pin::pin!(ring.lifetime_added());
+            let waker = std::task::Waker::noop();
+            wait.as_mut()
+                .poll(&mut std::task::Context::from_waker(waker))
+                .is_pending()
+        };
+        ring.add(identity(&key(Algorithm::Ed25519)), anywhere);
+        assert!(waiting(&ring), "no lifetime, no news");
+        let mut id = identity(&key(Algorithm::Ed25519));
+        id.expires = Some(Instant::now() + Duration::from_secs(60));
+        ring.add(id, anywhere);
+        assert!(!waiting(&ring), "the reaper hears of it");
+        assert!(waiting(&ring), "once");
     }
 }

@@ -8,7 +8,10 @@
 //! of the id, and whether the connection is being forwarded). A key with
 //! constraints may be listed and used only along a path of hops its
 //! constraints allow, and signs only a user-authentication request for the
-//! session bound last.
+//! session bound last, which must be one being authenticated: never for a
+//! session the connection is only forwarded through (the host at the far
+//! end of a forwarding may use the key to go further, not to log in to
+//! itself).
 
 use ssh_agent_lib::proto::Request;
 use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, SessionBind};
@@ -67,6 +70,19 @@ pub enum UseError {
     /// The connection is not bound to any session.
     #[error("a destination-constrained key on an unbound connection")]
     Unbound,
+    /// A session-bind on this connection failed, and none succeeded: it
+    /// is not local use, and where it goes is unknown.
+    #[error("a destination-constrained key after a failed session-bind")]
+    BindFailed,
+    /// The last session bound is a forwarding: the host it was forwarded
+    /// to is asking the key to log in to that host itself, or elsewhere
+    /// without a bind (OpenSSH: "tried to sign on forwarding hop").
+    #[error("a sign request on a forwarding hop")]
+    ForwardingHop,
+    /// A hop before the last is a session bound for authentication
+    /// (OpenSSH: "tried to forward though signing bind").
+    #[error("a hop through a session bound for authentication")]
+    ThroughSigningBind,
     /// The data is not a user-authentication request with this key.
     #[error("a destination-constrained key for an unidentified signature")]
     NotUserAuth,
@@ -136,27 +152,54 @@ impl Bindings {
     /// Whether a key with these constraints may be listed on this
     /// connection (`user` is `None`) or used to log in as `user`.
     pub fn permits(&self, constraints: &[DestinationConstraint], user: Option<&str>) -> bool {
+        self.allows(constraints, user).is_ok()
+    }
+
+    /// OpenSSH's `identity_permitted`: walk the hops bound on this
+    /// connection, from this machine outwards, and find a constraint that
+    /// allows each. `user` is given for a sign request (and checked at
+    /// the last hop only), `None` for listing, removing or updating.
+    fn allows(
+        &self,
+        constraints: &[DestinationConstraint],
+        user: Option<&str>,
+    ) -> Result<(), UseError> {
         if constraints.is_empty() {
-            return true;
+            return Ok(());
         }
         if self.attempted && self.hops.is_empty() {
-            return false;
+            return Err(UseError::BindFailed);
         }
         let Some(last) = self.hops.last() else {
-            return true; // local use: ssh-add -l, ssh-keygen -Y sign
+            return Ok(()); // local use: ssh-add -l, ssh-keygen -Y sign
         };
         let mut from: Option<&KeyData> = None;
         for (i, hop) in self.hops.iter().enumerate() {
-            let test_user = if i + 1 == self.hops.len() { user } else { None };
+            let is_last = i + 1 == self.hops.len();
+            if is_last && hop.forwarded && user.is_some() {
+                // A signature is for the session bound last, which must be
+                // one being authenticated, not one forwarded through.
+                return Err(UseError::ForwardingHop);
+            }
+            if !is_last && !hop.forwarded {
+                // `bind` refuses any bind after one for authentication, so
+                // this cannot happen; checked all the same, as OpenSSH does.
+                return Err(UseError::ThroughSigningBind);
+            }
+            let test_user = if is_last { user } else { None };
             if !permitted(constraints, from, Some(&hop.host_key), test_user) {
-                return false;
+                return Err(UseError::Refused);
             }
             from = Some(&hop.host_key);
         }
         // Past a forwarding hop, list only keys that may go further.
-        !(last.forwarded
+        if last.forwarded
             && user.is_none()
-            && !permitted(constraints, Some(&last.host_key), None, None))
+            && !permitted(constraints, Some(&last.host_key), None, None)
+        {
+            return Err(UseError::Refused);
+        }
+        Ok(())
     }
 
     /// Check a sign request for a key with these constraints: it must be
@@ -171,9 +214,7 @@ impl Bindings {
     ) -> Result<String, UseError> {
         let last = self.hops.last().ok_or(UseError::Unbound)?;
         let request = UserAuth::parse(data, key).ok_or(UseError::NotUserAuth)?;
-        if !self.permits(constraints, Some(&request.user)) {
-            return Err(UseError::Refused);
-        }
+        self.allows(constraints, Some(&request.user))?;
         if request.session_id != last.session_id {
             return Err(UseError::OtherSession);
         }
@@ -445,11 +486,32 @@ mod tests {
                 to: tuple("", "b", &[&b]),
             },
         ];
+        let user_key = host();
+        let user_key = user_key.public_key().key_data().clone();
         let mut via_a = Bindings::default();
         assert!(via_a.bind(&bind(&a, b"sid-a", true)).is_ok());
         // Forwarded to a: listed only if it may go further.
         assert!(!via_a.permits(&only_a, None));
         assert!(via_a.permits(&a_then_b, None));
+        // But it signs nothing for the forwarding hop itself: a, which
+        // knows its own session id, asks for a log-in to a (OpenSSH:
+        // "tried to sign on forwarding hop"), though a constraint lets the
+        // key log in to a from here.
+        assert!(!via_a.permits(&a_then_b, Some("u")));
+        let to_a_itself = userauth(b"sid-a", "u", &user_key, Some(a.public_key().key_data()));
+        assert_eq!(
+            via_a.check_use(&a_then_b, &to_a_itself, &user_key),
+            Err(UseError::ForwardingHop)
+        );
+        let mut direct = Bindings::default();
+        assert!(direct.bind(&bind(&a, b"sid-a", false)).is_ok());
+        assert_eq!(
+            direct
+                .check_use(&a_then_b, &to_a_itself, &user_key)
+                .as_deref(),
+            Ok("u"),
+            "the same request on a connection bound for authentication"
+        );
         assert!(via_a.bind(&bind(&b, b"sid-b", false)).is_ok());
         assert!(!via_a.permits(&only_a, Some("u")));
         assert!(via_a.permits(&a_then_b, Some("u")));
@@ -467,6 +529,7 @@ mod tests {
         let mut conn = Bindings::default();
         assert_eq!(conn.bind(&encode(&forged)), Err(BindError::Signature));
         assert!(!conn.permits(&constraints, None));
+        assert_eq!(conn.allows(&constraints, None), Err(UseError::BindFailed));
         assert!(conn.permits(&[], None));
     }
 
