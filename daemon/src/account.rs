@@ -410,15 +410,22 @@ impl Account {
             Command::Sync => Ok(Response::Synced(self.sync().await)),
             Command::Escrow { shares, quorum } => self.escrow(shares, quorum),
             Command::Recover { shares, rejoin } => self.recover(&shares, rejoin).await,
-            Command::Pin { roles } => self.pin(roles).await,
+            Command::Pin { roles, expires_in } => self.pin(roles, expires_in).await,
             Command::Connect {
                 address,
                 service,
                 name,
                 pin,
+                profile,
             } => {
-                self.connect(&address, &service, &name, pin.as_deref())
-                    .await
+                self.connect(
+                    &address,
+                    &service,
+                    &name,
+                    pin.as_deref(),
+                    profile.as_deref(),
+                )
+                .await
             }
             Command::ConnectStatus => self.poll_connection().await,
             Command::Answer { code, accept } => self.answer(&code, accept).await,
@@ -467,6 +474,8 @@ pub enum Command {
     Pin {
         /// The roles it grants.
         roles: Vec<Role>,
+        /// How long it is accepted.
+        expires_in: Duration,
     },
     /// Ask to join an account.
     Connect {
@@ -478,6 +487,9 @@ pub enum Command {
         name: String,
         /// A PIN, to skip approval.
         pin: Option<String>,
+        /// The account's profile fingerprint, when known (from a connect
+        /// URI): another account is refused.
+        profile: Option<String>,
     },
     /// Ask the service how the connection request stands.
     ConnectStatus,

@@ -99,8 +99,12 @@ pub enum Request {
     },
     /// Register a PIN that lets a device join without approval.
     AccountPin {
-        /// Roles a device joining with it gets (none: `device`).
+        /// Roles a device joining with it gets (none: `device`; never
+        /// `admin`).
         roles: Vec<Role>,
+        /// How long it is accepted, in seconds (none: ten minutes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_in_s: Option<u64>,
     },
     /// Ask to join an account.
     DeviceConnect {
@@ -112,6 +116,10 @@ pub enum Request {
         name: String,
         /// A PIN from `mesh account pin`, to skip approval.
         pin: Option<String>,
+        /// The account's profile fingerprint (from a connect URI): the
+        /// device refuses a service that answers with another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
     },
     /// How a connection request stands.
     DeviceConnectStatus,

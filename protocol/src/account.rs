@@ -301,6 +301,9 @@ pub struct RespondConnection {
     /// When accepted: the device's catalog entry (its activations inside).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enveloped_cataloged_device: Option<String>,
+    /// The request this answers (the service's response id for it): the
+    /// device takes no answer meant for another request.
+    pub response_id: String,
 }
 
 /// A PIN an administrator registered, in its Local spool (encrypted).
@@ -309,8 +312,10 @@ pub struct RespondConnection {
 pub struct PinRecord {
     /// The PIN (a UDF).
     pub pin: String,
-    /// Roles a device connecting with it gets.
+    /// Roles a device connecting with it gets (never `admin`).
     pub roles: Vec<Role>,
+    /// When it stops being accepted (ms since the epoch).
+    pub expires_ms: u64,
 }
 
 /// The keys of an account, from its seed. Only administrators hold this.

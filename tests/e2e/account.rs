@@ -385,3 +385,101 @@ fn an_account_full_to_its_limit_is_refused_with_a_reason() {
         "connection requests are bounded too: {err}"
     );
 }
+
+#[test]
+fn a_pin_joins_one_device_once_before_it_expires_and_only_the_account_it_names() {
+    let (_host, service, tablet) = account();
+    let pin = |args: &[&str]| {
+        let mut all = vec!["account", "pin"];
+        all.extend_from_slice(args);
+        tablet.mesh_json(&all)["uri"]
+            .as_str()
+            .expect("a URI")
+            .to_owned()
+    };
+    let pending = || {
+        tablet.mesh(&["account", "sync"]);
+        tablet
+            .mesh_json(&["device", "pending"])
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // A PIN never makes an administrator.
+    let err = stderr(&run_err(
+        tablet
+            .ours("mesh")
+            .args(["account", "pin", "--rights", "admin"]),
+    ));
+    assert!(err.contains("never makes an administrator"), "{err}");
+
+    // The URI names the account's profile and service: it alone joins.
+    let uri = pin(&[]);
+    let profile = tablet.mesh_json(&["account", "status"])["profile"]
+        .as_str()
+        .expect("a profile")
+        .to_owned();
+    assert!(uri.contains(&format!("profile={profile}")), "{uri}");
+    assert!(uri.contains(&format!("service={}", service.url())), "{uri}");
+
+    // A service that answers for another account of the same address (here
+    // a second service where alice@example.com is someone else's) is
+    // refused before anything is sent to it but the request.
+    let elsewhere = TestEnv::new();
+    let other = MeshService::start(&elsewhere);
+    let mallory = TestEnv::device(&other);
+    mallory.mesh_json(&["account", "create", "alice@example.com", "--name", "m"]);
+    let substituted = uri.replace(&service.url(), &other.url());
+    let victim = TestEnv::device(&service);
+    let err = stderr(&run_err(victim.ours("mesh").args([
+        "device",
+        "connect",
+        &substituted,
+        "--name",
+        "victim",
+        "--no-wait",
+    ])));
+    assert!(
+        err.contains("another account than the one the URI names"),
+        "{err}"
+    );
+    assert_eq!(victim.mesh_json(&["account", "status"])["status"], "none");
+
+    // First use: accepted without approval.
+    let phone = TestEnv::device(&service);
+    let out = phone.mesh(&["device", "connect", &uri, "--name", "phone"]);
+    assert!(stdout(&out).contains("accepted"), "{}", stdout(&out));
+    assert_eq!(pending(), 0);
+    // Second use: the PIN is spent; the request waits for an administrator.
+    let again = TestEnv::device(&service);
+    again.mesh(&["device", "connect", &uri, "--name", "again", "--no-wait"]);
+    assert_eq!(pending(), 1);
+    assert_eq!(again.mesh_json(&["account", "status"])["status"], "pending");
+    tablet.mesh(&[
+        "device",
+        "reject",
+        &tablet.mesh_json(&["device", "pending"])[0]["witness"]
+            .as_str()
+            .expect("code")
+            .to_owned(),
+    ]);
+
+    // An expired PIN is not accepted either.
+    let expired = pin(&["--expires", "0"]);
+    let late = TestEnv::device(&service);
+    late.mesh(&["device", "connect", &expired, "--name", "late", "--no-wait"]);
+    assert_eq!(pending(), 1);
+    assert_eq!(late.mesh_json(&["account", "status"])["status"], "pending");
+
+    // A revoked device cannot come back with the PIN it joined by.
+    tablet.mesh(&["device", "revoke", "phone"]);
+    let back = TestEnv::device(&service);
+    back.mesh(&[
+        "device",
+        "connect",
+        &uri,
+        "--name",
+        "phone-again",
+        "--no-wait",
+    ]);
+    assert_eq!(pending(), 2);
+}

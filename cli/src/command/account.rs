@@ -74,11 +74,16 @@ pub(crate) enum AccountCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a PIN that lets a new device join without approval.
+    /// Make a PIN that lets one new device join without approval, once,
+    /// within its lifetime.
     Pin {
-        /// Rights the joining device gets (admin, device, web).
+        /// Rights the joining device gets (device, web; an administrator is
+        /// accepted by its code, never by a PIN).
         #[arg(long, value_delimiter = ',')]
         rights: Vec<String>,
+        /// How long the PIN is accepted, in seconds.
+        #[arg(long, default_value_t = 600)]
+        expires: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -355,9 +360,14 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                 format!("recovered the account seed of profile {}\n", v.profile)
             });
         }
-        AccountCommand::Pin { rights, json } => {
+        AccountCommand::Pin {
+            rights,
+            expires,
+            json,
+        } => {
             let request = Request::AccountPin {
                 roles: roles(&rights)?,
+                expires_in_s: Some(expires),
             };
             let pin = answer!(ask(paths, &request)?, Response::Pin(p) => p);
             show(json, &pin, |v| {
@@ -369,7 +379,8 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                     })
                     .unwrap_or_default();
                 format!(
-                    "{qr}\n{}\nOn the new device: mesh device connect {}\n",
+                    "{qr}\n{}\nOn the new device: mesh device connect {}\n\
+                     (one device may use it, within {expires} s)\n",
                     v.uri, v.uri
                 )
             });
@@ -389,20 +400,23 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
             timeout,
             json,
         } => {
-            let (address, pin) = if account.starts_with("mcu://") {
+            let (address, pin, profile, service) = if account.starts_with("mcu://") {
                 let uri = ConnectUri::parse(&account)?;
                 (
                     uri.account.clone(),
                     Some(uri.pin.to_string_bits(uri.pin.bits())),
+                    uri.profile,
+                    uri.service.unwrap_or(service),
                 )
             } else {
-                (account, pin)
+                (account, pin, None, service)
             };
             let request = Request::DeviceConnect {
                 address,
                 service,
                 name,
                 pin,
+                profile,
             };
             let connection = answer!(ask(paths, &request)?, Response::Connection(c) => c);
             if !json {

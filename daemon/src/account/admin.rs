@@ -2,6 +2,7 @@
 //! rejected, or accepted by PIN), the device list, revocation.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,7 +19,7 @@ use mesh_protocol::udf::name::ConnectUri;
 use mesh_protocol::udf::{Udf, code, keyed};
 use rand_core::{OsRng, RngCore};
 
-use super::{Account, AccountError, profile_digest};
+use super::{Account, AccountError, now_ms, profile_digest};
 
 /// A connection request as an administrator sees it, checked: the
 /// device's signature verifies and the witness is recomputed.
@@ -36,12 +37,23 @@ pub(super) struct Inbound {
 
 impl Account {
     /// Register a PIN for a device to join without approval.
-    pub(super) async fn pin(&mut self, roles: Vec<Role>) -> Result<Response, AccountError> {
+    pub(super) async fn pin(
+        &mut self,
+        roles: Vec<Role>,
+        expires_in: Duration,
+    ) -> Result<Response, AccountError> {
         let roles = if roles.is_empty() {
             vec![Role::Device]
         } else {
             roles
         };
+        if roles.contains(&Role::Admin) {
+            return Err(AccountError::Input(
+                "a PIN never makes an administrator: connect without one, and accept the request by its code with --rights admin".into(),
+            ));
+        }
+        let expires_ms =
+            now_ms().saturating_add(u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX));
         let keys = self.admin()?;
         let mut key = [0u8; 10];
         OsRng.fill_bytes(&mut key);
@@ -55,6 +67,7 @@ impl Account {
         let record = PinRecord {
             pin: pin.to_string(),
             roles: roles.clone(),
+            expires_ms,
         };
         let local_key = keys.store_key(Store::Local)?.public();
         let entry = self.entry(
@@ -68,9 +81,12 @@ impl Account {
         )?;
         self.transact(vec![(Store::Local, vec![entry])], Vec::new())
             .await?;
+        let state = self.state.as_ref().ok_or(AccountError::NoAccount)?;
         let uri = ConnectUri {
             account: address,
             pin,
+            profile: Some(self.activation()?.profile.profile_signature.udf.clone()),
+            service: Some(state.service.clone()),
         };
         Ok(Response::Pin(PinIssued {
             uri: uri.to_string(),
@@ -191,13 +207,14 @@ impl Account {
                 (roles, name)
             }
         });
-        self.answer_request(&request, accept).await
+        self.answer_request(&request, accept, None).await
     }
 
     async fn answer_request(
         &mut self,
         request: &Inbound,
         accept: Option<(Vec<Role>, Option<String>)>,
+        used_pin: Option<Envelope>,
     ) -> Result<Response, AccountError> {
         let keys = self.admin()?;
         let (respond, updates, name) = match &accept {
@@ -220,6 +237,7 @@ impl Account {
                 let respond = RespondConnection {
                     result: "Accepted".into(),
                     enveloped_cataloged_device: Some(entry.to_json()),
+                    response_id: request.response_id.clone(),
                 };
                 (
                     respond,
@@ -231,6 +249,7 @@ impl Account {
                 RespondConnection {
                     result: "Rejected".into(),
                     enveloped_cataloged_device: None,
+                    response_id: request.response_id.clone(),
                 },
                 Vec::new(),
                 None,
@@ -247,6 +266,10 @@ impl Account {
             response_id: request.response_id.clone(),
             envelope: envelope.to_json(),
         }];
+        let mut updates = updates;
+        if let Some(delete) = used_pin {
+            updates.push((Store::Local, vec![delete]));
+        }
         self.transact(updates, posted).await?;
         if let Some(state) = &mut self.state {
             state.handled.push(request.response_id.clone());
@@ -344,8 +367,13 @@ impl Account {
         let Ok(local) = self.open_live(Store::Local) else {
             return;
         };
+        let now = now_ms();
         for (pin_id, verified) in local {
-            if let Some(record) = verified.record::<PinRecord>() {
+            // Expired, or (from an older meshd) granting admin: not used.
+            if let Some(record) = verified
+                .record::<PinRecord>()
+                .filter(|r| r.expires_ms > now && !r.roles.contains(&Role::Admin))
+            {
                 pins.insert(pin_id, (record.pin.clone(), record.roles.clone()));
             }
         }
@@ -378,7 +406,26 @@ impl Account {
                 continue;
             }
             let roles = roles.clone();
-            if let Err(e) = self.answer_request(&request, Some((roles, None))).await {
+            // Used once: its record goes with the acceptance.
+            let Ok(local_key) = self.store_key(Store::Local).map(|k| k.public()) else {
+                return;
+            };
+            let Ok(admin) = self.admin() else { return };
+            let Ok(delete) = self.entry::<()>(
+                Store::Local,
+                pin_id,
+                Event::Delete,
+                account::message_type::PIN,
+                None,
+                &admin.admin,
+                &[local_key],
+            ) else {
+                continue;
+            };
+            if let Err(e) = self
+                .answer_request(&request, Some((roles, None)), Some(delete))
+                .await
+            {
                 tracing::warn!(error = %e, "could not accept a PIN connection");
             }
         }

@@ -209,6 +209,7 @@ impl Account {
         service: &str,
         name: &str,
         pin: Option<&str>,
+        expected: Option<&str>,
     ) -> Result<Response, AccountError> {
         if matches!(self.standing(), Standing::Connected | Standing::Pending) {
             return Err(AccountError::HasAccount);
@@ -266,6 +267,11 @@ impl Account {
             account::verify_profile::<ProfileUser>(&answer.enveloped_profile_user)?;
         if account_profile.account_address != address {
             return Err(untrusted("the service answered for another account"));
+        }
+        if expected.is_some_and(|p| p != account_profile.profile_signature.udf) {
+            return Err(untrusted(
+                "the service answered with another account than the one the URI names: refusing",
+            ));
         }
         let server_nonce = URL_SAFE_NO_PAD
             .decode(&answer.server_nonce)
@@ -344,6 +350,12 @@ impl Account {
         let (profile, _) = account::verify_profile::<ProfileUser>(&state.profile)?;
         let admin = profile.administrator_signature.key()?;
         let respond: RespondConnection = account::verify_admin_signed(&respond, &admin)?;
+        if respond.response_id != pending.response_id {
+            return Err(AccountError::untrusted(
+                Store::Device,
+                "the administrator's answer is for another request",
+            ));
+        }
         let standing = if respond.result == "Accepted" {
             let untrusted =
                 || AccountError::untrusted(Store::Device, "an acceptance without an entry");

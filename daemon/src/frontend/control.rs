@@ -34,6 +34,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// inside the 30 s a client waits for an answer.
 const GPG_IMPORT: Duration = Duration::from_secs(25);
 
+/// How long a PIN is accepted when its issuer does not say: ten minutes.
+const PIN_LIFETIME_S: u64 = 600;
+
 /// What the control frontend knows about the daemon.
 #[derive(Debug)]
 pub struct State {
@@ -237,18 +240,29 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::AccountRecover { shares, rejoin } => {
             run(Command::Recover { shares, rejoin }).await
         }
-        Request::AccountPin { roles } => run(Command::Pin { roles }).await,
+        Request::AccountPin {
+            roles,
+            expires_in_s,
+        } => {
+            run(Command::Pin {
+                roles,
+                expires_in: Duration::from_secs(expires_in_s.unwrap_or(PIN_LIFETIME_S)),
+            })
+            .await
+        }
         Request::DeviceConnect {
             address,
             service,
             name,
             pin,
+            profile,
         } => {
             run(Command::Connect {
                 address,
                 service,
                 name,
                 pin,
+                profile,
             })
             .await
         }
@@ -486,6 +500,7 @@ mod tests {
                     service: "http://127.0.0.1:9".into(),
                     name: "phone".into(),
                     pin: None,
+                    profile: None,
                 },
                 ErrorKind::Unreachable,
             ),
