@@ -454,14 +454,9 @@ fn a_pin_joins_one_device_once_before_it_expires_and_only_the_account_it_names()
     again.mesh(&["device", "connect", &uri, "--name", "again", "--no-wait"]);
     assert_eq!(pending(), 1);
     assert_eq!(again.mesh_json(&["account", "status"])["status"], "pending");
-    tablet.mesh(&[
-        "device",
-        "reject",
-        &tablet.mesh_json(&["device", "pending"])[0]["witness"]
-            .as_str()
-            .expect("code")
-            .to_owned(),
-    ]);
+    let waiting = tablet.mesh_json(&["device", "pending"]);
+    let code = waiting[0]["witness"].as_str().expect("a code");
+    tablet.mesh(&["device", "reject", code]);
 
     // An expired PIN is not accepted either.
     let expired = pin(&["--expires", "0"]);
