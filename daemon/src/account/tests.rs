@@ -164,6 +164,7 @@ async fn ask_to_join(phone: &Device) -> String {
             service: "in-process".into(),
             name: "phone".into(),
             pin: None,
+            profile: None,
         })
         .await
         .expect("asked");
