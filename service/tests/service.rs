@@ -176,6 +176,67 @@ async fn accept_errors_cost_a_pause_and_not_the_service() {
     assert!(!served.is_finished());
 }
 
+/// The real binary with 64 descriptors: 120 idle connections use them
+/// all, so `accept` fails (EMFILE) while more wait; the service pauses,
+/// closes the idle ones as their header time runs out (one second), takes
+/// the next, and answers at the end.
+#[test]
+fn out_of_descriptors_the_service_pauses_and_goes_on() {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_mesh-service"))
+        .args(["--listen", "127.0.0.1:0", "--header-timeout", "1", "--data"])
+        .arg(dir.path().join("service.redb"))
+        .env("MESH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mesh-service started");
+    let mut line = String::new();
+    io::BufReader::new(child.stdout.take().expect("its stdout"))
+        .read_line(&mut line)
+        .expect("its first line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("mesh-service listening on http://")
+        .and_then(|rest| rest.strip_suffix("/.well-known/mmm/"))
+        .and_then(|addr| addr.parse().ok())
+        .expect("the address it listens on");
+    let idle: Vec<std::net::TcpStream> = (0..120)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connected"))
+        .collect();
+    for mut stream in idle {
+        stream.set_read_timeout(Some(HANG)).expect("a timeout");
+        let mut byte = [0u8; 1];
+        if let Err(err) = stream.read(&mut byte) {
+            assert!(
+                !matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ),
+                "the service kept an idle connection open"
+            );
+        }
+    }
+    assert!(
+        child.try_wait().expect("its state").is_none(),
+        "the service exited"
+    );
+    let mut stream = std::net::TcpStream::connect(addr).expect("connected");
+    let body = serde_json::to_vec(&ServiceRequest::Hello(HelloRequest {})).expect("encodes");
+    stream.write_all(&post_bytes(&body, &[])).expect("sent");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("an answer");
+    assert_hello(parse(&answer));
+    child.kill().expect("stopped");
+    child.wait().expect("reaped");
+}
+
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_and_the_service_answers_after() {
     let addr = start(Limits::default(), patient(2)).await;
