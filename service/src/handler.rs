@@ -1,12 +1,17 @@
 //! The transactions of the Mesh service, over a [`Storage`].
 //!
 //! The service is untrusted by design, but it still guards what it serves:
-//! it authenticates every request but Hello and Connect ([`Auth`]), serves
+//! it authenticates every request but Hello and Connect ([`Auth`]): a
+//! device the Access catalog revoked is refused before any capability it
+//! brings is looked at, and a time not after the device's last or too far
+//! ahead of the clock is refused, naming the time held. It serves
 //! a device only the stores its roles allow, keeps each store a valid
 //! Merkle sequence (a frame that does not extend it is refused), accepts
 //! Access catalog entries only when the account's administrator key signed
 //! them (it learns from them whom to serve), and applies each transaction
 //! all or nothing, stating Conflict when the client's view is stale.
+//! Connect, open to anyone, is bounded by the requests an account has
+//! waiting ([`Limits::pending_per_account`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

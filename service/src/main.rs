@@ -29,14 +29,28 @@ struct Args {
     #[arg(long, default_value_t = mesh_service::Limits::default().pending_per_account)]
     max_pending: u64,
     /// Most connections served at once; one more is closed unread.
-    #[arg(long, default_value_t = mesh_service::Connections::default().max)]
+    #[arg(
+        long,
+        default_value_t = mesh_service::Connections::default().max,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     max_connections: usize,
     /// Seconds a client has to complete its TLS handshake.
-    #[arg(long, value_name = "SECONDS", default_value_t = mesh_service::Connections::default().handshake_timeout.as_secs())]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = mesh_service::Connections::default().handshake_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     handshake_timeout: u64,
     /// Seconds a client has to send a request's header (and the longest a
     /// connection may sit idle).
-    #[arg(long, value_name = "SECONDS", default_value_t = mesh_service::Connections::default().header_timeout.as_secs())]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = mesh_service::Connections::default().header_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     header_timeout: u64,
     /// The TLS certificate chain (PEM); with --tls-key, serve HTTPS.
     #[arg(long, requires = "tls_key")]
