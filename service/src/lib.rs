@@ -131,6 +131,9 @@ async fn serve(
     let limit = Arc::new(Semaphore::new(connections.max));
     let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Under a flood, one warning when trouble starts, then debug lines
+    // until it ends: the log is not a second thing to flood.
+    let (mut failing, mut full) = (false, false);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -140,17 +143,32 @@ async fn serve(
         let (io, peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
-                tracing::warn!(error = %err, "accept failed; pausing before the next");
+                if failing {
+                    tracing::debug!(error = %err, "accept failed again");
+                } else {
+                    tracing::warn!(error = %err, "accept failed; pausing before each next try");
+                    failing = true;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
                     () = &mut shutdown => return,
                 }
             }
         };
+        failing = false;
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            tracing::warn!(%peer, max = connections.max, "too many connections; closing one");
+            if full {
+                tracing::debug!(%peer, "closing a connection over the cap");
+            } else {
+                tracing::warn!(
+                    max = connections.max,
+                    "at the connection cap; closing new ones"
+                );
+                full = true;
+            }
             continue;
         };
+        full = false;
         let span = tracing::debug_span!("connection", %peer);
         tasks.spawn(connection(io, permit, tls.clone(), app.clone(), connections).instrument(span));
     }
