@@ -337,16 +337,7 @@ impl Remote {
     /// A client of the service behind `transport`, for `account`, that
     /// keeps its request times in memory only.
     pub fn new(transport: Arc<dyn Transport>, account: &str) -> Remote {
-        Remote {
-            transport,
-            account: account.to_owned(),
-            clock: Mutex::new(RequestClock {
-                last: 0,
-                reserved: 0,
-                file: None,
-            }),
-            capability: Mutex::new(None),
-        }
+        Remote::with_clock(transport, account, 0, None)
     }
 
     /// A client that keeps its request times in `file` (the data
@@ -358,15 +349,25 @@ impl Remote {
             tracing::warn!(file = %file.display(), error = %err, "request time unreadable; starting over");
             0
         });
-        let remote = Remote::new(transport, account);
-        if let Ok(mut clock) = remote.clock.lock() {
-            *clock = RequestClock {
+        Remote::with_clock(transport, account, reserved, Some(file.to_owned()))
+    }
+
+    fn with_clock(
+        transport: Arc<dyn Transport>,
+        account: &str,
+        reserved: u64,
+        file: Option<PathBuf>,
+    ) -> Remote {
+        Remote {
+            transport,
+            account: account.to_owned(),
+            clock: Mutex::new(RequestClock {
                 last: reserved,
                 reserved,
-                file: Some(file.to_owned()),
-            };
+                file,
+            }),
+            capability: Mutex::new(None),
         }
-        remote
     }
 
     /// Send this administrator-signed Access entry (its JSON) with every
