@@ -45,7 +45,7 @@ use zeroize::Zeroizing;
 
 pub use error::AccountError;
 
-use crate::service_client::{Connector, Remote};
+use crate::service_client::{Connector, Remote, TIME_FILE};
 use crate::store::replica::Replicas;
 use crate::store::secrets::SecretStore;
 
@@ -178,7 +178,11 @@ impl Account {
         };
         let replicas = Replicas::open(&paths.data_dir.join("stores"))?;
         let remote = match &state {
-            Some(s) => Some(Remote::new((settings.connector)(&s.service)?, &s.address)),
+            Some(s) => Some(Remote::with_time_file(
+                (settings.connector)(&s.service)?,
+                &s.address,
+                &paths.data_dir.join(TIME_FILE),
+            )),
             None => None,
         };
         let mut sync_errors = BTreeMap::new();
@@ -243,6 +247,16 @@ impl Account {
         self.device
             .as_ref()
             .ok_or_else(|| AccountError::Io("no device keys".into()))
+    }
+
+    /// A client of `service` for `address` that keeps its request times
+    /// in the data directory.
+    fn remote_for(&self, service: &str, address: &str) -> Result<Remote, AccountError> {
+        Ok(Remote::with_time_file(
+            (self.settings.connector)(service)?,
+            address,
+            &self.settings.paths.data_dir.join(TIME_FILE),
+        ))
     }
 
     fn remote(&self) -> Result<&Remote, AccountError> {

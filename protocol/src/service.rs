@@ -268,7 +268,8 @@ pub const CAPABILITY_HEADER: &str = "mesh-capability";
 /// key is the one the account's Access catalog names for the device (for
 /// Complete, the joining device's profile key). The service keeps each
 /// device's last time and refuses one that is not later, so a request
-/// cannot be replayed, even across a restart of the service.
+/// cannot be replayed, even across a restart of the service; a time more
+/// than [`MAX_TIME_AHEAD_MS`] ahead of the service's clock is refused too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
     /// The device's profile fingerprint.
@@ -313,6 +314,11 @@ impl Auth {
         })
     }
 }
+
+/// How far ahead of the service's clock a request's time may be, in
+/// milliseconds: five minutes. A later time is refused with
+/// [`Reason::TimeAhead`] and not recorded.
+pub const MAX_TIME_AHEAD_MS: u64 = 5 * 60 * 1000;
 
 /// What an [`Auth`] signature covers.
 pub fn auth_message(account: &str, device: &str, time: u64, body: &[u8]) -> Vec<u8> {
@@ -404,6 +410,12 @@ pub struct StatusOnly {
     /// For programs: why, as one of a closed set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// With [`Reason::Replayed`] and [`Reason::TimeAhead`]: the last
+    /// request time the service holds for the device, so that the device
+    /// can continue after it. Sent only once the request's signature has
+    /// verified: it tells the device nothing it did not sign itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<u64>,
 }
 
 /// Why the service refused a request. The set is closed: a client that
@@ -431,6 +443,10 @@ pub enum Reason {
     Refused,
     /// The request's time is not after the device's last one.
     Replayed,
+    /// The request's time is too far ahead of the service's clock
+    /// ([`MAX_TIME_AHEAD_MS`]): it is not recorded, so a device whose
+    /// clock ran ahead is not locked out until that time.
+    TimeAhead,
     /// The service's storage failed.
     Storage,
     /// The request or the account is over a limit.
@@ -451,6 +467,7 @@ impl Reason {
             Reason::NotFound => "NotFound",
             Reason::Refused => "Refused",
             Reason::Replayed => "Replayed",
+            Reason::TimeAhead => "TimeAhead",
             Reason::Storage => "Storage",
             Reason::TooLarge => "TooLarge",
         }
@@ -492,6 +509,30 @@ mod tests {
         assert_eq!(json["MeshHelloResponse"]["Status"], 201);
         assert_eq!(json["MeshHelloResponse"]["Version"]["Major"], 3);
         assert_eq!(json["MeshHelloResponse"]["Version"]["Encodings"][0], "JSON");
+    }
+
+    #[test]
+    fn refusals_carry_the_last_time_only_when_given() {
+        let refusal = ServiceResponse::MeshResponse(StatusOnly {
+            status: 401,
+            status_description: "replayed".into(),
+            reason: Some(Reason::Replayed),
+            last_time: Some(1_700_000_000_123),
+        });
+        let json = serde_json::to_value(&refusal).expect("serializes");
+        assert_eq!(json["MeshResponse"]["LastTime"], 1_700_000_000_123_u64);
+        assert_eq!(json["MeshResponse"]["Reason"], "Replayed");
+        let back: ServiceResponse = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, refusal);
+        // A refusal from a service that does not send one still parses.
+        let old = r#"{"MeshResponse":{"Status":401,"StatusDescription":"x","Reason":"TimeAhead"}}"#;
+        let ServiceResponse::MeshResponse(parsed) =
+            serde_json::from_str::<ServiceResponse>(old).expect("parses")
+        else {
+            panic!("not a MeshResponse");
+        };
+        assert_eq!(parsed.reason, Some(Reason::TimeAhead));
+        assert_eq!(parsed.last_time, None);
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! The transactions of the Mesh service, over a [`Storage`].
 //!
 //! The service is untrusted by design, but it still guards what it serves:
-//! it authenticates every request but Hello and Connect ([`Auth`]), serves
+//! it authenticates every request but Hello and Connect ([`Auth`]): a
+//! device the Access catalog revoked is refused before any capability it
+//! brings is looked at, and a time not after the device's last or too far
+//! ahead of the clock is refused, naming the time held. It serves
 //! a device only the stores its roles allow, keeps each store a valid
 //! Merkle sequence (a frame that does not extend it is refused), accepts
 //! Access catalog entries only when the account's administrator key signed
 //! them (it learns from them whom to serve), and applies each transaction
 //! all or nothing, stating Conflict when the client's view is stale.
+//! Connect, open to anyone, is bounded by the requests an account has
+//! waiting ([`Limits::pending_per_account`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,9 +28,9 @@ use mesh_protocol::keys::PublicKey;
 use mesh_protocol::sequence::{self, ContainerType, RawFrame, Sequence};
 use mesh_protocol::service::{
     Auth, BindRequest, CompleteRequest, CompleteResponse, ConnectRequest, ConnectResponse,
-    DownloadRequest, DownloadResponse, HelloResponse, InboundConnection, MAX_DOWNLOAD, Reason,
-    STATUS_SUCCESS, ServiceRequest, ServiceResponse, StatusOnly, StatusResponse, StoreStatus,
-    TransactRequest, auth_message, witness,
+    DownloadRequest, DownloadResponse, HelloResponse, InboundConnection, MAX_DOWNLOAD,
+    MAX_TIME_AHEAD_MS, Reason, STATUS_SUCCESS, ServiceRequest, ServiceResponse, StatusOnly,
+    StatusResponse, StoreStatus, TransactRequest, auth_message, witness,
 };
 use mesh_protocol::udf::Udf;
 use rand_core::{OsRng, RngCore};
@@ -42,6 +48,9 @@ pub struct Refusal {
     pub reason: Reason,
     /// One line that echoes nothing of the request.
     pub description: String,
+    /// With `Replayed` and `TimeAhead`: the device's last request time
+    /// the service holds, given only after the signature verified.
+    pub last_time: Option<u64>,
 }
 
 impl Refusal {
@@ -50,6 +59,7 @@ impl Refusal {
             status,
             reason,
             description: description.into(),
+            last_time: None,
         }
     }
 
@@ -59,6 +69,7 @@ impl Refusal {
             status: self.status,
             status_description: self.description.clone(),
             reason: Some(self.reason),
+            last_time: self.last_time,
         })
     }
 }
@@ -78,17 +89,27 @@ fn malformed(what: &str) -> Refusal {
     Refusal::new(400, Reason::Malformed, format!("malformed {what}"))
 }
 
-/// Limits on what one account may hold.
+/// Limits on what one account may hold and on the requests it takes.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Frames in all of an account's stores together.
     pub entries_per_account: u64,
+    /// Connection requests waiting for an administrator's answer. Connect
+    /// is open to anyone: this, not the account's entries, is what a
+    /// flood of requests fills, and a full account refuses more (429)
+    /// until an administrator answers.
+    pub pending_per_account: u64,
+    /// How far ahead of the service's clock a request's time may be, in
+    /// milliseconds.
+    pub time_ahead_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             entries_per_account: 1_000_000,
+            pending_per_account: 64,
+            time_ahead_ms: MAX_TIME_AHEAD_MS,
         }
     }
 }
@@ -366,16 +387,20 @@ impl Service {
             )
         })?;
         let (live, revoked) = self.capabilities(stores, address)?;
+        // Revocation first: a revoked device's old Access entry still
+        // carries the administrator's signature, so a capability it
+        // brings (header or Transact) must not bring it back. Only an
+        // administrator writing a new Access entry for it does.
+        if revoked.contains(&auth.device) {
+            return Err(Refusal::new(
+                410,
+                Reason::DeviceRevoked,
+                "this device was revoked from the account",
+            ));
+        }
         let capability = match (live.get(&auth.device), brought) {
             (Some(c), _) => c.clone(),
             (None, Some(c)) if c.device_udf == auth.device => c.clone(),
-            (None, _) if revoked.contains(&auth.device) => {
-                return Err(Refusal::new(
-                    410,
-                    Reason::DeviceRevoked,
-                    "this device was revoked from the account",
-                ));
-            }
             (None, _) => {
                 return Err(Refusal::new(
                     401,
@@ -417,12 +442,28 @@ impl Service {
                 "the request's signature does not verify",
             )
         })?;
-        if auth.time <= self.storage.time(address, &auth.device)? {
-            return Err(Refusal::new(
-                401,
-                Reason::Replayed,
-                "the request is a replay (its time is not later than the last)",
-            ));
+        // Only now, signed by the device, may the refusals below tell it
+        // the time the service holds, for it to continue after.
+        let last = self.storage.time(address, &auth.device)?;
+        if auth.time <= last {
+            return Err(Refusal {
+                last_time: Some(last),
+                ..Refusal::new(
+                    401,
+                    Reason::Replayed,
+                    "the request is a replay (its time is not later than the last)",
+                )
+            });
+        }
+        if auth.time > now_ms().saturating_add(self.limits.time_ahead_ms) {
+            return Err(Refusal {
+                last_time: Some(last),
+                ..Refusal::new(
+                    401,
+                    Reason::TimeAhead,
+                    "the request's time is too far ahead of the service's clock",
+                )
+            });
         }
         Ok(())
     }
@@ -539,6 +580,16 @@ impl Service {
     ) -> Result<ServiceResponse, Refusal> {
         let address = req.account_address;
         let profile = self.profile(&address)?;
+        // Anyone may ask to connect: the requests waiting for an answer
+        // are capped per account (checked before any signature work), so
+        // a flood can neither fill the account nor use up its entries.
+        if self.storage.unanswered(&address)? >= self.limits.pending_per_account {
+            return Err(Refusal::new(
+                429,
+                Reason::TooLarge,
+                "the account has too many connection requests waiting for an answer",
+            ));
+        }
         let request_envelope = Envelope::from_json(req.enveloped_request_connection.as_bytes())
             .map_err(|_| malformed("request"))?;
         let unchecked: RequestConnection =
@@ -592,20 +643,25 @@ impl Service {
                 "the account holds too many entries",
             ));
         }
+        // Append in place, and take the frame back if the commit fails:
+        // no copy of the spool per request.
         let inbound = self.store(stores, &address, Store::Inbound)?;
-        let mut next = inbound.clone();
-        let index = next.append(Envelope::unsealed(json, Some(&meta)));
-        let raw = next
-            .raw_frames()
-            .last()
-            .cloned()
-            .ok_or_else(|| malformed("request"))?;
+        let before = inbound.len();
+        let index = inbound.append(Envelope::unsealed(json, Some(&meta)));
+        let Some(bytes) = inbound.raw_frames().last().map(sequence::encode_frame) else {
+            inbound.truncate(before);
+            return Err(Refusal::new(
+                500,
+                Reason::Internal,
+                "the spool lost a frame",
+            ));
+        };
         let commit = Commit {
             frames: vec![(
                 address.clone(),
                 Store::Inbound.name().to_owned(),
                 index,
-                sequence::encode_frame(&raw),
+                bytes,
             )],
             pending: vec![(
                 address.clone(),
@@ -614,8 +670,10 @@ impl Service {
             )],
             ..Commit::default()
         };
-        self.storage.commit(commit)?;
-        *inbound = next;
+        if let Err(err) = self.storage.commit(commit) {
+            inbound.truncate(before);
+            return Err(err.into());
+        }
         Ok(ServiceResponse::ConnectResponse(ConnectResponse {
             status: STATUS_SUCCESS,
             server_nonce: URL_SAFE_NO_PAD.encode(server_nonce),
@@ -977,5 +1035,13 @@ fn success(description: &str) -> ServiceResponse {
         status: STATUS_SUCCESS,
         status_description: description.to_owned(),
         reason: None,
+        last_time: None,
     })
+}
+
+/// The service's clock, in milliseconds since the epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -23,6 +24,34 @@ struct Args {
     /// Most entries one account may hold.
     #[arg(long, default_value_t = 1_000_000)]
     max_entries: u64,
+    /// Most connection requests waiting for an answer in one account; one
+    /// more is refused.
+    #[arg(long, default_value_t = mesh_service::Limits::default().pending_per_account)]
+    max_pending: u64,
+    /// Most connections served at once; one more is closed unread.
+    #[arg(
+        long,
+        default_value_t = mesh_service::Connections::default().max,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    max_connections: usize,
+    /// Seconds a client has to complete its TLS handshake.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = mesh_service::Connections::default().handshake_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    handshake_timeout: u64,
+    /// Seconds a client has to send a request's header (and the longest a
+    /// connection may sit idle).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = mesh_service::Connections::default().header_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_timeout: u64,
     /// The TLS certificate chain (PEM); with --tls-key, serve HTTPS.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -63,6 +92,13 @@ fn serve(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", args.data.display()))?;
         let limits = mesh_service::Limits {
             entries_per_account: args.max_entries,
+            pending_per_account: args.max_pending,
+            ..mesh_service::Limits::default()
+        };
+        let connections = mesh_service::Connections {
+            max: args.max_connections,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout),
+            header_timeout: Duration::from_secs(args.header_timeout),
         };
         let service = mesh_service::Service::new(Box::new(storage), limits, args.hostile);
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -88,13 +124,13 @@ fn serve(args: &Args) -> anyhow::Result<()> {
         match acceptor {
             Some(acceptor) => {
                 println!("mesh-service listening on https://{addr}/.well-known/mmm/");
-                mesh_service::run_tls(listener, acceptor, service, shutdown).await
+                mesh_service::run_tls(listener, acceptor, service, connections, shutdown).await;
             }
             None => {
                 println!("mesh-service listening on http://{addr}/.well-known/mmm/");
-                mesh_service::run(listener, service, shutdown).await
+                mesh_service::run(listener, service, connections, shutdown).await;
             }
         }
-        .context("service failed")
+        Ok(())
     })
 }

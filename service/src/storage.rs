@@ -59,6 +59,9 @@ pub trait Storage: Send + Sync {
     fn pending(&self, address: &str, response_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// An administrator's answer to a request.
     fn response(&self, address: &str, response_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// How many of an account's connection requests no administrator has
+    /// answered yet.
+    fn unanswered(&self, address: &str) -> Result<u64, StorageError>;
     /// Apply a commit atomically and durably.
     fn commit(&self, commit: Commit) -> Result<(), StorageError>;
 }
@@ -144,6 +147,24 @@ impl Storage for RedbStorage {
             .map(|v| v.value().to_vec()))
     }
 
+    fn unanswered(&self, address: &str) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read().map_err(fail)?;
+        let pending = txn.open_table(PENDING).map_err(fail)?;
+        let responses = txn.open_table(RESPONSES).map_err(fail)?;
+        let mut count = 0;
+        for entry in pending.range((address, "")..).map_err(fail)? {
+            let (key, _) = entry.map_err(fail)?;
+            let (a, id) = key.value();
+            if a != address {
+                break;
+            }
+            if responses.get((address, id)).map_err(fail)?.is_none() {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     fn commit(&self, commit: Commit) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(fail)?;
         {
@@ -167,6 +188,24 @@ impl Storage for RedbStorage {
                     frames
                         .remove((address.as_str(), store.as_str(), index))
                         .map_err(fail)?;
+                }
+                // Its connection requests and their answers go too: a
+                // new account at the address starts with none waiting.
+                for table in [&mut pending, &mut responses] {
+                    let doomed: Vec<String> = table
+                        .range((address.as_str(), "")..)
+                        .map_err(fail)?
+                        .map_while(|entry| {
+                            let (key, _) = entry.ok()?;
+                            let (a, id) = key.value();
+                            (a == address).then(|| id.to_owned())
+                        })
+                        .collect();
+                    for id in doomed {
+                        table
+                            .remove((address.as_str(), id.as_str()))
+                            .map_err(fail)?;
+                    }
                 }
             }
             if let Some((address, record)) = &commit.new_account {

@@ -61,6 +61,7 @@ fn acceptor(
         .with_single_cert(chain, key)
         .map_err(|e| TlsError(e.to_string()))?;
     let mut config = config;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: see `connection` in lib.rs for why not HTTP/2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -19,7 +19,6 @@ use rand_core::{OsRng, RngCore};
 use super::{
     ACCOUNT_SEED, Account, AccountError, PendingConnection, State, open_cataloged, profile_digest,
 };
-use crate::service_client::Remote;
 
 /// The service answered something that does not fit the request.
 fn unexpected() -> AccountError {
@@ -42,7 +41,7 @@ impl Account {
         }
         let keys = AccountKeys::generate(&mut OsRng)?;
         let profile = keys.profile(&mut OsRng, address)?.to_json();
-        let remote = Remote::new((self.settings.connector)(service)?, address);
+        let remote = self.remote_for(service, address)?;
         let device = self.device_keys()?;
         let device_profile = device.profile(&mut OsRng, name)?.to_json();
         let (entry, access) = keys.connect(
@@ -137,7 +136,7 @@ impl Account {
             return Err(AccountError::HasAccount);
         }
         let profile = keys.profile(&mut OsRng, &address)?.to_json();
-        let remote = Remote::new((self.settings.connector)(&service)?, &address);
+        let remote = self.remote_for(&service, &address)?;
         let device = self.device_keys()?;
         let device_profile = device.profile(&mut OsRng, &name)?.to_json();
         // A new device: it was never in the account, so no entry about
@@ -214,7 +213,7 @@ impl Account {
         if matches!(self.standing(), Standing::Connected | Standing::Pending) {
             return Err(AccountError::HasAccount);
         }
-        let remote = Remote::new((self.settings.connector)(service)?, address);
+        let remote = self.remote_for(service, address)?;
         let device = self.device_keys()?;
         let profile = device.profile(&mut OsRng, name)?.to_json();
         let mut nonce = [0u8; 16];
