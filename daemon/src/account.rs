@@ -301,7 +301,7 @@ impl Account {
             .device_entry
             .as_deref()
             .and_then(|json| Envelope::from_json(json.as_bytes()).ok());
-        let cataloged = (1..self.replicas.len(Store::Device))
+        let cataloged = (1..=self.replicas.len(Store::Device))
             .rev()
             .filter_map(|index| self.replicas.frame(Store::Device, index))
             .chain(kept)

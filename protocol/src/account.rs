@@ -339,6 +339,14 @@ impl std::fmt::Debug for AccountKeys {
     }
 }
 
+/// The derivation name of a store key in key epoch `epoch`.
+fn store_key_name(store: Store, epoch: u32) -> String {
+    match epoch {
+        0 => format!("CompleteAccountEncrypt{}", store.name()),
+        n => format!("CompleteAccountEncrypt{}#{n}", store.name()),
+    }
+}
+
 /// Derive `name` of `alg` from `seed`.
 fn derive(seed: &Seed, alg: KeyAlg, name: &str) -> Result<PrivateKey, AccountError> {
     Ok(PrivateKey::derive(seed, alg, name)?)
@@ -376,22 +384,89 @@ impl AccountKeys {
         self.profile.public().fingerprint()
     }
 
-    /// The key of a store (`CompleteAccountEncrypt` + the store's name).
-    pub fn store_key(&self, store: Store) -> Result<PrivateKey, AccountError> {
-        derive(
-            &self.seed,
-            KeyAlg::X25519,
-            &format!("CompleteAccountEncrypt{}", store.name()),
-        )
+    /// The key of a store in key epoch `epoch`. Epoch 0 is the reference's
+    /// (`CompleteAccountEncrypt` + the store's name); each revocation
+    /// starts a new epoch (`…#<epoch>`), whose keys go only to the devices
+    /// that remain, so a revoked device never holds the keys of entries
+    /// written after it.
+    pub fn store_key(&self, store: Store, epoch: u32) -> Result<PrivateKey, AccountError> {
+        derive(&self.seed, KeyAlg::X25519, &store_key_name(store, epoch))
     }
 
     /// The secret a store key is derived from, for an [`ActivationCommon`].
-    fn store_secret(&self, store: Store) -> Zeroizing<Vec<u8>> {
-        crate::keys::derive_okm(
-            &self.seed,
-            &format!("CompleteAccountEncrypt{}", store.name()),
-            32,
-        )
+    fn store_secret(&self, store: Store, epoch: u32) -> Zeroizing<Vec<u8>> {
+        crate::keys::derive_okm(&self.seed, &store_key_name(store, epoch), 32)
+    }
+
+    /// What a device with `roles` is granted: the account seed for
+    /// administrators, and the keys of every epoch up to `epoch` of each
+    /// store its roles read (the old ones to read what was written before).
+    fn grants(&self, roles: &[Role], epoch: u32) -> ActivationCommon {
+        let mut common = ActivationCommon::default();
+        if roles.contains(&Role::Admin) {
+            common.account_seed = Some(self.seed.to_udf().to_string());
+        }
+        for store in stores_for(roles) {
+            for at in 0..=epoch {
+                use base64::Engine as _;
+                let secret = self.store_secret(store, at);
+                let b64 =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_slice());
+                common.store_keys.push((store, b64));
+            }
+        }
+        common
+    }
+
+    /// A device's Device catalog entry again, with the grants of key epoch
+    /// `epoch` (after a revocation), its other records unchanged: its keys
+    /// in the account stay what they were. Sealed to the device itself and
+    /// to the Device store's key of every epoch so far, so that a device
+    /// that missed some rotations still reads it and learns its new keys:
+    /// the keys themselves are in the records sealed to each device alone.
+    pub fn reissue(
+        &self,
+        rng: &mut impl CryptoRngCore,
+        cataloged: &CatalogedDevice,
+        epoch: u32,
+        address: &str,
+        previous: Option<Vec<u8>>,
+    ) -> Result<Envelope, AccountError> {
+        let admin = self.admin.public();
+        let connection: ConnectionDevice =
+            verify_admin_signed(&cataloged.enveloped_connection_device, &admin)?;
+        let (device, _) = verify_profile::<ProfileDevice>(&cataloged.enveloped_profile_device)?;
+        let common = self.grants(&connection.roles, epoch);
+        let reissued = CatalogedDevice {
+            enveloped_activation_common: sign_record(
+                rng,
+                &common,
+                message_type::ACTIVATION_COMMON,
+                &self.admin,
+                &[connection.encryption.key()?],
+            )?
+            .to_json(),
+            ..cataloged.clone()
+        };
+        let head = entry::Head {
+            format: entry::FORMAT,
+            account: address.to_owned(),
+            store: Store::Device,
+            unique_id: cataloged.device_udf.clone(),
+            event: Event::Update,
+            message_type: message_type::CATALOGED_DEVICE.to_owned(),
+            previous,
+        };
+        let mut recipients = self.device_store_keys(epoch)?;
+        recipients.push(device.encryption.key()?);
+        entry::seal(rng, &head, Some(&reissued), &self.admin, &recipients)
+    }
+
+    /// The Device store's public keys of every epoch up to `epoch`.
+    pub fn device_store_keys(&self, epoch: u32) -> Result<Vec<PublicKey>, AccountError> {
+        (0..=epoch)
+            .map(|at| Ok(self.store_key(Store::Device, at)?.public()))
+            .collect()
     }
 
     /// The account's profile, signed by its profile key.
@@ -420,15 +495,21 @@ impl AccountKeys {
     /// store) and the Access catalog entry (signed, in the clear: the
     /// service reads it).
     ///
+    /// `epoch` is the account's key epoch (see [`AccountKeys::store_key`]),
     /// `address` is the account's address and `previous` gives, for a
     /// store and an object, the `Previous` its next entry must carry (a
     /// device that was connected before, and revoked, has one).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the device, what it is granted, and where its entries go"
+    )]
     pub fn connect(
         &self,
         rng: &mut impl CryptoRngCore,
         device_profile: &str,
         name: &str,
         roles: &[Role],
+        epoch: u32,
         address: &str,
         previous: impl Fn(Store, &str) -> Option<Vec<u8>>,
     ) -> Result<(Envelope, Envelope), AccountError> {
@@ -453,16 +534,7 @@ impl AccountKeys {
             account_udf: self.udf().to_string(),
             activation_key: activation.to_udf().to_string(),
         };
-        let mut common = ActivationCommon::default();
-        if roles.contains(&Role::Admin) {
-            common.account_seed = Some(self.seed.to_udf().to_string());
-        }
-        for store in stores_for(roles) {
-            use base64::Engine as _;
-            let secret = self.store_secret(store);
-            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_slice());
-            common.store_keys.push((store, b64));
-        }
+        let common = self.grants(roles, epoch);
         let cataloged = CatalogedDevice {
             device_udf: device.profile_signature.udf.clone(),
             name: name.to_owned(),
@@ -495,7 +567,7 @@ impl AccountKeys {
         };
         // Readable by every device of the Device store, and by the device
         // itself before it has any store key.
-        let recipients = [self.store_key(Store::Device)?.public(), base_encrypt];
+        let recipients = [self.store_key(Store::Device, epoch)?.public(), base_encrypt];
         let head = |store: Store, message_type: &str| entry::Head {
             format: entry::FORMAT,
             account: address.to_owned(),
@@ -707,12 +779,55 @@ impl Activation {
         })
     }
 
-    /// The key of a store, if granted.
+    /// The key of a store to seal to, if granted: its latest epoch's.
     pub fn store_key(&self, store: Store) -> Option<&PrivateKey> {
         self.store_keys
             .iter()
+            .rev()
             .find(|(s, _)| *s == store)
             .map(|(_, k)| k)
+    }
+
+    /// The key of a store a frame is sealed to, if granted (any epoch's),
+    /// else its latest (for a frame in the clear).
+    pub fn store_key_for(&self, store: Store, frame: &Envelope) -> Option<&PrivateKey> {
+        self.store_keys
+            .iter()
+            .filter(|(s, _)| *s == store)
+            .map(|(_, k)| k)
+            .find(|k| {
+                let kid = k.public().fingerprint().to_string();
+                frame.header.recipients.iter().any(|r| r.kid == kid)
+            })
+            .or_else(|| self.store_key(store))
+    }
+
+    /// For an administrator, hold the store keys of every key epoch up to
+    /// `epoch` (derived from the account seed: an administrator recovering
+    /// the account learns the epoch from the Access catalog, where each
+    /// revocation is one administrator-signed Delete). Others hold what
+    /// their grants give.
+    pub fn hold_epoch(&mut self, epoch: u32) -> Result<(), AccountError> {
+        let Some(account) = &self.account else {
+            return Ok(());
+        };
+        for at in self.epoch() + 1..=epoch {
+            for store in Store::ALL {
+                self.store_keys.push((store, account.store_key(store, at)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// The key epoch this device knows: how many Device store keys it holds,
+    /// less one.
+    pub fn epoch(&self) -> u32 {
+        let held = self
+            .store_keys
+            .iter()
+            .filter(|(s, _)| *s == Store::Device)
+            .count();
+        u32::try_from(held.saturating_sub(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -859,11 +974,12 @@ mod tests {
                 &device_profile,
                 "laptop",
                 &[Role::Device],
+                0,
                 "alice@example.com",
                 |_, _| None,
             )
             .expect("connects");
-        let store_key = account.store_key(Store::Device).expect("a key");
+        let store_key = account.store_key(Store::Device, 0).expect("a key");
         let admin = [account.admin.public()];
         let opened = entry::open(
             &entry,
@@ -920,6 +1036,7 @@ mod tests {
                 &device_profile,
                 "tablet",
                 &[Role::Admin],
+                0,
                 "a@b",
                 |_, _| None,
             )
@@ -928,7 +1045,7 @@ mod tests {
             &entry,
             "a@b",
             Store::Device,
-            Some(&account.store_key(Store::Device).expect("key")),
+            Some(&account.store_key(Store::Device, 0).expect("key")),
             &[account.admin.public()],
         )
         .expect("opens")

@@ -278,6 +278,8 @@ pub struct Ledger<S> {
     /// The objects as the rules allow them.
     live: BTreeMap<String, Live<S>>,
     denied: Vec<Denied>,
+    /// Deletes applied.
+    deletes: u64,
 }
 
 impl<S> Default for Ledger<S> {
@@ -287,6 +289,7 @@ impl<S> Default for Ledger<S> {
             heads: HashMap::new(),
             live: BTreeMap::new(),
             denied: Vec::new(),
+            deletes: 0,
         }
     }
 }
@@ -301,6 +304,11 @@ impl<S: Clone> Ledger<S> {
     /// The live objects.
     pub fn live(&self) -> &BTreeMap<String, Live<S>> {
         &self.live
+    }
+
+    /// How many deletes applied.
+    pub fn deletes(&self) -> u64 {
+        self.deletes
     }
 
     /// The frames a rule refused.
@@ -344,6 +352,7 @@ impl<S: Clone> Ledger<S> {
         match outcome {
             Ok(_) if head.event == Event::Delete => {
                 self.live.remove(&head.unique_id);
+                self.deletes += 1;
             }
             Ok(summary) => {
                 self.live.insert(

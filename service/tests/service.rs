@@ -439,7 +439,7 @@ impl Account {
             &admin.udf,
             Event::New,
             &keys.admin,
-            &[keys.store_key(Store::Device).expect("a key").public()],
+            &[keys.store_key(Store::Device, 0).expect("a key").public()],
         )
         .expect("a Device entry");
         let request = ServiceRequest::BindAccount(BindRequest {

@@ -69,7 +69,7 @@ impl Account {
             roles: roles.clone(),
             expires_ms,
         };
-        let local_key = keys.store_key(Store::Local)?.public();
+        let local_key = self.store_key(Store::Local)?.public();
         let entry = self.entry(
             Store::Local,
             &pin_id,
@@ -226,11 +226,13 @@ impl Account {
                     )));
                 }
                 let address = self.remote()?.account();
+                let epoch = self.activation()?.epoch();
                 let (entry, access) = keys.connect(
                     &mut OsRng,
                     &request.profile,
                     &name,
                     roles,
+                    epoch,
                     address,
                     |store, id| self.previous(store, id),
                 )?;
@@ -305,12 +307,18 @@ impl Account {
             .collect())
     }
 
-    /// Revoke a device: its Device and Access entries are deleted.
+    /// Revoke a device: its Device and Access entries are deleted, and the
+    /// store keys rotate: a new key epoch starts, every other device's
+    /// Device entry is issued again with its keys (in the same
+    /// transaction), and whatever is written from then on is sealed to keys
+    /// the revoked device never held. What it could read before, it may
+    /// have kept.
     pub(super) async fn revoke(&mut self, name: &str) -> Result<Response, AccountError> {
-        let (_, device) = self
-            .devices()?
-            .into_iter()
+        let devices = self.devices()?;
+        let device = devices
+            .iter()
             .find(|(n, _)| n == name)
+            .map(|(_, d)| d.clone())
             .ok_or_else(|| {
                 AccountError::NotFound(format!("no device named {name:?}: see mesh device list"))
             })?;
@@ -318,7 +326,10 @@ impl Account {
             return Err(AccountError::Input("a device cannot revoke itself".into()));
         }
         let keys = self.admin()?;
-        let device_key = keys.store_key(Store::Device)?.public();
+        let epoch = self.activation()?.epoch() + 1;
+        let address = self.remote()?.account();
+        // Like the reissued entries, readable with any epoch's key.
+        let device_keys = keys.device_store_keys(epoch)?;
         let delete = |store: Store, message_type: &str, recipients: &[PublicKey]| {
             self.entry::<()>(
                 store,
@@ -330,15 +341,22 @@ impl Account {
                 recipients,
             )
         };
+        let mut device_frames = vec![delete(
+            Store::Device,
+            account::message_type::CATALOGED_DEVICE,
+            &device_keys,
+        )?];
+        for (_, other) in devices.iter().filter(|(n, _)| n != name) {
+            device_frames.push(keys.reissue(
+                &mut OsRng,
+                other,
+                epoch,
+                address,
+                self.previous(Store::Device, &other.device_udf),
+            )?);
+        }
         let updates = vec![
-            (
-                Store::Device,
-                vec![delete(
-                    Store::Device,
-                    account::message_type::CATALOGED_DEVICE,
-                    &[device_key],
-                )?],
-            ),
+            (Store::Device, device_frames),
             (
                 Store::Access,
                 vec![delete(
@@ -348,7 +366,18 @@ impl Account {
                 )?],
             ),
         ];
-        self.transact(updates, Vec::new()).await?;
+        // Hold the new epoch's keys to check our own frames with; give them
+        // back if the revocation does not go through.
+        let held = self.activation()?.store_keys.len();
+        if let Some(activation) = &mut self.activation {
+            activation.hold_epoch(epoch)?;
+        }
+        if let Err(e) = self.transact(updates, Vec::new()).await {
+            if let Some(activation) = &mut self.activation {
+                activation.store_keys.truncate(held);
+            }
+            return Err(e);
+        }
         Ok(Response::Revoked(RevokedDevice {
             revoked: name.to_owned(),
             device: device.device_udf,
@@ -359,10 +388,7 @@ impl Account {
     /// account registered.
     pub(super) async fn accept_pins(&mut self) {
         let Ok(keys) = self.admin() else { return };
-        let Ok(local_key) = keys.store_key(Store::Local) else {
-            return;
-        };
-        let _ = local_key;
+        let _ = keys;
         let mut pins = BTreeMap::new();
         let Ok(local) = self.open_live(Store::Local) else {
             return;

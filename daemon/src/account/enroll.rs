@@ -49,6 +49,7 @@ impl Account {
             &device_profile,
             name,
             &[Role::Admin],
+            0,
             address,
             |_, _| None,
         )?;
@@ -146,6 +147,7 @@ impl Account {
             &device_profile,
             &name,
             &[Role::Admin],
+            0,
             &address,
             |_, _| None,
         )?;

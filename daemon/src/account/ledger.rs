@@ -97,10 +97,11 @@ pub(super) struct Ledgers {
 }
 
 /// A catalog's stores other than the spool, in the order they are folded:
-/// the Device catalog first, since it names the signers.
+/// the Access catalog first (it counts the key epochs), then the Device
+/// catalog (it names the signers).
 const FOLDED: [Store; 5] = [
-    Store::Device,
     Store::Access,
+    Store::Device,
     Store::Local,
     Store::Application,
     Store::Credential,
@@ -296,12 +297,12 @@ impl Account {
     ) -> Result<Ledger<Summary>, AccountError> {
         let activation = self.activation()?;
         let address = self.remote()?.account();
-        let key = activation.store_key(store);
         for index in ledger.next()..=self.replicas.len(store) {
             let frame = self
                 .replicas
                 .frame(store, index)
                 .ok_or_else(|| AccountError::untrusted(store, "damaged replica"))?;
+            let key = activation.store_key_for(store, &frame);
             let refused = |e: EntryError| {
                 AccountError::untrusted(store, format!("frame {index} was refused: {e}"))
             };
@@ -329,7 +330,7 @@ impl Account {
     fn signers_of(&self, devices: &Ledger<Summary>) -> Result<Signers, AccountError> {
         let mut signers = self.admin_only()?;
         let admin = signers.keys[0];
-        let key = self.store_key(Store::Device)?;
+        let activation = self.activation()?;
         let address = self.remote()?.account();
         // Every device ever cataloged: each frame that applied in order.
         for index in 1..devices.next() {
@@ -339,8 +340,8 @@ impl Account {
             let Some(frame) = self.replicas.frame(Store::Device, index) else {
                 continue;
             };
-            let Ok(verified) = entry::open(&frame, address, Store::Device, Some(key), &[admin])
-            else {
+            let key = activation.store_key_for(Store::Device, &frame);
+            let Ok(verified) = entry::open(&frame, address, Store::Device, key, &[admin]) else {
                 continue;
             };
             let Some(device) = verified.record::<CatalogedDevice>() else {
@@ -355,6 +356,10 @@ impl Account {
             let Ok(key) = connection.signature.key() else {
                 continue;
             };
+            // A device issued again (after a revocation) keeps its key.
+            if signers.keys.contains(&key) {
+                continue;
+            }
             let revoked = !devices.live().contains_key(&device.device_udf);
             signers.keys.push(key);
             signers.who.push(Signer::Device {
@@ -372,25 +377,44 @@ impl Account {
             return Ok(Ledger::default());
         }
         let ledger = self.ledgers.get(store).cloned().unwrap_or_default();
-        if store == Store::Device {
-            // The Device catalog is checked against the administrator key
-            // alone: the other signers follow from it.
+        if matches!(store, Store::Device | Store::Access) {
+            // The Device and Access catalogs are checked against the
+            // administrator key alone: the other signers follow from them.
             return self.fold_onto(store, ledger, &self.admin_only()?);
         }
         self.fold_onto(store, ledger, &self.ledgers.signers)
     }
 
-    /// Take a checked ledger as the store's; a new Device ledger names new
-    /// signers, and every other store is folded again under them.
+    /// Take a checked ledger as the store's. A new Access ledger may start
+    /// a key epoch (each revocation does: an administrator holds its keys
+    /// from then on); a new Device ledger names new signers, may carry this
+    /// device's entry again with new grants (after a revocation), and every
+    /// other store is folded again under them.
     pub(super) fn settle(&mut self, store: Store, ledger: Ledger<Summary>) {
-        if store == Store::Inbound {
-            return;
-        }
-        self.ledgers.stores.insert(store, ledger);
-        if store == Store::Device
-            && let Err(e) = self.refold()
-        {
-            tracing::warn!(error = %e, "cannot fold the catalogs again");
+        let epoch = u32::try_from(ledger.deletes()).unwrap_or(u32::MAX);
+        match store {
+            Store::Inbound => {}
+            Store::Access => {
+                self.ledgers.stores.insert(store, ledger);
+                if let Some(activation) = &mut self.activation
+                    && let Err(e) = activation.hold_epoch(epoch)
+                {
+                    tracing::warn!(error = %e, "cannot derive the store keys of a new epoch");
+                }
+            }
+            Store::Device => {
+                self.ledgers.stores.insert(store, ledger);
+                let renewed = match self.activate() {
+                    Err(AccountError::Untrusted { .. }) => self.refold(),
+                    other => other,
+                };
+                if let Err(e) = renewed {
+                    tracing::warn!(error = %e, "cannot fold the catalogs again");
+                }
+            }
+            _ => {
+                self.ledgers.stores.insert(store, ledger);
+            }
         }
     }
 
@@ -399,10 +423,19 @@ impl Account {
     /// empty.
     pub(super) fn refold(&mut self) -> Result<(), AccountError> {
         self.ledgers = Ledgers::default();
-        let devices = self.fold_onto(Store::Device, Ledger::default(), &self.admin_only()?)?;
+        let admin_only = self.admin_only()?;
+        if self.activation()?.store_key(Store::Access).is_some() {
+            let access = self.fold_onto(Store::Access, Ledger::default(), &admin_only)?;
+            let epoch = u32::try_from(access.deletes()).unwrap_or(u32::MAX);
+            if let Some(activation) = &mut self.activation {
+                activation.hold_epoch(epoch)?;
+            }
+            self.ledgers.stores.insert(Store::Access, access);
+        }
+        let devices = self.fold_onto(Store::Device, Ledger::default(), &admin_only)?;
         self.ledgers.signers = self.signers_of(&devices)?;
         self.ledgers.stores.insert(Store::Device, devices);
-        for store in FOLDED.into_iter().skip(1) {
+        for store in FOLDED.into_iter().skip(2) {
             if self.activation()?.store_key(store).is_none() {
                 continue;
             }
@@ -462,7 +495,7 @@ impl Account {
 
     /// Every live entry of a store, opened and checked.
     pub(super) fn open_live(&self, store: Store) -> Result<Vec<(String, Verified)>, AccountError> {
-        let key = self.store_key(store)?;
+        let activation = self.activation()?;
         let address = self.remote()?.account();
         let mut out = Vec::new();
         for (name, live) in self.live(store) {
@@ -470,7 +503,8 @@ impl Account {
                 .replicas
                 .frame(store, live.index)
                 .and_then(|frame| {
-                    entry::open(&frame, address, store, Some(key), self.ledgers.keys()).ok()
+                    let key = activation.store_key_for(store, &frame);
+                    entry::open(&frame, address, store, key, self.ledgers.keys()).ok()
                 })
                 .ok_or_else(|| AccountError::untrusted(store, "damaged replica"))?;
             out.push((name, verified));

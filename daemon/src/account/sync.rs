@@ -170,8 +170,11 @@ impl Account {
             ));
         }
         let mut updated = BTreeMap::new();
-        // In the stores' own order, the Device catalog first: it names
-        // whose signatures the others may carry.
+        // In the stores' own order, but the Access catalog first (it counts
+        // the key epochs), then the Device catalog (it names whose
+        // signatures the others may carry).
+        let mut readable = readable;
+        readable.sort_by_key(|s| *s != Store::Access);
         for store in readable {
             let name = store.name().to_owned();
             let result = match status.stores.iter().find(|s| s.store == store) {

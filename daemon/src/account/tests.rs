@@ -622,3 +622,96 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
     );
     assert!(laptop.handle.certificates().borrow().openpgp.is_empty());
 }
+
+/// A device's own directory, so that a second `Account` can open it.
+fn device_paths(dir: &Path) -> Paths {
+    Paths {
+        home: dir.to_owned(),
+        runtime_dir: dir.join("run"),
+        data_dir: dir.join("data"),
+        config_dir: dir.join("config"),
+    }
+}
+
+#[tokio::test]
+async fn revocation_rotates_the_store_keys() {
+    let service = service();
+    let laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    let phone_dir = tempfile::tempdir().expect("tempdir");
+    let phone_paths = device_paths(phone_dir.path());
+    let phone = Device::open(
+        tempfile::tempdir().expect("tempdir"),
+        &phone_paths,
+        connector(&service, false, None),
+    );
+    join_as(&laptop, &phone, vec![Role::Device, Role::Web]).await;
+    let tablet = Device::start(connector(&service, false, None));
+    let witness = ask_to_join(&tablet).await;
+    laptop.run(Command::Sync).await.expect("synced");
+    laptop
+        .run(Command::Answer {
+            code: witness,
+            accept: Some((vec![Role::Device, Role::Web], Some("tablet".into()))),
+        })
+        .await
+        .expect("accepted");
+    tablet.run(Command::ConnectStatus).await.expect("polled");
+    // Every store key the phone holds before it is revoked.
+    let phone_raw = Account::open(Settings {
+        paths: phone_paths,
+        keyring: Some("file".into()),
+        session_bus: false,
+        connector: connector(&service, false, None),
+    })
+    .expect("the phone's account");
+    let held: Vec<String> = phone_raw
+        .activation()
+        .expect("active")
+        .store_keys
+        .iter()
+        .map(|(_, k)| k.public().fingerprint().to_string())
+        .collect();
+    assert!(!held.is_empty());
+
+    laptop
+        .run(Command::Revoke {
+            name: "phone".into(),
+        })
+        .await
+        .expect("revoked");
+    laptop
+        .run(Command::CatalogImport {
+            store: Store::Credential,
+            entries: vec![("git:https://example.com".into(), "after".into())],
+        })
+        .await
+        .expect("written after the revocation");
+
+    // The new entry is sealed to no key the phone ever held.
+    let laptop_raw = Account::open(Settings {
+        paths: device_paths(data_dir(&laptop)),
+        keyring: Some("file".into()),
+        session_bus: false,
+        connector: connector(&service, false, None),
+    })
+    .expect("the laptop's account");
+    let written = laptop_raw.live(Store::Credential)["git:https://example.com"].index;
+    let frame = laptop_raw
+        .replicas
+        .frame(Store::Credential, written)
+        .expect("the frame");
+    assert!(!frame.header.recipients.is_empty());
+    for recipient in &frame.header.recipients {
+        assert!(!held.contains(&recipient.kid), "sealed to a revoked key");
+    }
+    assert_eq!(laptop_raw.activation().expect("active").epoch(), 1);
+
+    // The tablet, which remains, was issued the new keys and reads it.
+    let synced = tablet.run(Command::Sync).await.expect("synced");
+    assert!(matches!(&synced, Response::Synced(r) if r.ok), "{synced:?}");
+    let view = tablet.handle.view();
+    let credential = view.credential.as_ref().expect("readable");
+    assert_eq!(credential.get("git:https://example.com"), Some("after"));
+    assert_eq!(view.status.status, Standing::Connected);
+}
