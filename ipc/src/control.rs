@@ -82,7 +82,9 @@ pub enum Request {
     AccountStatus,
     /// Sync now, and say how it went.
     AccountSync,
-    /// Split the account seed into recovery shares.
+    /// Split the account seed into recovery shares. `meshd` refuses a
+    /// quorum under 2 (each share would be the seed itself) and asks the
+    /// user to confirm first.
     AccountEscrow {
         /// How many shares.
         shares: usize,
@@ -154,7 +156,16 @@ pub enum Request {
         /// `(name, value)` pairs.
         entries: Vec<(String, String)>,
     },
-    /// The entries of a catalog.
+    /// One entry of a catalog, by name (what the git helper asks for: it
+    /// never needs the whole catalog).
+    CatalogGet {
+        /// Which catalog.
+        store: Catalog,
+        /// The entry's name.
+        name: String,
+    },
+    /// The entries of a catalog. For the Credential catalog, `meshd` asks
+    /// the user to confirm first.
     CatalogList {
         /// Which catalog.
         store: Catalog,
@@ -252,6 +263,7 @@ impl Request {
             Request::DeviceList => "device-list",
             Request::DeviceRevoke { .. } => "device-revoke",
             Request::CatalogPut { .. } => "catalog-put",
+            Request::CatalogGet { .. } => "catalog-get",
             Request::CatalogList { .. } => "catalog-list",
             Request::CatalogImport { .. } => "catalog-import",
             Request::CatalogDelete { .. } => "catalog-delete",
@@ -359,6 +371,8 @@ pub enum Response {
         /// Entry name to value.
         entries: BTreeMap<String, String>,
     },
+    /// [`Request::CatalogGet`].
+    CatalogEntry(CatalogEntry),
     /// [`Request::CatalogPut`], [`Request::CatalogImport`],
     /// [`Request::CatalogDelete`].
     CatalogChanged(CatalogChange),
@@ -421,6 +435,9 @@ pub enum ErrorKind {
     Io,
     /// The request itself is malformed.
     Malformed,
+    /// The request exports secrets and the user did not confirm it (or
+    /// there was nobody to ask).
+    Denied,
 }
 
 /// How this device stands in its account.
@@ -636,6 +653,16 @@ pub struct RevokedDevice {
     pub revoked: String,
     /// Its fingerprint.
     pub device: String,
+}
+
+/// [`Response::CatalogEntry`]: one entry (its value a secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// The entry's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
 }
 
 /// [`Response::CatalogChanged`].

@@ -56,10 +56,13 @@ pub(crate) enum AccountCommand {
         json: bool,
     },
     /// Rebuild the account seed from recovery shares (and, with
-    /// --address, join its service as a new administrator device).
+    /// --address, join its service as a new administrator device). The
+    /// shares are asked for on the terminal, or read from standard input,
+    /// one a line.
     Recover {
-        /// The shares.
-        #[arg(required = true)]
+        /// Refused: shares on the command line can be read by other
+        /// programs and stay in the shell's history.
+        #[arg(hide = true)]
         shares: Vec<String>,
         /// The account's address: rejoin its service with this device.
         #[arg(long)]
@@ -156,14 +159,24 @@ pub(crate) enum DeviceCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CatalogCommand {
-    /// Add or replace an entry.
+    /// Add or replace an entry. Its value is asked for on the terminal
+    /// (without echo), or read from standard input.
     Put {
         /// application or credential.
         catalog: String,
         /// The entry's name.
         name: String,
-        /// Its value.
-        value: String,
+        /// Refused: a value on the command line can be read by other
+        /// programs and stays in the shell's history.
+        #[arg(hide = true)]
+        value: Option<String>,
+    },
+    /// Print one entry's value.
+    Get {
+        /// application or credential.
+        catalog: String,
+        /// The entry's name.
+        name: String,
     },
     /// Add many entries from a JSON object file ({"name": "value", ...}).
     Import {
@@ -342,6 +355,12 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             name,
             json,
         } => {
+            anyhow::ensure!(
+                shares.is_empty(),
+                "shares are not taken on the command line (other programs and the shell history can read them there): \
+                 run `mesh account recover` and type them, or give them on standard input, one a line"
+            );
+            let shares = super::input::read_secret_lines("share")?;
             let rejoin = address.map(|address| (address, service, name));
             let request = Request::AccountRecover { shares, rejoin };
             let recovered = answer!(ask(paths, &request)?, Response::Recovered(r) => r);
@@ -529,12 +548,27 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
             name,
             value,
         } => {
+            anyhow::ensure!(
+                value.is_none(),
+                "values are not taken on the command line (other programs and the shell history can read them there): \
+                 run `mesh catalog put {catalog} {name}` and type it, or give it on standard input"
+            );
+            let store = catalog_name(&catalog)?;
+            let value = super::input::read_secret(&format!("value of {name}: "))?;
             let request = Request::CatalogPut {
-                store: catalog_name(&catalog)?,
+                store,
                 name,
-                value,
+                value: value.to_string(),
             };
             answer!(ask(paths, &request)?, Response::CatalogChanged(_) => ());
+        }
+        CatalogCommand::Get { catalog, name } => {
+            let request = Request::CatalogGet {
+                store: catalog_name(&catalog)?,
+                name,
+            };
+            let entry = answer!(ask(paths, &request)?, Response::CatalogEntry(e) => e);
+            println!("{}", entry.value);
         }
         CatalogCommand::Import { catalog, file } => {
             let store = catalog_name(&catalog)?;
