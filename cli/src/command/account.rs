@@ -44,11 +44,13 @@ pub(crate) enum AccountCommand {
         json: bool,
     },
     /// Print recovery shares of the account seed: any quorum rebuilds it.
+    /// meshd asks you to confirm first (through SSH_ASKPASS).
     Escrow {
-        /// How many shares (1 to 15).
+        /// How many shares (2 to 15).
         #[arg(long)]
         shares: usize,
-        /// How many recover the account.
+        /// How many recover the account (at least 2: with 1, each share
+        /// would be the seed itself).
         #[arg(long)]
         quorum: usize,
         /// Print JSON.
@@ -185,7 +187,8 @@ pub(crate) enum CatalogCommand {
         /// The file (- for standard input).
         file: String,
     },
-    /// List a catalog's entries.
+    /// List a catalog's entries (for the credential catalog, meshd asks
+    /// you to confirm first, through SSH_ASKPASS).
     List {
         /// application or credential.
         catalog: String,
