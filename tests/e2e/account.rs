@@ -46,8 +46,25 @@ fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
         .to_owned();
     assert!(uri.starts_with("mcu://alice@example.com/"), "{uri}");
     let phone = TestEnv::device(&service);
-    let out = phone.mesh(&["device", "connect", &uri, "--name", "phone"]);
-    assert!(stdout(&out).contains("accepted"), "{}", stdout(&out));
+    // The URI holds the PIN: refused on the command line, read from
+    // standard input.
+    let err = stderr(&run_err(
+        phone
+            .ours("mesh")
+            .args(["device", "connect", &uri, "--name", "phone"]),
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not taken on the command line") && !err.contains(&uri),
+        "{err}"
+    );
+    let out = with_input(
+        phone
+            .ours("mesh")
+            .args(["device", "connect", "--name", "phone"]),
+        &format!("{uri}\n"),
+    );
+    assert!(stdout(&out).contains("accepted"), "{}", stderr(&out));
     wait_until("the phone has the catalog", || {
         catalog(&phone) == catalog(&tablet)
     });

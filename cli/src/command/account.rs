@@ -92,12 +92,15 @@ pub(crate) enum AccountCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DeviceCommand {
-    /// Ask to join an account (by address, or an mcu:// URI with its PIN).
+    /// Ask to join an account: by address, or with an mcu:// URI from
+    /// `mesh account pin` (it holds a PIN, so it is asked for on the
+    /// terminal, or read from standard input, when no address is given).
     Connect {
-        /// The account's address, or an mcu:// URI.
-        account: String,
-        /// A PIN from `mesh account pin`.
-        #[arg(long)]
+        /// The account's address (none: read an mcu:// URI).
+        account: Option<String>,
+        /// Refused: a PIN on the command line can be read by other programs
+        /// and stays in the shell's history.
+        #[arg(long, hide = true)]
         pin: Option<String>,
         /// The Mesh service's URL.
         #[arg(long, env = "MESH_SERVICE", default_value = DEFAULT_SERVICE)]
@@ -358,11 +361,11 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             name,
             json,
         } => {
-            anyhow::ensure!(
-                shares.is_empty(),
-                "shares are not taken on the command line (other programs and the shell history can read them there): \
-                 run `mesh account recover` and type them, or give them on standard input, one a line"
-            );
+            super::input::refuse_on_command_line(
+                !shares.is_empty(),
+                "shares are",
+                "run `mesh account recover` and type them, or give them on standard input, one a line",
+            )?;
             let shares = super::input::read_secret_lines("share")?;
             let rejoin = address.map(|address| (address, service, name));
             let request = Request::AccountRecover { shares, rejoin };
@@ -405,6 +408,17 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
             timeout,
             json,
         } => {
+            let instead = "run `mesh device connect` with no address and paste the mcu:// URI, or give it on standard input";
+            super::input::refuse_on_command_line(pin.is_some(), "PINs are", instead)?;
+            super::input::refuse_on_command_line(
+                account.as_ref().is_some_and(|a| a.starts_with("mcu://")),
+                "connect URIs (they hold a PIN) are",
+                instead,
+            )?;
+            let account = match account {
+                Some(address) => address,
+                None => super::input::read_secret("account address or mcu:// URI: ")?.to_string(),
+            };
             let (address, pin) = if account.starts_with("mcu://") {
                 let uri = ConnectUri::parse(&account)?;
                 (
@@ -412,7 +426,7 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
                     Some(uri.pin.to_string_bits(uri.pin.bits())),
                 )
             } else {
-                (account, pin)
+                (account, None)
             };
             let request = Request::DeviceConnect {
                 address,
@@ -551,11 +565,13 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
             name,
             value,
         } => {
-            anyhow::ensure!(
-                value.is_none(),
-                "values are not taken on the command line (other programs and the shell history can read them there): \
-                 run `mesh catalog put {catalog} {name}` and type it, or give it on standard input"
-            );
+            super::input::refuse_on_command_line(
+                value.is_some(),
+                "values are",
+                &format!(
+                    "run `mesh catalog put {catalog} {name}` and type it, or give it on standard input"
+                ),
+            )?;
             let store = catalog_name(&catalog)?;
             let value = super::input::read_secret(&format!("value of {name}: "))?;
             let request = Request::CatalogPut {

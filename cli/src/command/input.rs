@@ -131,3 +131,21 @@ pub(crate) fn read_secret_lines(what: &str) -> anyhow::Result<Vec<String>> {
 
 /// The most a secret read from standard input may be: a control frame.
 const MAX_SECRET: u64 = 64 * 1024;
+
+/// Refuse a secret that came on the command line, in one line that says
+/// how to give it instead (and never repeats it).
+pub(crate) fn refuse_on_command_line(given: bool, what: &str, instead: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !given,
+        "{what} not taken on the command line (other programs and the shell history can read it there): {instead}"
+    );
+    Ok(())
+}
+
+/// Read a secret kept in a file (or standard input for `-`): its text,
+/// surrounding white space removed.
+pub(crate) fn read_secret_file(path: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let bytes = zeroize::Zeroizing::new(read_input(path)?);
+    let text = std::str::from_utf8(&bytes).with_context(|| format!("{path} is not text"))?;
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+}
