@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use mesh_ipc::control::{
     self, Catalog, CatalogEntry, DaemonStatus, ErrorKind, FrameError, Listener, MAX_FRAME, Request,
-    Response,
+    Response, Standing,
 };
 use mesh_protocol::account::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -157,9 +157,20 @@ async fn allowed(request: &Request, state: &State) -> Result<(), Response> {
                 ),
             });
         }
-        // Only an administrator holds the seed: the account refuses the
-        // others, with no question asked.
-        Request::AccountEscrow { .. } if !state.account.view().status.admin => return Ok(()),
+        // Only an administrator holds the seed: the others are refused
+        // here, with no question asked. (A view not yet up to date with a
+        // promotion refuses too: never an escrow without a question.)
+        Request::AccountEscrow { .. } if !state.account.view().status.admin => {
+            let refusal = if state.account.view().status.status == Standing::None {
+                AccountError::NoAccount
+            } else {
+                AccountError::NotAdmin
+            };
+            return Err(Response::Error {
+                kind: refusal.kind(),
+                message: refusal.to_string(),
+            });
+        }
         Request::AccountEscrow { shares, quorum } => format!(
             "Allow a program to take this Mesh account's recovery shares ({shares} shares, any {quorum} of which rebuild the account)?"
         ),
@@ -461,7 +472,6 @@ async fn keys_in_use(state: &State, gpg: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_ipc::control::Standing;
     use mesh_ipc::paths::Paths;
 
     use crate::account::{Account, Settings};
@@ -552,6 +562,13 @@ mod tests {
                     quorum: 1,
                 },
                 ErrorKind::Input,
+            ),
+            (
+                Request::AccountEscrow {
+                    shares: 3,
+                    quorum: 2,
+                },
+                ErrorKind::NoAccount,
             ),
             // Nobody to ask in this test: the export is denied.
             (
