@@ -151,6 +151,28 @@ impl Squatter {
         Squatter(listener)
     }
 
+    /// Listen as the user `uid`: one thread binds (as root, in our
+    /// directory), takes that uid for itself alone, and listens, so that
+    /// the socket's peer credentials are `uid`'s.
+    fn listen_as(socket: &Path, uid: u32) -> Squatter {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+        let listener = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> rustix::io::Result<UnixListener> {
+                    let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+                    rustix::net::bind(&fd, &SocketAddrUnix::new(socket)?)?;
+                    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(uid))?;
+                    rustix::net::listen(&fd, 16)?;
+                    Ok(UnixListener::from(fd))
+                })
+                .join()
+                .expect("the thread ends")
+        })
+        .expect("the squatter listens as another uid");
+        listener.set_nonblocking(true).expect("nonblocking");
+        Squatter(listener)
+    }
+
     /// How many connections were made to it, and how many bytes they sent.
     fn received(&self) -> (usize, usize) {
         let (mut connections, mut bytes) = (0, 0);
@@ -172,8 +194,10 @@ impl Squatter {
 }
 
 /// Each client in turn asks the squatted control socket, with secrets in
-/// hand; each must refuse with one line and send nothing.
-fn every_client_refuses(env: &TestEnv, squatter: &Squatter, why: &str) {
+/// hand; each must refuse with one line and send nothing. With `connects`
+/// each may connect (to ask who listens) but must send no byte; without,
+/// none may even connect.
+fn every_client_refuses(env: &TestEnv, squatter: &Squatter, why: &str, connects: bool) {
     let mut attempts = vec![
         (
             "mesh status",
@@ -204,6 +228,7 @@ fn every_client_refuses(env: &TestEnv, squatter: &Squatter, why: &str) {
             ),
         ));
     }
+    let tries = attempts.len();
     for (what, out) in attempts {
         let err = stderr(&out);
         assert!(!out.status.success(), "{what} succeeded ({why})");
@@ -213,10 +238,12 @@ fn every_client_refuses(env: &TestEnv, squatter: &Squatter, why: &str) {
             "{what}: {err}"
         );
     }
+    let (connections, bytes) = squatter.received();
+    assert_eq!(bytes, 0, "the squatter got not a byte ({why})");
     assert_eq!(
-        squatter.received(),
-        (0, 0),
-        "the squatter got nothing ({why})"
+        connections,
+        if connects { tries } else { 0 },
+        "connections ({why})"
     );
 }
 
@@ -229,7 +256,7 @@ fn a_squatted_runtime_dir_gets_nothing_from_mesh_or_the_git_helper() {
     fs::create_dir(&dir).expect("made");
     let squatter = Squatter::listen(&env.control_socket());
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod");
-    every_client_refuses(&env, &squatter, "mode 0777");
+    every_client_refuses(&env, &squatter, "mode 0777", false);
 
     // A symbolic link to a directory elsewhere (private, even).
     let env = TestEnv::new();
@@ -240,9 +267,10 @@ fn a_squatted_runtime_dir_gets_nothing_from_mesh_or_the_git_helper() {
         .expect("made");
     let squatter = Squatter::listen(&elsewhere.join("control.sock"));
     std::os::unix::fs::symlink(&elsewhere, env.mesh_runtime_dir()).expect("linked");
-    every_client_refuses(&env, &squatter, "not a directory");
+    every_client_refuses(&env, &squatter, "not a directory", false);
 
-    // A directory of another user: only root can make one in a test.
+    // A directory, or a listener, of another user: only root can make
+    // them in a test.
     if rustix::process::geteuid().is_root() {
         let env = TestEnv::new();
         let dir = env.mesh_runtime_dir();
@@ -253,6 +281,16 @@ fn a_squatted_runtime_dir_gets_nothing_from_mesh_or_the_git_helper() {
         let squatter = Squatter::listen(&env.control_socket());
         let nobody = rustix::process::Uid::from_raw(65534);
         rustix::fs::chown(&dir, Some(nobody), None).expect("chown");
-        every_client_refuses(&env, &squatter, "belongs to uid 65534");
+        every_client_refuses(&env, &squatter, "belongs to uid 65534", false);
+
+        // Our own private directory, but the process on the socket is
+        // someone else's (SO_PEERCRED).
+        let env = TestEnv::new();
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(env.mesh_runtime_dir())
+            .expect("made");
+        let squatter = Squatter::listen_as(&env.control_socket(), 65534);
+        every_client_refuses(&env, &squatter, "runs as uid 65534", true);
     }
 }
