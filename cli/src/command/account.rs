@@ -388,8 +388,8 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                     })
                     .unwrap_or_default();
                 format!(
-                    "{qr}\n{}\nOn the new device: mesh device connect {}\n",
-                    v.uri, v.uri
+                    "{qr}\n{}\nOn the new device: run `mesh device connect` and paste this URI (it holds the PIN: keep it off command lines)\n",
+                    v.uri
                 )
             });
         }
