@@ -93,8 +93,8 @@ pub enum Request {
     },
     /// Rebuild the account seed from recovery shares.
     AccountRecover {
-        /// The shares.
-        shares: Vec<String>,
+        /// The shares (secrets: together they are the account seed).
+        shares: Vec<SecretText>,
         /// Also join the account's service as a new administrator device:
         /// `(address, service, device name)`.
         rejoin: Option<(String, String, String)>,
@@ -146,8 +146,8 @@ pub enum Request {
         store: Catalog,
         /// The entry's name.
         name: String,
-        /// Its value.
-        value: String,
+        /// Its value (a secret: a password, a token).
+        value: SecretText,
     },
     /// Add many entries at once (in as few service transactions as fit).
     CatalogImport {

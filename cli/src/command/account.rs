@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use mesh_ipc::control::{Catalog, Request, Response, Standing};
+use mesh_ipc::control::{Catalog, Request, Response, SecretText, Standing};
 use mesh_ipc::paths::Paths;
 use mesh_protocol::account::Role;
 use mesh_protocol::udf::name::ConnectUri;
@@ -366,7 +366,10 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                 "shares are",
                 "run `mesh account recover` and type them, or give them on standard input, one a line",
             )?;
-            let shares = super::input::read_secret_lines("share")?;
+            let shares = super::input::read_secret_lines("share")?
+                .into_iter()
+                .map(SecretText::new)
+                .collect();
             let rejoin = address.map(|address| (address, service, name));
             let request = Request::AccountRecover { shares, rejoin };
             let recovered = answer!(ask(paths, &request)?, Response::Recovered(r) => r);
@@ -577,7 +580,7 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
             let request = Request::CatalogPut {
                 store,
                 name,
-                value: value.to_string(),
+                value: SecretText::new(value.to_string()),
             };
             answer!(ask(paths, &request)?, Response::CatalogChanged(_) => ());
         }

@@ -311,6 +311,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::AccountSync => run(Command::Sync).await,
         Request::AccountEscrow { shares, quorum } => run(Command::Escrow { shares, quorum }).await,
         Request::AccountRecover { shares, rejoin } => {
+            let shares = shares.iter().map(|s| s.expose().to_owned()).collect();
             run(Command::Recover { shares, rejoin }).await
         }
         Request::AccountPin { roles } => run(Command::Pin { roles }).await,
@@ -346,7 +347,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::CatalogPut { store, name, value } => {
             run(Command::CatalogImport {
                 store: store.store(),
-                entries: vec![(name, value)],
+                entries: vec![(name, value.expose().to_owned())],
             })
             .await
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
-use mesh_ipc::control::{Catalog, ErrorKind, Request, Response};
+use mesh_ipc::control::{Catalog, ErrorKind, Request, Response, SecretText};
 use mesh_ipc::paths::Paths;
 use mesh_shims::daemon::{self, DaemonError};
 
@@ -71,7 +71,9 @@ fn run(action: &str) -> Result<(), String> {
             else {
                 return Ok(());
             };
-            let value = serde_json::json!({"username": username, "password": password}).to_string();
+            let value = SecretText::new(
+                serde_json::json!({"username": username, "password": password}).to_string(),
+            );
             ask(
                 &paths,
                 &Request::CatalogPut {
