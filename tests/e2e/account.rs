@@ -2,7 +2,8 @@
 //! a home of its own with its own `meshd`.
 
 use mesh_e2e::{
-    MeshService, TestEnv, connect_device, run_err, stderr, stdout, wait_until, with_input,
+    MeshService, TestEnv, connect_device, require_tool, run_err, stderr, stdout, wait_until,
+    with_input,
 };
 use serde_json::Value;
 
@@ -412,6 +413,38 @@ fn exports_need_a_yes_and_secrets_stay_off_the_command_line() {
         "{}",
         tablet.askpass_log()
     );
+
+    // On a terminal (a pty from util-linux `script`) the value is asked
+    // for without echo: typed once the prompt shows (mesh turns echo off
+    // before it prompts), it never shows.
+    require_tool("script", "util-linux");
+    let command = format!(
+        "{} catalog put application typed",
+        mesh_e2e::bin("mesh").display()
+    );
+    let mut child = tablet
+        .command("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    let mut screen = child.stdout.take().expect("stdout");
+    let mut shown = Vec::new();
+    while !String::from_utf8_lossy(&shown).contains("value of typed: ") {
+        let mut chunk = [0u8; 256];
+        let n = std::io::Read::read(&mut screen, &mut chunk).expect("the prompt");
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&shown));
+        shown.extend_from_slice(&chunk[..n]);
+    }
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"typed-value\n")
+        .expect("typed");
+    std::io::Read::read_to_end(&mut screen, &mut shown).expect("the rest");
+    assert!(child.wait().expect("ends").success());
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(!shown.contains("typed-value"), "echoed: {shown}");
+    let one = stdout(&tablet.mesh(&["catalog", "get", "application", "typed"]));
+    assert_eq!(one, "typed-value\n");
 
     // The old argv forms are refused with a one-line pointer to the new.
     let err = stderr(&run_err(tablet.ours("mesh").args([
