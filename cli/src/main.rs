@@ -128,6 +128,5 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Where this user's Mesh lives, from the environment.
 fn paths() -> anyhow::Result<Paths> {
-    let uid = rustix::process::getuid().as_raw();
-    Paths::resolve(|name| std::env::var_os(name), uid).context("cannot find where the Mesh lives")
+    Paths::resolve(|name| std::env::var_os(name)).context("cannot find where the Mesh lives")
 }

@@ -211,6 +211,7 @@ async fn serve(
         account: handle,
         keystore_applied: applied,
         gpg_followed: followed,
+        askpass: config.askpass.clone(),
     });
     tasks.spawn(frontend::control::serve(sockets.control.listener, state));
     tokio::select! {

@@ -61,8 +61,7 @@ fn daemon() -> anyhow::Result<()> {
 /// else.
 fn config() -> anyhow::Result<Config> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    let uid = rustix::process::getuid().as_raw();
-    let paths = Paths::resolve(|name| std::env::var_os(name), uid)?;
+    let paths = Paths::resolve(|name| std::env::var_os(name))?;
     let sync_interval = var("MESH_SYNC_INTERVAL_MS")
         .and_then(|ms| ms.to_str()?.parse().ok())
         .map_or(Duration::from_secs(2), Duration::from_millis);

@@ -19,14 +19,13 @@ pub mod runtime_dir;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The runtime directory cannot be trusted with sockets.
-    #[error("refusing runtime directory {dir}: {reason}")]
-    UnsafeRuntimeDir {
-        /// The directory.
-        dir: PathBuf,
-        /// What is wrong with it, and how to fix it.
-        reason: String,
-    },
+    /// The runtime directory cannot be trusted with sockets: what is
+    /// wrong with it, and how to fix it.
+    #[error("refusing runtime directory: {0}")]
+    UnsafeRuntimeDir(#[from] mesh_ipc::trust::UnsafeDir),
+    /// A socket's path does not fit in a Unix socket address.
+    #[error(transparent)]
+    SocketPath(#[from] mesh_ipc::trust::TrustError),
     /// Another daemon answers on the socket already.
     #[error("meshd is already running (it answers on {0})")]
     AlreadyRunning(PathBuf),

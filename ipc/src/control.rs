@@ -82,7 +82,9 @@ pub enum Request {
     AccountStatus,
     /// Sync now, and say how it went.
     AccountSync,
-    /// Split the account seed into recovery shares.
+    /// Split the account seed into recovery shares. `meshd` refuses a
+    /// quorum under 2 (each share would be the seed itself) and asks the
+    /// user to confirm first.
     AccountEscrow {
         /// How many shares.
         shares: usize,
@@ -91,8 +93,8 @@ pub enum Request {
     },
     /// Rebuild the account seed from recovery shares.
     AccountRecover {
-        /// The shares.
-        shares: Vec<String>,
+        /// The shares (secrets: together they are the account seed).
+        shares: Vec<SecretText>,
         /// Also join the account's service as a new administrator device:
         /// `(address, service, device name)`.
         rejoin: Option<(String, String, String)>,
@@ -152,8 +154,8 @@ pub enum Request {
         store: Catalog,
         /// The entry's name.
         name: String,
-        /// Its value.
-        value: String,
+        /// Its value (a secret: a password, a token).
+        value: SecretText,
     },
     /// Add many entries at once (in as few service transactions as fit).
     CatalogImport {
@@ -162,7 +164,16 @@ pub enum Request {
         /// `(name, value)` pairs.
         entries: Vec<(String, String)>,
     },
-    /// The entries of a catalog.
+    /// One entry of a catalog, by name (what the git helper asks for: it
+    /// never needs the whole catalog).
+    CatalogGet {
+        /// Which catalog.
+        store: Catalog,
+        /// The entry's name.
+        name: String,
+    },
+    /// The entries of a catalog. For the Credential catalog, `meshd` asks
+    /// the user to confirm first.
     CatalogList {
         /// Which catalog.
         store: Catalog,
@@ -260,6 +271,7 @@ impl Request {
             Request::DeviceList => "device-list",
             Request::DeviceRevoke { .. } => "device-revoke",
             Request::CatalogPut { .. } => "catalog-put",
+            Request::CatalogGet { .. } => "catalog-get",
             Request::CatalogList { .. } => "catalog-list",
             Request::CatalogImport { .. } => "catalog-import",
             Request::CatalogDelete { .. } => "catalog-delete",
@@ -367,6 +379,8 @@ pub enum Response {
         /// Entry name to value.
         entries: BTreeMap<String, String>,
     },
+    /// [`Request::CatalogGet`].
+    CatalogEntry(CatalogEntry),
     /// [`Request::CatalogPut`], [`Request::CatalogImport`],
     /// [`Request::CatalogDelete`].
     CatalogChanged(CatalogChange),
@@ -429,6 +443,9 @@ pub enum ErrorKind {
     Io,
     /// The request itself is malformed.
     Malformed,
+    /// The request exports secrets and the user did not confirm it (or
+    /// there was nobody to ask).
+    Denied,
 }
 
 /// How this device stands in its account.
@@ -648,6 +665,16 @@ pub struct RevokedDevice {
     pub revoked: String,
     /// Its fingerprint.
     pub device: String,
+}
+
+/// [`Response::CatalogEntry`]: one entry (its value a secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// The entry's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
 }
 
 /// [`Response::CatalogChanged`].

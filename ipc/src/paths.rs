@@ -23,9 +23,16 @@ pub const SSH_AGENT_SOCKET: &str = "ssh-agent.sock";
 pub struct Paths {
     /// The user's home directory.
     pub home: PathBuf,
-    /// Sockets and other per-login state: `$XDG_RUNTIME_DIR/mesh`, or
-    /// `/tmp/mesh-<uid>` where the session has no runtime directory.
-    /// `meshd` makes it mode 0700 and refuses one that others can enter.
+    /// Sockets and other per-login state: `$XDG_RUNTIME_DIR/mesh`, or,
+    /// where the session has no runtime directory (macOS, cron, ssh
+    /// sessions without a login manager, containers), `run` in the user's
+    /// XDG state directory: `$XDG_STATE_HOME/mesh/run`, by default
+    /// `~/.local/state/mesh/run`. Never a name in the shared `/tmp`,
+    /// which anyone could make first. `meshd` makes it (and the missing
+    /// directories above it) mode 0700 and refuses one that others can
+    /// enter; clients refuse to talk through one ([`crate::trust`]). A
+    /// socket path in it over [`crate::trust::MAX_SOCKET_PATH`] bytes is
+    /// refused by both, with a hint to set a shorter `XDG_RUNTIME_DIR`.
     pub runtime_dir: PathBuf,
     /// Catalog replicas and the daemon log: `$XDG_DATA_HOME/mesh`, by
     /// default `~/.local/share/mesh`.
@@ -45,8 +52,8 @@ pub enum PathsError {
 
 impl Paths {
     /// Resolve the paths from environment variables, read through `env`
-    /// (in a binary, `|name| std::env::var_os(name)`), for the user `uid`.
-    pub fn resolve(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> Result<Paths, PathsError> {
+    /// (in a binary, `|name| std::env::var_os(name)`).
+    pub fn resolve(env: impl Fn(&str) -> Option<OsString>) -> Result<Paths, PathsError> {
         let home = absolute(env("HOME")).ok_or(PathsError::NoHome)?;
         let under = |var: &str, default: &[&str]| {
             absolute(env(var))
@@ -55,7 +62,7 @@ impl Paths {
         };
         let runtime_dir = match absolute(env("XDG_RUNTIME_DIR")) {
             Some(dir) => dir.join(APP),
-            None => PathBuf::from(format!("/tmp/{APP}-{uid}")),
+            None => under("XDG_STATE_HOME", &[".local", "state"]).join("run"),
         };
         Ok(Paths {
             data_dir: under("XDG_DATA_HOME", &[".local", "share"]),
@@ -97,7 +104,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
             .collect();
-        Paths::resolve(|name| map.get(name).cloned(), 1000)
+        Paths::resolve(|name| map.get(name).cloned())
     }
 
     #[test]
@@ -105,10 +112,13 @@ mod tests {
         let paths = resolve(&[("HOME", "/home/alice")]).expect("resolves");
         assert_eq!(paths.data_dir, Path::new("/home/alice/.local/share/mesh"));
         assert_eq!(paths.config_dir, Path::new("/home/alice/.config/mesh"));
-        assert_eq!(paths.runtime_dir, Path::new("/tmp/mesh-1000"));
+        assert_eq!(
+            paths.runtime_dir,
+            Path::new("/home/alice/.local/state/mesh/run")
+        );
         assert_eq!(
             paths.control_socket(),
-            Path::new("/tmp/mesh-1000/control.sock")
+            Path::new("/home/alice/.local/state/mesh/run/control.sock")
         );
     }
 
@@ -140,9 +150,19 @@ mod tests {
             ("XDG_CONFIG_HOME", ""),
         ])
         .expect("resolves");
-        assert_eq!(paths.runtime_dir, Path::new("/tmp/mesh-1000"));
+        assert_eq!(
+            paths.runtime_dir,
+            Path::new("/home/alice/.local/state/mesh/run")
+        );
         assert_eq!(paths.data_dir, Path::new("/home/alice/.local/share/mesh"));
         assert_eq!(paths.config_dir, Path::new("/home/alice/.config/mesh"));
+    }
+
+    #[test]
+    fn without_a_runtime_dir_the_sockets_go_in_the_state_dir_not_tmp() {
+        let paths =
+            resolve(&[("HOME", "/home/alice"), ("XDG_STATE_HOME", "/state")]).expect("resolves");
+        assert_eq!(paths.runtime_dir, Path::new("/state/mesh/run"));
     }
 
     #[test]

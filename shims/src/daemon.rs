@@ -1,4 +1,5 @@
-//! Talk to `meshd` over its control socket, start it, stop it.
+//! Talk to `meshd` over its control socket, start it, stop it. Every
+//! connection is checked first ([`mesh_ipc::trust`]).
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -12,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use mesh_ipc::control::{self, DaemonStatus, ErrorKind, FrameError, Request, Response};
 use mesh_ipc::paths::Paths;
+use mesh_ipc::trust::{self, TrustError};
 
 /// How long [`start`] waits for a new daemon to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long a request may wait for the daemon's answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request may wait for the daemon's answer: longer than the
+/// daemon gives the user to confirm an export (60 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Why `meshd` could not be reached, started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,10 @@ pub enum DaemonError {
     /// `meshd` could not be started, or died at once.
     #[error("cannot start meshd: {0}")]
     Start(String),
+    /// The runtime directory, or the process on the control socket, is
+    /// not to be trusted: nothing was sent.
+    #[error("refusing to talk to meshd: {0}")]
+    Untrusted(TrustError),
     /// The daemon did not stop or start in time.
     #[error("meshd did not {0} within {1:?}")]
     Timeout(&'static str, Duration),
@@ -55,13 +62,17 @@ pub enum DaemonError {
 
 /// Send one request and return the answer.
 ///
-/// A daemon that is gone answers in many ways: no socket file, a socket
-/// nobody listens on (refused), or one whose listener died while we were
+/// The connection is made through [`mesh_ipc::trust::connect`]: a runtime
+/// directory that is not ours alone, or a listener of another user, is
+/// [`DaemonError::Untrusted`] and gets nothing. A daemon that is gone
+/// answers in many ways: no directory or socket file, a socket nobody
+/// listens on (refused), or one whose listener died while we were
 /// connecting or sending (reset, broken pipe). Each is
 /// [`DaemonError::NotRunning`]. A connection closed after the request was
 /// sent is [`DaemonError::NoAnswer`]: the request may have been done.
 pub fn request(paths: &Paths, request: &Request) -> Result<Response, DaemonError> {
     let socket = paths.control_socket();
+    let uid = rustix::process::geteuid().as_raw();
     let gone = |err: &io::Error| {
         matches!(
             err.kind(),
@@ -76,7 +87,10 @@ pub fn request(paths: &Paths, request: &Request) -> Result<Response, DaemonError
         FrameError::Io(e) if gone(&e) => DaemonError::NotRunning(socket.clone()),
         other => DaemonError::Frame(other),
     };
-    let mut stream = UnixStream::connect(&socket).map_err(|e| not_running(e.into()))?;
+    let mut stream = trust::connect(&socket, uid).map_err(|e| match e {
+        TrustError::Io { source, .. } => not_running(source.into()),
+        untrusted => DaemonError::Untrusted(untrusted),
+    })?;
     stream
         .set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(FrameError::Io)?;

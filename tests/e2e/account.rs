@@ -1,14 +1,19 @@
 //! Accounts and devices: one real `mesh-service` on loopback, each device
 //! a home of its own with its own `meshd`.
 
-use mesh_e2e::{MeshService, TestEnv, connect_device, run_err, stderr, stdout, wait_until};
+use mesh_e2e::{
+    MeshService, TestEnv, connect_device, require_tool, run_err, stderr, stdout, wait_until,
+    with_input,
+};
 use serde_json::Value;
 
 /// A service and a first device that created `alice@example.com`.
 fn account() -> (TestEnv, MeshService, TestEnv) {
     let host = TestEnv::new();
     let service = MeshService::start(&host);
-    let first = TestEnv::device(&service);
+    let mut first = TestEnv::device(&service);
+    // Exports need the user's yes: this script says no until told.
+    first.askpass_from_file();
     let created = first.mesh_json(&["account", "create", "alice@example.com", "--name", "tablet"]);
     assert!(
         created["profile"]
@@ -26,13 +31,7 @@ fn catalog(env: &TestEnv) -> Value {
 #[test]
 fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
     let (_host, service, tablet) = account();
-    tablet.mesh(&[
-        "catalog",
-        "put",
-        "application",
-        "ssh-work",
-        "ssh-ed25519 AAAA work",
-    ]);
+    tablet.catalog_put("application", "ssh-work", "ssh-ed25519 AAAA work");
 
     let laptop = TestEnv::device(&service);
     connect_device(&tablet, &laptop, "laptop", "device");
@@ -48,18 +47,35 @@ fn two_devices_by_witness_and_by_pin_share_their_catalogs() {
         .to_owned();
     assert!(uri.starts_with("mcu://alice@example.com/"), "{uri}");
     let phone = TestEnv::device(&service);
-    let out = phone.mesh(&["device", "connect", &uri, "--name", "phone"]);
-    assert!(stdout(&out).contains("accepted"), "{}", stdout(&out));
+    // The URI holds the PIN: refused on the command line, read from
+    // standard input.
+    let err = stderr(&run_err(
+        phone
+            .ours("mesh")
+            .args(["device", "connect", &uri, "--name", "phone"]),
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not taken on the command line") && !err.contains(&uri),
+        "{err}"
+    );
+    let out = with_input(
+        phone
+            .ours("mesh")
+            .args(["device", "connect", "--name", "phone"]),
+        &format!("{uri}\n"),
+    );
+    assert!(stdout(&out).contains("accepted"), "{}", stderr(&out));
     wait_until("the phone has the catalog", || {
         catalog(&phone) == catalog(&tablet)
     });
 
     // A change on either side reaches the others.
-    laptop.mesh(&["catalog", "put", "application", "from-laptop", "1"]);
+    laptop.catalog_put("application", "from-laptop", "1");
     wait_until("the tablet sees the laptop's entry", || {
         catalog(&tablet)["from-laptop"] == "1"
     });
-    tablet.mesh(&["catalog", "put", "application", "from-laptop", "2"]);
+    tablet.catalog_put("application", "from-laptop", "2");
     tablet.mesh(&["catalog", "delete", "application", "ssh-work"]);
     wait_until("the laptop and phone see the update and the delete", || {
         let (l, p) = (catalog(&laptop), catalog(&phone));
@@ -95,13 +111,14 @@ fn a_revoked_device_is_refused_and_knows_it() {
     let laptop = TestEnv::device(&service);
     connect_device(&tablet, &laptop, "laptop", "device");
     tablet.mesh(&["device", "revoke", "laptop"]);
-    let err = stderr(&run_err(laptop.ours("mesh").args([
-        "catalog",
-        "put",
-        "application",
-        "x",
+    let out = with_input(
+        laptop
+            .ours("mesh")
+            .args(["catalog", "put", "application", "x"]),
         "y",
-    ])));
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
     assert!(err.contains("revoked"), "{err}");
     let status = laptop
         .ours("mesh")
@@ -117,14 +134,20 @@ fn a_revoked_device_is_refused_and_knows_it() {
 #[test]
 fn escrow_then_recover_on_a_third_home() {
     let (_host, service, tablet) = account();
-    tablet.mesh(&["catalog", "put", "application", "kept", "safe"]);
+    tablet.catalog_put("application", "kept", "safe");
     tablet.mesh(&["ssh", "create", "escrowed"]);
     let ssh_key = stdout(&tablet.mesh(&["ssh", "get", "escrowed"]));
     let profile = tablet.mesh_json(&["account", "status"])["profile"]
         .as_str()
         .expect("profile")
         .to_owned();
+    tablet.confirm(true);
     let escrow = tablet.mesh_json(&["account", "escrow", "--shares", "5", "--quorum", "3"]);
+    assert!(
+        tablet.askpass_log().contains("recovery shares"),
+        "meshd asked first: {}",
+        tablet.askpass_log()
+    );
     let shares: Vec<&str> = escrow["shares"]
         .as_array()
         .expect("shares")
@@ -132,29 +155,36 @@ fn escrow_then_recover_on_a_third_home() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(shares.len(), 5);
+    // Shares come on standard input, one a line, never on the command line.
     let fresh = TestEnv::new();
-    let mut args = vec!["account", "recover", shares[4], shares[1], shares[2]];
-    let recovered = fresh.mesh_json(&args);
+    let recover = |env: &TestEnv, shares: &[&str], more: &[&str]| {
+        with_input(
+            env.ours("mesh")
+                .args(["account", "recover", "--json"])
+                .args(more),
+            &(shares.join("\n") + "\n"),
+        )
+    };
+    let out = recover(&fresh, &[shares[4], shares[1], shares[2]], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recovered: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(recovered["profile"], profile.as_str());
-    args.truncate(4);
-    let err = stderr(&run_err(fresh.ours("mesh").args(&args)));
+    let out = recover(&fresh, &[shares[4], shares[1]], &[]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("3 shares are needed, 2 given"), "{err}");
 
     // The lost-everything case: a new machine rebuilds the account from
     // three shares and rejoins its service as an administrator.
     let rebuilt = TestEnv::device(&service);
-    let joined = rebuilt.mesh_json(&[
-        "account",
-        "recover",
-        shares[0],
-        shares[2],
-        shares[3],
-        "--address",
-        "alice@example.com",
-        "--name",
-        "new-laptop",
-    ]);
+    let out = recover(
+        &rebuilt,
+        &[shares[0], shares[2], shares[3]],
+        &["--address", "alice@example.com", "--name", "new-laptop"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let joined: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(joined["profile"], profile.as_str());
     let status = rebuilt.mesh_json(&["account", "status"]);
     assert_eq!(
@@ -182,7 +212,7 @@ fn escrow_then_recover_on_a_third_home() {
             .as_array()
             .is_some_and(|d| d.iter().any(|x| x["name"] == "new-laptop"))
     });
-    rebuilt.mesh(&["catalog", "put", "application", "after", "recovery"]);
+    rebuilt.catalog_put("application", "after", "recovery");
     wait_until("the tablet sees its write", || {
         catalog(&tablet)["after"] == "recovery"
     });
@@ -196,20 +226,14 @@ fn escrow_then_recover_on_a_third_home() {
 /// laptop catches up.
 fn caught(mode: &str, expected: &str) {
     let (_host, mut service, tablet) = account();
-    tablet.mesh(&["catalog", "put", "application", "one", "1"]);
+    tablet.catalog_put("application", "one", "1");
     let laptop = TestEnv::device(&service);
     connect_device(&tablet, &laptop, "laptop", "device");
     wait_until("the laptop synced", || catalog(&laptop)["one"] == "1");
     if mode == "rollback" {
         // A rollback shows less than the laptop has already seen.
-        tablet.mesh(&["catalog", "put", "application", "two", "2"]);
-        tablet.mesh(&[
-            "catalog",
-            "put",
-            "application",
-            "git:https://github.com",
-            "token",
-        ]);
+        tablet.catalog_put("application", "two", "2");
+        tablet.catalog_put("application", "git:https://github.com", "token");
         wait_until("the laptop has all", || {
             catalog(&laptop)["git:https://github.com"] == "token"
         });
@@ -220,14 +244,8 @@ fn caught(mode: &str, expected: &str) {
     laptop.mesh(&["daemon", "stop"]);
     if mode != "rollback" {
         // The others lie about what the laptop has yet to download.
-        tablet.mesh(&["catalog", "put", "application", "two", "2"]);
-        tablet.mesh(&[
-            "catalog",
-            "put",
-            "application",
-            "git:https://github.com",
-            "token",
-        ]);
+        tablet.catalog_put("application", "two", "2");
+        tablet.catalog_put("application", "git:https://github.com", "token");
     }
     let stores = laptop.home().join(".local/share/mesh/stores");
     let replica = || std::fs::read(stores.join("MMM_Application.dare")).expect("the replica");
@@ -310,7 +328,7 @@ fn a_killed_service_loses_no_acknowledged_entry() {
     for round in 0..3 {
         for i in 0..5 {
             let name = format!("entry-{round}-{i}");
-            tablet.mesh(&["catalog", "put", "application", &name, "v"]);
+            tablet.catalog_put("application", &name, "v");
             acknowledged.push(name);
         }
         // SIGKILL right after the last acknowledged write, mid-sync for
@@ -331,7 +349,7 @@ fn the_service_speaks_tls_and_an_untrusted_certificate_is_refused() {
     assert!(service.url().starts_with("https://"));
     let tablet = TestEnv::device(&service);
     tablet.mesh_json(&["account", "create", "alice@example.com", "--name", "tablet"]);
-    tablet.mesh(&["catalog", "put", "application", "over-tls", "yes"]);
+    tablet.catalog_put("application", "over-tls", "yes");
     let laptop = TestEnv::device(&service);
     connect_device(&tablet, &laptop, "laptop", "device");
     wait_until("the laptop syncs over TLS", || {
@@ -357,15 +375,16 @@ fn an_account_full_to_its_limit_is_refused_with_a_reason() {
     let tablet = TestEnv::device(&service);
     tablet.mesh(&["account", "create", "alice@example.com"]);
     for i in 0..3 {
-        tablet.mesh(&["catalog", "put", "application", &format!("e{i}"), "v"]);
+        tablet.catalog_put("application", &format!("e{i}"), "v");
     }
-    let err = stderr(&run_err(tablet.ours("mesh").args([
-        "catalog",
-        "put",
-        "application",
-        "e3",
+    let out = with_input(
+        tablet
+            .ours("mesh")
+            .args(["catalog", "put", "application", "e3"]),
         "v",
-    ])));
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("413") && err.contains("too many entries"),
@@ -384,6 +403,16 @@ fn an_account_full_to_its_limit_is_refused_with_a_reason() {
         err.contains("too many entries"),
         "connection requests are bounded too: {err}"
     );
+}
+
+/// `mesh device connect` with the URI pasted on standard input.
+fn connect_by_uri(env: &TestEnv, uri: &str, name: &str, wait: bool) -> std::process::Output {
+    let mut cmd = env.ours("mesh");
+    cmd.args(["device", "connect", "--name", name]);
+    if !wait {
+        cmd.arg("--no-wait");
+    }
+    with_input(&mut cmd, &format!("{uri}\n"))
 }
 
 #[test]
@@ -430,14 +459,9 @@ fn a_pin_joins_one_device_once_before_it_expires_and_only_the_account_it_names()
     mallory.mesh_json(&["account", "create", "alice@example.com", "--name", "m"]);
     let substituted = uri.replace(&service.url(), &other.url());
     let victim = TestEnv::device(&service);
-    let err = stderr(&run_err(victim.ours("mesh").args([
-        "device",
-        "connect",
-        &substituted,
-        "--name",
-        "victim",
-        "--no-wait",
-    ])));
+    let refused = connect_by_uri(&victim, &substituted, "victim", false);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
     assert!(
         err.contains("another account than the one the URI names"),
         "{err}"
@@ -446,12 +470,16 @@ fn a_pin_joins_one_device_once_before_it_expires_and_only_the_account_it_names()
 
     // First use: accepted without approval.
     let phone = TestEnv::device(&service);
-    let out = phone.mesh(&["device", "connect", &uri, "--name", "phone"]);
-    assert!(stdout(&out).contains("accepted"), "{}", stdout(&out));
+    let out = connect_by_uri(&phone, &uri, "phone", true);
+    assert!(stdout(&out).contains("accepted"), "{}", stderr(&out));
     assert_eq!(pending(), 0);
     // Second use: the PIN is spent; the request waits for an administrator.
     let again = TestEnv::device(&service);
-    again.mesh(&["device", "connect", &uri, "--name", "again", "--no-wait"]);
+    assert!(
+        connect_by_uri(&again, &uri, "again", false)
+            .status
+            .success()
+    );
     assert_eq!(pending(), 1);
     assert_eq!(again.mesh_json(&["account", "status"])["status"], "pending");
     let waiting = tablet.mesh_json(&["device", "pending"]);
@@ -461,20 +489,144 @@ fn a_pin_joins_one_device_once_before_it_expires_and_only_the_account_it_names()
     // An expired PIN is not accepted either.
     let expired = pin(&["--expires", "0"]);
     let late = TestEnv::device(&service);
-    late.mesh(&["device", "connect", &expired, "--name", "late", "--no-wait"]);
+    assert!(
+        connect_by_uri(&late, &expired, "late", false)
+            .status
+            .success()
+    );
     assert_eq!(pending(), 1);
     assert_eq!(late.mesh_json(&["account", "status"])["status"], "pending");
 
     // A revoked device cannot come back with the PIN it joined by.
     tablet.mesh(&["device", "revoke", "phone"]);
     let back = TestEnv::device(&service);
-    back.mesh(&[
-        "device",
-        "connect",
-        &uri,
-        "--name",
-        "phone-again",
-        "--no-wait",
-    ]);
+    assert!(
+        connect_by_uri(&back, &uri, "phone-again", false)
+            .status
+            .success()
+    );
     assert_eq!(pending(), 2);
+}
+
+#[test]
+fn exports_need_a_yes_and_secrets_stay_off_the_command_line() {
+    let (_host, _service, tablet) = account();
+    // A quorum of 1 makes each share the seed: refused before anyone is
+    // asked.
+    let err = stderr(&run_err(
+        tablet
+            .ours("mesh")
+            .args(["account", "escrow", "--shares", "2", "--quorum", "1"]),
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("quorum of at least 2"), "{err}");
+    assert_eq!(tablet.askpass_log(), "", "nobody was asked");
+
+    // Without a yes, no shares and no credential list.
+    let err = stderr(&run_err(
+        tablet
+            .ours("mesh")
+            .args(["account", "escrow", "--shares", "3", "--quorum", "2"]),
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not confirmed"), "{err}");
+    assert!(
+        tablet.askpass_log().contains("recovery shares"),
+        "{}",
+        tablet.askpass_log()
+    );
+    tablet.catalog_put("credential", "git:https://git.example.com", "s3cret");
+    let err = stderr(&run_err(tablet.ours("mesh").args([
+        "catalog",
+        "list",
+        "credential",
+    ])));
+    assert!(err.contains("not confirmed"), "{err}");
+    assert!(!err.contains("s3cret"), "the value was not sent: {err}");
+    // One entry by name needs no question; the whole list, with a yes.
+    let one = stdout(&tablet.mesh(&[
+        "catalog",
+        "get",
+        "credential",
+        "git:https://git.example.com",
+    ]));
+    assert_eq!(one, "s3cret\n");
+    tablet.confirm(true);
+    let listed = tablet.mesh_json(&["catalog", "list", "credential"]);
+    assert_eq!(listed["git:https://git.example.com"], "s3cret");
+    assert!(
+        tablet.askpass_log().contains("Credential catalog"),
+        "{}",
+        tablet.askpass_log()
+    );
+
+    // On a terminal (a pty from util-linux `script`) the value is asked
+    // for without echo: typed once the prompt shows (mesh turns echo off
+    // before it prompts), it never shows.
+    require_tool("script", "util-linux");
+    let command = format!(
+        "{} catalog put application typed",
+        mesh_e2e::bin("mesh").display()
+    );
+    let mut child = tablet
+        .command("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    let mut screen = child.stdout.take().expect("stdout");
+    let mut shown = Vec::new();
+    while !String::from_utf8_lossy(&shown).contains("value of typed: ") {
+        let mut chunk = [0u8; 256];
+        let n = std::io::Read::read(&mut screen, &mut chunk).expect("the prompt");
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&shown));
+        shown.extend_from_slice(&chunk[..n]);
+    }
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"typed-value\n")
+        .expect("typed");
+    std::io::Read::read_to_end(&mut screen, &mut shown).expect("the rest");
+    assert!(child.wait().expect("ends").success());
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(!shown.contains("typed-value"), "echoed: {shown}");
+    let one = stdout(&tablet.mesh(&["catalog", "get", "application", "typed"]));
+    assert_eq!(one, "typed-value\n");
+
+    // The old argv forms are refused with a one-line pointer to the new.
+    let err = stderr(&run_err(tablet.ours("mesh").args([
+        "catalog",
+        "put",
+        "credential",
+        "git:https://git.example.com",
+        "on-argv",
+    ])));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not taken on the command line") && err.contains("standard input"),
+        "{err}"
+    );
+    assert!(!err.contains("on-argv"), "the secret is not echoed: {err}");
+    let one = stdout(&tablet.mesh(&[
+        "catalog",
+        "get",
+        "credential",
+        "git:https://git.example.com",
+    ]));
+    assert_eq!(one, "s3cret\n", "nothing was written");
+    let fresh = TestEnv::new();
+    let err = stderr(&run_err(fresh.ours("mesh").args([
+        "account",
+        "recover",
+        "share-one",
+        "share-two",
+    ])));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not taken on the command line") && err.contains("one a line"),
+        "{err}"
+    );
+    assert!(
+        !fresh.control_socket().exists(),
+        "refused before meshd was even started"
+    );
 }

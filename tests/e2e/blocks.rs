@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use mesh_e2e::{TestEnv, run_err, stderr, stdout};
+use mesh_e2e::{TestEnv, run_err, stderr, stdout, with_input};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
@@ -15,6 +15,24 @@ fn one_line_error(env: &TestEnv, args: &[&str]) -> String {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("mesh: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Run `mesh` with args and `input` (the secrets) on standard input, and
+/// require success.
+fn piped(env: &TestEnv, args: &[&str], input: &str) -> std::process::Output {
+    let out = with_input(env.ours("mesh").args(args), input);
+    assert!(out.status.success(), "mesh {args:?}: {}", stderr(&out));
+    out
+}
+
+/// Like [`one_line_error`], with `input` on standard input.
+fn piped_error(env: &TestEnv, args: &[&str], input: &str) -> String {
+    let out = with_input(env.ours("mesh").args(args), input);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "mesh {args:?} succeeded");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("mesh: "), "{err}");
     err
 }
 
@@ -66,16 +84,35 @@ fn udf_commands_reproduce_the_published_examples() {
 
     let mac = env.home().join("u11.txt");
     fs::write(&mac, "Konrad is the traitor").expect("written");
-    let out = env.mesh(&[
-        "udf",
-        "mac",
-        "--key",
-        "NDD7-6CMX-H2FW-ISAL-K4VB-DQ3E-PEDM",
-        "--content-type",
-        "text/plain",
-        mac.to_str().expect("utf-8"),
-    ]);
+    let out = piped(
+        &env,
+        &[
+            "udf",
+            "mac",
+            "--key-file",
+            "-",
+            "--content-type",
+            "text/plain",
+            mac.to_str().expect("utf-8"),
+        ],
+        "NDD7-6CMX-H2FW-ISAL-K4VB-DQ3E-PEDM\n",
+    );
     assert_eq!(stdout(&out).trim(), "ABGM-G76T-7GPF-FTYH-SB2F-HBDF-SW6B");
+    // The key on the command line is refused, and not repeated.
+    let err = one_line_error(
+        &env,
+        &[
+            "udf",
+            "mac",
+            "--key",
+            "NDD7-6CMX-H2FW-ISAL-K4VB-DQ3E-PEDM",
+            file,
+        ],
+    );
+    assert!(
+        err.contains("not taken on the command line") && !err.contains("NDD7"),
+        "{err}"
+    );
 
     let nonce = stdout(&env.mesh(&["udf", "nonce"]));
     assert!(
@@ -84,7 +121,7 @@ fn udf_commands_reproduce_the_published_examples() {
     );
     assert_ne!(nonce, stdout(&env.mesh(&["udf", "nonce"])));
 
-    let err = one_line_error(&env, &["udf", "mac", "--key", "NDD7-1CMX", file]);
+    let err = piped_error(&env, &["udf", "mac", "--key-file", "-", file], "NDD7-1CMX");
     assert!(err.contains("not Base32"), "{err}");
     one_line_error(&env, &["udf", "digest", "--bits", "7", file]);
     one_line_error(&env, &["udf", "digest", "/nonexistent/file"]);
@@ -95,7 +132,12 @@ fn seeds_keys_and_escrow_shares() {
     let env = TestEnv::new();
     let seed = stdout(&env.mesh(&["key", "secret"])).trim().to_owned();
     assert!(seed.starts_with('Z'), "{seed}");
-    let derived = json(&env.mesh(&["key", "derive", &seed, "CompleteAccountProfile", "--json"]));
+    let derive = |args: &[&str]| {
+        let mut all = vec!["key", "derive", "--json"];
+        all.extend_from_slice(args);
+        json(&piped(&env, &all, &seed))
+    };
+    let derived = derive(&["CompleteAccountProfile"]);
     assert!(
         derived["public"]
             .as_str()
@@ -108,29 +150,23 @@ fn seeds_keys_and_escrow_shares() {
             .expect("a UDF")
             .starts_with('M')
     );
-    let again = json(&env.mesh(&["key", "derive", &seed, "CompleteAccountProfile", "--json"]));
+    let again = derive(&["CompleteAccountProfile"]);
     assert_eq!(derived, again, "derivation is deterministic");
-    let enc = json(&env.mesh(&["key", "derive", &seed, "CompleteAccountEncrypt", "--json"]));
+    let enc = derive(&["CompleteAccountEncrypt"]);
     assert!(
         enc["public"]
             .as_str()
             .expect("a key")
             .starts_with("x25519:")
     );
-    let x448 = json(&env.mesh(&[
-        "key",
-        "derive",
-        &seed,
-        "CompleteAccountEncrypt",
-        "--alg",
-        "x448",
-        "--json",
-    ]));
+    let x448 = derive(&["CompleteAccountEncrypt", "--alg", "x448"]);
     assert!(x448["public"].as_str().expect("a key").starts_with("x448:"));
 
-    let shares = json(&env.mesh(&[
-        "key", "share", "--shares", "5", "--quorum", "3", "--json", &seed,
-    ]));
+    let shares = json(&piped(
+        &env,
+        &["key", "share", "--shares", "5", "--quorum", "3", "--json"],
+        &seed,
+    ));
     let shares: Vec<String> = shares["shares"]
         .as_array()
         .expect("shares")
@@ -138,40 +174,71 @@ fn seeds_keys_and_escrow_shares() {
         .map(|s| s.as_str().expect("a share").to_owned())
         .collect();
     assert_eq!(shares.len(), 5);
-    let out = env.mesh(&["key", "recover", &shares[4], &shares[0], &shares[2]]);
+    let lines = |shares: &[&str]| shares.join("\n") + "\n";
+    let out = piped(
+        &env,
+        &["key", "recover"],
+        &lines(&[&shares[4], &shares[0], &shares[2]]),
+    );
     assert_eq!(stdout(&out).trim(), seed);
-    let err = one_line_error(&env, &["key", "recover", &shares[0], &shares[1]]);
+    let err = piped_error(&env, &["key", "recover"], &lines(&[&shares[0], &shares[1]]));
     assert!(err.contains("3 shares are needed"), "{err}");
-    let other = stdout(&env.mesh(&["key", "share", "--shares", "3", "--quorum", "2", &seed]));
+    let other = stdout(&piped(
+        &env,
+        &["key", "share", "--shares", "3", "--quorum", "2"],
+        &seed,
+    ));
     let other: Vec<&str> = other.lines().collect();
-    let err = one_line_error(&env, &["key", "recover", &shares[0], other[0], other[1]]);
+    let err = piped_error(
+        &env,
+        &["key", "recover"],
+        &lines(&[&shares[0], other[0], other[1]]),
+    );
     assert!(
         err.contains("same secret"),
         "a share set from two splits: {err}"
     );
     for (shares, quorum) in [("3", "4"), ("16", "2"), ("3", "0")] {
-        let err = one_line_error(
+        let err = piped_error(
             &env,
-            &[
-                "key", "share", "--shares", shares, "--quorum", quorum, &seed,
-            ],
+            &["key", "share", "--shares", shares, "--quorum", quorum],
+            &seed,
         );
         assert!(err.contains("quorum"), "{err}");
     }
-    one_line_error(
+    piped_error(
         &env,
-        &["key", "derive", "MDDK-7N6A-727A-JZNO-STRX-XKS7-DJAF", "x"],
+        &["key", "derive", "x"],
+        "MDDK-7N6A-727A-JZNO-STRX-XKS7-DJAF",
     );
+    // Secrets on the command line are refused, and not repeated.
+    for args in [
+        vec!["key", "derive", &seed, "CompleteAccountProfile"],
+        vec!["key", "share", "--shares", "3", "--quorum", "2", &seed],
+        vec!["key", "recover", &shares[0], &shares[1], &shares[2]],
+    ] {
+        let err = one_line_error(&env, &args);
+        assert!(
+            err.contains("not taken on the command line") && !err.contains(&seed[..8]),
+            "{err}"
+        );
+    }
 }
 
 #[test]
 fn envelopes_encode_decode_verify() {
     let env = TestEnv::new();
     let public = |seed: &str| {
-        json(&env.mesh(&["key", "derive", seed, "", "--json"]))["public"]
+        json(&piped(&env, &["key", "derive", "", "--json"], seed))["public"]
             .as_str()
             .expect("a key")
             .to_owned()
+    };
+    // Seeds are kept in files, as they would be, and named by path.
+    let seed_file = |name: &str, seed: &str| {
+        let path = env.home().join(name);
+        fs::write(&path, format!("{seed}\n")).expect("written");
+        path.to_str().expect("utf-8").to_owned()
     };
     let reader = stdout(&env.mesh(&["key", "secret", "--kind", "x448"]))
         .trim()
@@ -183,6 +250,11 @@ fn envelopes_encode_decode_verify() {
         .trim()
         .to_owned();
     let (reader_pub, signer_pub) = (public(&reader), public(&signer));
+    let (reader, signer, stranger) = (
+        seed_file("reader.seed", &reader),
+        seed_file("signer.seed", &signer),
+        seed_file("stranger.seed", &stranger),
+    );
     let plain = env.home().join("plain.txt");
     fs::write(&plain, "the payload").expect("written");
     let sealed = env.home().join("sealed.json");
@@ -198,7 +270,7 @@ fn envelopes_encode_decode_verify() {
         sealed,
         "--to",
         &reader_pub,
-        "--sign",
+        "--sign-file",
         &signer,
     ]);
     assert!(
@@ -210,7 +282,7 @@ fn envelopes_encode_decode_verify() {
         "dare",
         "decode",
         sealed,
-        "--key",
+        "--key-file",
         &reader,
         "--signer",
         &signer_pub,
@@ -218,8 +290,17 @@ fn envelopes_encode_decode_verify() {
     assert_eq!(stdout(&out), "the payload");
     let out = env.mesh(&["dare", "verify", sealed, "--signer", &signer_pub, "--json"]);
     assert_eq!(json(&out)["valid"], true);
+    let reader_seed = fs::read_to_string(&reader).expect("the seed");
+    let err = one_line_error(
+        &env,
+        &["dare", "decode", sealed, "--key", reader_seed.trim()],
+    );
+    assert!(
+        err.contains("not taken on the command line") && err.contains("--key-file"),
+        "{err}"
+    );
 
-    let err = one_line_error(&env, &["dare", "decode", sealed, "--key", &stranger]);
+    let err = one_line_error(&env, &["dare", "decode", sealed, "--key-file", &stranger]);
     assert!(err.contains("not encrypted to this key"), "{err}");
     let text = fs::read_to_string(sealed).expect("read");
     let half = env.home().join("half.json");
@@ -230,7 +311,7 @@ fn envelopes_encode_decode_verify() {
             "dare",
             "decode",
             half.to_str().expect("utf-8"),
-            "--key",
+            "--key-file",
             &reader,
         ],
     );

@@ -149,6 +149,74 @@ impl TestEnv {
     pub fn mesh(&self, args: &[&str]) -> Output {
         run_ok(self.ours("mesh").args(args))
     }
+
+    /// `mesh catalog put CATALOG NAME`, the value on standard input;
+    /// require success.
+    pub fn catalog_put(&self, catalog: &str, name: &str, value: &str) -> Output {
+        let out = with_input(
+            self.ours("mesh").args(["catalog", "put", catalog, name]),
+            value,
+        );
+        assert!(
+            out.status.success(),
+            "mesh catalog put {catalog} {name} failed: {}",
+            stderr(&out)
+        );
+        out
+    }
+
+    /// Have this home's `meshd` ask for confirmations through a script
+    /// that answers with the exit status in the file `confirm` of the root
+    /// (see [`TestEnv::confirm`]; no at first) and logs each prompt to
+    /// `askpass.log` there. Call it before the daemon starts.
+    pub fn askpass_from_file(&mut self) {
+        let script = self.root().join("confirm-askpass");
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nd={}\necho \"$SSH_ASKPASS_PROMPT|$1\" >> \"$d/askpass.log\"\n\
+                 exit \"$(cat \"$d/confirm\")\"\n",
+                self.root().display()
+            ),
+        )
+        .expect("askpass script");
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        self.set_var("SSH_ASKPASS", &script);
+        self.set_var("SSH_ASKPASS_REQUIRE", "force");
+        self.set_var("DISPLAY", ":0");
+        self.confirm(false);
+    }
+
+    /// What the script of [`TestEnv::askpass_from_file`] answers.
+    pub fn confirm(&self, yes: bool) {
+        fs::write(self.root().join("confirm"), if yes { "0" } else { "1" }).expect("confirm");
+    }
+
+    /// The prompts the script of [`TestEnv::askpass_from_file`] was asked.
+    pub fn askpass_log(&self) -> String {
+        fs::read_to_string(self.root().join("askpass.log")).unwrap_or_default()
+    }
+}
+
+/// Run a command with `input` on its standard input; return its output,
+/// whether it succeeded or not.
+pub fn with_input(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"));
+    // A program that refuses before reading closes its end: not an error.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes());
+    child.wait_with_output().expect("the command ends")
 }
 
 impl Default for TestEnv {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use mesh_ipc::control::{Catalog, Request, Response, Standing};
+use mesh_ipc::control::{Catalog, Request, Response, SecretText, Standing};
 use mesh_ipc::paths::Paths;
 use mesh_protocol::account::Role;
 use mesh_protocol::udf::name::ConnectUri;
@@ -44,11 +44,13 @@ pub(crate) enum AccountCommand {
         json: bool,
     },
     /// Print recovery shares of the account seed: any quorum rebuilds it.
+    /// meshd asks you to confirm first (through SSH_ASKPASS).
     Escrow {
-        /// How many shares (1 to 15).
+        /// How many shares (2 to 15).
         #[arg(long)]
         shares: usize,
-        /// How many recover the account.
+        /// How many recover the account (at least 2: with 1, each share
+        /// would be the seed itself).
         #[arg(long)]
         quorum: usize,
         /// Print JSON.
@@ -56,10 +58,13 @@ pub(crate) enum AccountCommand {
         json: bool,
     },
     /// Rebuild the account seed from recovery shares (and, with
-    /// --address, join its service as a new administrator device).
+    /// --address, join its service as a new administrator device). The
+    /// shares are asked for on the terminal, or read from standard input,
+    /// one a line.
     Recover {
-        /// The shares.
-        #[arg(required = true)]
+        /// Refused: shares on the command line can be read by other
+        /// programs and stay in the shell's history.
+        #[arg(hide = true)]
         shares: Vec<String>,
         /// The account's address: rejoin its service with this device.
         #[arg(long)]
@@ -92,12 +97,15 @@ pub(crate) enum AccountCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DeviceCommand {
-    /// Ask to join an account (by address, or an mcu:// URI with its PIN).
+    /// Ask to join an account: by address, or with an mcu:// URI from
+    /// `mesh account pin` (it holds a PIN, so it is asked for on the
+    /// terminal, or read from standard input, when no address is given).
     Connect {
-        /// The account's address, or an mcu:// URI.
-        account: String,
-        /// A PIN from `mesh account pin`.
-        #[arg(long)]
+        /// The account's address (none: read an mcu:// URI).
+        account: Option<String>,
+        /// Refused: a PIN on the command line can be read by other programs
+        /// and stays in the shell's history.
+        #[arg(long, hide = true)]
         pin: Option<String>,
         /// The Mesh service's URL.
         #[arg(long, env = "MESH_SERVICE", default_value = DEFAULT_SERVICE)]
@@ -161,14 +169,24 @@ pub(crate) enum DeviceCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CatalogCommand {
-    /// Add or replace an entry.
+    /// Add or replace an entry. Its value is asked for on the terminal
+    /// (without echo), or read from standard input.
     Put {
         /// application or credential.
         catalog: String,
         /// The entry's name.
         name: String,
-        /// Its value.
-        value: String,
+        /// Refused: a value on the command line can be read by other
+        /// programs and stays in the shell's history.
+        #[arg(hide = true)]
+        value: Option<String>,
+    },
+    /// Print one entry's value.
+    Get {
+        /// application or credential.
+        catalog: String,
+        /// The entry's name.
+        name: String,
     },
     /// Add many entries from a JSON object file ({"name": "value", ...}).
     Import {
@@ -177,7 +195,8 @@ pub(crate) enum CatalogCommand {
         /// The file (- for standard input).
         file: String,
     },
-    /// List a catalog's entries.
+    /// List a catalog's entries (for the credential catalog, meshd asks
+    /// you to confirm first, through SSH_ASKPASS).
     List {
         /// application or credential.
         catalog: String,
@@ -353,6 +372,15 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             name,
             json,
         } => {
+            super::input::refuse_on_command_line(
+                !shares.is_empty(),
+                "shares are",
+                "run `mesh account recover` and type them, or give them on standard input, one a line",
+            )?;
+            let shares = super::input::read_secret_lines("share")?
+                .into_iter()
+                .map(SecretText::new)
+                .collect();
             let rejoin = address.map(|address| (address, service, name));
             let request = Request::AccountRecover { shares, rejoin };
             let recovered = answer!(ask(paths, &request)?, Response::Recovered(r) => r);
@@ -379,9 +407,9 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
                     })
                     .unwrap_or_default();
                 format!(
-                    "{qr}\n{}\nOn the new device: mesh device connect {}\n\
-                     (one device may use it, within {expires} s)\n",
-                    v.uri, v.uri
+                    "{qr}\n{}\nOn the new device: run `mesh device connect` and paste this URI (it holds the PIN: keep it off command lines)\n\
+                     One device may use it, within {expires} s.\n",
+                    v.uri
                 )
             });
         }
@@ -400,6 +428,17 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
             timeout,
             json,
         } => {
+            let instead = "run `mesh device connect` with no address and paste the mcu:// URI, or give it on standard input";
+            super::input::refuse_on_command_line(pin.is_some(), "PINs are", instead)?;
+            super::input::refuse_on_command_line(
+                account.as_ref().is_some_and(|a| a.starts_with("mcu://")),
+                "connect URIs (they hold a PIN) are",
+                instead,
+            )?;
+            let account = match account {
+                Some(address) => address,
+                None => super::input::read_secret("account address or mcu:// URI: ")?.to_string(),
+            };
             let (address, pin, profile, service) = if account.starts_with("mcu://") {
                 let uri = ConnectUri::parse(&account)?;
                 (
@@ -409,7 +448,7 @@ pub(crate) fn device(paths: &Paths, command: DeviceCommand) -> anyhow::Result<Ex
                     uri.service.unwrap_or(service),
                 )
             } else {
-                (account, pin, None, service)
+                (account, None, None, service)
             };
             let request = Request::DeviceConnect {
                 address,
@@ -549,12 +588,29 @@ pub(crate) fn catalog(paths: &Paths, command: CatalogCommand) -> anyhow::Result<
             name,
             value,
         } => {
+            super::input::refuse_on_command_line(
+                value.is_some(),
+                "values are",
+                &format!(
+                    "run `mesh catalog put {catalog} {name}` and type it, or give it on standard input"
+                ),
+            )?;
+            let store = catalog_name(&catalog)?;
+            let value = super::input::read_secret(&format!("value of {name}: "))?;
             let request = Request::CatalogPut {
-                store: catalog_name(&catalog)?,
+                store,
                 name,
-                value,
+                value: SecretText::new(value.to_string()),
             };
             answer!(ask(paths, &request)?, Response::CatalogChanged(_) => ());
+        }
+        CatalogCommand::Get { catalog, name } => {
+            let request = Request::CatalogGet {
+                store: catalog_name(&catalog)?,
+                name,
+            };
+            let entry = answer!(ask(paths, &request)?, Response::CatalogEntry(e) => e);
+            println!("{}", entry.value);
         }
         CatalogCommand::Import { catalog, file } => {
             let store = catalog_name(&catalog)?;

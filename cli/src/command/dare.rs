@@ -12,13 +12,14 @@ use mesh_protocol::merkle;
 use mesh_protocol::sequence::{ContainerType, Sequence};
 use serde_json::json;
 
-use super::input::{read_input, write_output};
+use super::input::{read_input, read_secret_file, refuse_on_command_line, write_output};
 use super::key::{default_alg, parse_public, parse_seed};
 use super::udf::print;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DareCommand {
-    /// Seal a file in an envelope: encrypted to --to keys, signed with --sign.
+    /// Seal a file in an envelope: encrypted to --to keys, signed with the
+    /// seed in --sign-file.
     Encode {
         /// The file (- for standard input).
         input: String,
@@ -28,8 +29,13 @@ pub(crate) enum DareCommand {
         /// A recipient's public key (x25519:... or x448:...); repeat for more.
         #[arg(long)]
         to: Vec<String>,
-        /// A seed whose key (named by --key-name) signs.
+        /// A file holding the seed whose key (named by --key-name) signs
+        /// (- for standard input).
         #[arg(long)]
+        sign_file: Option<String>,
+        /// Refused: a seed on the command line can be read by other
+        /// programs and stays in the shell's history.
+        #[arg(long, hide = true)]
         sign: Option<String>,
         /// The name of the keys derived from seeds.
         #[arg(long, default_value = "")]
@@ -38,15 +44,21 @@ pub(crate) enum DareCommand {
         #[arg(long)]
         content_type: Option<String>,
     },
-    /// Open an envelope: decrypt it with --key, check a signature with --signer.
+    /// Open an envelope: decrypt it with the seed in --key-file, check a
+    /// signature with --signer.
     Decode {
         /// The envelope (- for standard input).
         input: String,
         /// Where to write the payload (- for standard output).
         #[arg(short, long, default_value = "-")]
         output: String,
-        /// A seed whose key (named by --key-name) the envelope is encrypted to.
+        /// A file holding the seed whose key (named by --key-name) the
+        /// envelope is encrypted to (- for standard input).
         #[arg(long)]
+        key_file: Option<String>,
+        /// Refused: a seed on the command line can be read by other
+        /// programs and stays in the shell's history.
+        #[arg(long, hide = true)]
         key: Option<String>,
         /// Require a valid signature by this public key.
         #[arg(long)]
@@ -144,16 +156,24 @@ pub(crate) fn run(command: DareCommand) -> anyhow::Result<ExitCode> {
             input,
             output,
             to,
+            sign_file,
             sign,
             key_name,
             content_type,
         } => {
+            refuse_on_command_line(
+                sign.is_some(),
+                "seeds are",
+                "put it in a file and give --sign-file FILE",
+            )?;
+            let signer = sign_file
+                .map(|file| seed_key(&input, &file, &key_name))
+                .transpose()?;
             let payload = read_input(&input)?;
             let recipients = to
                 .iter()
                 .map(|t| parse_public(t))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let signer = sign.map(|s| seed_key(&s, &key_name)).transpose()?;
             let meta = content_type.map(|cty| ContentMeta {
                 content_type: Some(cty),
                 ..ContentMeta::default()
@@ -170,12 +190,20 @@ pub(crate) fn run(command: DareCommand) -> anyhow::Result<ExitCode> {
         DareCommand::Decode {
             input,
             output,
+            key_file,
             key,
             signer,
             key_name,
         } => {
+            refuse_on_command_line(
+                key.is_some(),
+                "seeds are",
+                "put it in a file and give --key-file FILE",
+            )?;
+            let key = key_file
+                .map(|file| seed_key(&input, &file, &key_name))
+                .transpose()?;
             let envelope = read_envelope(&input)?;
-            let key = key.map(|k| seed_key(&k, &key_name)).transpose()?;
             let signer = signer.map(|s| parse_public(&s)).transpose()?;
             let opened = envelope.open(key.as_ref(), signer.as_ref())?;
             write_output(&output, &opened.payload)?;
@@ -323,8 +351,14 @@ fn log(command: LogCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn seed_key(seed: &str, name: &str) -> anyhow::Result<PrivateKey> {
-    let seed = parse_seed(seed)?;
+/// The key `name` of the seed in the file `seed_file` (- for standard
+/// input, unless the command's `input` comes from there).
+fn seed_key(input: &str, seed_file: &str, name: &str) -> anyhow::Result<PrivateKey> {
+    anyhow::ensure!(
+        !(input == "-" && seed_file == "-"),
+        "the seed and the input cannot both come from standard input"
+    );
+    let seed = parse_seed(&read_secret_file(seed_file)?)?;
     let alg = default_alg(&seed, name)?;
     PrivateKey::derive(&seed, alg, name).context("cannot derive the key")
 }

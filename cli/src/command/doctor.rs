@@ -2,7 +2,6 @@
 //! each what is wrong and the command that fixes it.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use mesh_ipc::control::{DaemonStatus, Request, Response, Standing};
 use mesh_ipc::paths::Paths;
+use mesh_ipc::trust::{self, UnsafeDir};
 use mesh_shims::daemon;
 use serde_json::{Value, json};
 
@@ -78,31 +78,31 @@ pub(crate) fn run(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The runtime directory, judged as every client judges it before it
+/// connects ([`mesh_ipc::trust::check_dir`]).
 fn runtime_dir(dir: &Path) -> Finding {
-    let uid = rustix::process::getuid().as_raw();
-    match std::fs::symlink_metadata(dir) {
-        Err(_) => problem(
-            "runtime-dir",
-            format!("{} does not exist", dir.display()),
-            "mesh daemon start",
-        ),
-        Ok(meta) if meta.uid() != uid || !meta.is_dir() => problem(
-            "runtime-dir",
-            format!("{} is not a directory of yours", dir.display()),
-            format!("rm -rf {} && mesh daemon start", dir.display()),
-        ),
-        Ok(meta) if meta.mode() & 0o077 != 0 => problem(
-            "runtime-dir",
-            format!(
-                "{} can be entered by others (mode {:o})",
-                dir.display(),
-                meta.mode() & 0o777
-            ),
-            format!("chmod 700 {}", dir.display()),
-        ),
-        Ok(_) => ok(
+    let uid = rustix::process::geteuid().as_raw();
+    match trust::check_dir(dir, uid) {
+        Ok(()) => ok(
             "runtime-dir",
             format!("{} is private (0700)", dir.display()),
+        ),
+        Err(UnsafeDir::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            problem(
+                "runtime-dir",
+                format!("{} does not exist", dir.display()),
+                "mesh daemon start",
+            )
+        }
+        Err(unsafe_dir @ UnsafeDir::Open { .. }) => problem(
+            "runtime-dir",
+            unsafe_dir.to_string(),
+            format!("chmod 700 {}", dir.display()),
+        ),
+        Err(unsafe_dir) => problem(
+            "runtime-dir",
+            unsafe_dir.to_string(),
+            format!("rm -rf {} && mesh daemon start", dir.display()),
         ),
     }
 }

@@ -13,6 +13,7 @@ use mesh_protocol::udf::Udf;
 use mesh_protocol::udf::seed::{KeyAlg, KeySpecifier, Seed};
 use serde_json::json;
 
+use super::input::{read_secret, read_secret_lines, refuse_on_command_line};
 use super::udf::print;
 
 /// What a seed is for.
@@ -71,11 +72,15 @@ pub(crate) enum KeyCommand {
         json: bool,
     },
     /// The public key a seed gives for a key name, and its fingerprint.
+    /// The seed (a Z-type UDF) is asked for on the terminal, or read from
+    /// standard input.
     Derive {
-        /// The seed (Z-type UDF).
-        seed: String,
         /// The key name, e.g. CompleteAccountProfile (may be empty).
         name: String,
+        /// Refused: the old form `derive SEED NAME` put the seed on the
+        /// command line.
+        #[arg(hide = true)]
+        old_name: Option<String>,
         /// The algorithm (default: the seed's own, else by the name's operation).
         #[arg(long, value_enum)]
         alg: Option<Alg>,
@@ -84,9 +89,12 @@ pub(crate) enum KeyCommand {
         json: bool,
     },
     /// Split a secret (any UDF, e.g. an account seed) into Shamir shares.
+    /// The secret is asked for on the terminal, or read from standard input.
     Share {
-        /// The secret.
-        secret: String,
+        /// Refused: a secret on the command line can be read by other
+        /// programs and stays in the shell's history.
+        #[arg(hide = true)]
+        secret: Option<String>,
         /// How many shares to make (1 to 15).
         #[arg(long)]
         shares: usize,
@@ -97,10 +105,12 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Recover a secret from Shamir shares.
+    /// Recover a secret from Shamir shares (at least the quorum), asked
+    /// for on the terminal or read from standard input, one a line.
     Recover {
-        /// The shares (at least the quorum).
-        #[arg(required = true)]
+        /// Refused: shares on the command line can be read by other
+        /// programs and stay in the shell's history.
+        #[arg(hide = true)]
         shares: Vec<String>,
         /// Print JSON.
         #[arg(long)]
@@ -128,12 +138,17 @@ pub(crate) fn run(command: KeyCommand) -> anyhow::Result<ExitCode> {
             print(json, &text, json!({ "seed": text }));
         }
         KeyCommand::Derive {
-            seed,
             name,
+            old_name,
             alg,
             json,
         } => {
-            let seed = parse_seed(&seed)?;
+            refuse_on_command_line(
+                old_name.is_some(),
+                "seeds are",
+                "run `mesh key derive NAME` and type the seed, or give it on standard input",
+            )?;
+            let seed = parse_seed(&read_secret("seed: ")?)?;
             let alg = alg.map_or_else(|| default_alg(&seed, &name), |a| Ok(a.into()))?;
             let key = PrivateKey::derive(&seed, alg, &name).context("cannot derive that key")?;
             let public = format_public(&key.public());
@@ -150,7 +165,13 @@ pub(crate) fn run(command: KeyCommand) -> anyhow::Result<ExitCode> {
             quorum,
             json,
         } => {
-            let secret = Udf::parse(&secret).context("the secret is not a UDF")?;
+            refuse_on_command_line(
+                secret.is_some(),
+                "secrets are",
+                "run `mesh key share --shares N --quorum K` and type it, or give it on standard input",
+            )?;
+            let secret =
+                Udf::parse(&read_secret("secret: ")?).context("the secret is not a UDF")?;
             let split = shamir::split(&mut rand_core::OsRng, secret.as_bytes(), shares, quorum)?;
             let texts: Vec<String> = split.iter().map(|s| s.to_udf().to_string()).collect();
             print(
@@ -160,7 +181,12 @@ pub(crate) fn run(command: KeyCommand) -> anyhow::Result<ExitCode> {
             );
         }
         KeyCommand::Recover { shares, json } => {
-            let udfs = shares
+            refuse_on_command_line(
+                !shares.is_empty(),
+                "shares are",
+                "run `mesh key recover` and type them, or give them on standard input, one a line",
+            )?;
+            let udfs = read_secret_lines("share")?
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {

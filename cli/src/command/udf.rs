@@ -7,7 +7,7 @@ use clap::{Subcommand, ValueEnum};
 use mesh_protocol::udf::{self, DigestAlg, Udf, digest, keyed};
 use serde_json::json;
 
-use super::input::read_input;
+use super::input::{read_input, read_secret_file, refuse_on_command_line};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Alg {
@@ -40,9 +40,13 @@ pub(crate) enum UdfCommand {
     Mac {
         /// The file.
         file: String,
-        /// The key.
-        #[arg(long)]
-        key: String,
+        /// A file holding the key (- for standard input).
+        #[arg(long, required_unless_present = "key")]
+        key_file: Option<String>,
+        /// Refused: a key on the command line can be read by other programs
+        /// and stays in the shell's history.
+        #[arg(long, hide = true)]
+        key: Option<String>,
         /// Precision in bits.
         #[arg(long, default_value_t = udf::DEFAULT_BITS)]
         bits: usize,
@@ -111,13 +115,24 @@ pub(crate) fn run(command: UdfCommand) -> anyhow::Result<ExitCode> {
         }
         UdfCommand::Mac {
             file,
+            key_file,
             key,
             bits,
             content_type,
             json,
         } => {
+            refuse_on_command_line(
+                key.is_some(),
+                "keys are",
+                "put it in a file and give --key-file FILE (- for standard input)",
+            )?;
             check_bits(bits)?;
-            let key = Udf::parse(&key).context("--key is not a UDF")?;
+            let key_file = key_file.unwrap_or_default();
+            anyhow::ensure!(
+                !(key_file == "-" && file == "-"),
+                "the key and the file cannot both come from standard input"
+            );
+            let key = Udf::parse(&read_secret_file(&key_file)?).context("the key is not a UDF")?;
             let data = read_input(&file)?;
             let value =
                 keyed::authenticator(&key.to_string(), &data, &content_type).to_string_bits(bits);

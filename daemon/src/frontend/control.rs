@@ -10,13 +10,22 @@
 //! stopped service cannot delay them. Changes go to the account's task;
 //! the answer comes once what was done is usable: the keystore serves the
 //! new keys, and gpg's keyring holds a new certificate.
+//!
+//! Two requests hand many secrets out at once: recovery shares
+//! (`AccountEscrow`) and the whole Credential catalog (`CatalogList`).
+//! Any program of the user's can reach this socket, so these are answered
+//! only once the user says yes through askpass, as `ssh-add -c` keys are
+//! (no one to ask is a no), and an escrow quorum under
+//! [`MIN_QUORUM`] is refused outright. One credential is asked for by
+//! name (`CatalogGet`, what the git helper uses) and needs no question.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_ipc::control::{
-    self, DaemonStatus, ErrorKind, FrameError, Listener, MAX_FRAME, Request, Response,
+    self, Catalog, CatalogEntry, DaemonStatus, ErrorKind, FrameError, Listener, MAX_FRAME, Request,
+    Response, Standing,
 };
 use mesh_protocol::account::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,12 +35,16 @@ use tokio::sync::{Notify, watch};
 use crate::account::{AccountError, Command, Handle, SshPut};
 use crate::host::gpg::Followed;
 use crate::keystore;
+use crate::keystore::confirm::Askpass;
 
 /// How many control connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// The smallest escrow quorum: with 1, each share is the account seed.
+pub const MIN_QUORUM: usize = 2;
+
 /// How long a command waits for gpg to take a new certificate: well
-/// inside the 30 s a client waits for an answer.
+/// inside the 75 s a client waits for an answer.
 const GPG_IMPORT: Duration = Duration::from_secs(25);
 
 /// How long a PIN is accepted when its issuer does not say: ten minutes.
@@ -56,6 +69,8 @@ pub struct State {
     pub keystore_applied: watch::Receiver<u64>,
     /// How far gpg's keyring and gpg.conf follow the account.
     pub gpg_followed: watch::Receiver<Followed>,
+    /// Where the user confirms exports of secrets.
+    pub askpass: Askpass,
 }
 
 /// Accept control connections until the future is dropped.
@@ -106,12 +121,15 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
         };
         tracing::debug!(request = request.name(), "control request");
         let stop = matches!(request, Request::Shutdown);
-        let response = respond(request, state)
-            .await
-            .unwrap_or_else(|e| Response::Error {
-                kind: e.kind(),
-                message: e.to_string(),
-            });
+        let response = match allowed(&request, state).await {
+            Err(refusal) => refusal,
+            Ok(()) => respond(request, state)
+                .await
+                .unwrap_or_else(|e| Response::Error {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                }),
+        };
         let frame = match control::encode(&response) {
             Err(FrameError::TooLong { len }) => control::encode(&Response::Error {
                 kind: ErrorKind::Io,
@@ -126,6 +144,53 @@ async fn handle(mut stream: UnixStream, state: &State) -> Result<(), FrameError>
             state.stop.notify_one();
             return Ok(());
         }
+    }
+}
+
+/// Whether a request may be answered: those that export secrets in bulk
+/// need a quorum of at least [`MIN_QUORUM`] and the user's yes. The error
+/// is the refusal to send.
+async fn allowed(request: &Request, state: &State) -> Result<(), Response> {
+    let prompt = match request {
+        Request::AccountEscrow { quorum, .. } if *quorum < MIN_QUORUM => {
+            return Err(Response::Error {
+                kind: ErrorKind::Input,
+                message: format!(
+                    "a quorum of at least {MIN_QUORUM} is needed (with {quorum}, each share is the account seed itself)"
+                ),
+            });
+        }
+        // Only an administrator holds the seed: the others are refused
+        // here, with no question asked. (A view not yet up to date with a
+        // promotion refuses too: never an escrow without a question.)
+        Request::AccountEscrow { .. } if !state.account.view().status.admin => {
+            let refusal = if state.account.view().status.status == Standing::None {
+                AccountError::NoAccount
+            } else {
+                AccountError::NotAdmin
+            };
+            return Err(Response::Error {
+                kind: refusal.kind(),
+                message: refusal.to_string(),
+            });
+        }
+        Request::AccountEscrow { shares, quorum } => format!(
+            "Allow a program to take this Mesh account's recovery shares ({shares} shares, any {quorum} of which rebuild the account)?"
+        ),
+        Request::CatalogList {
+            store: Catalog::Credential,
+        } => "Allow a program to read every password and token in this Mesh account's Credential catalog?".to_owned(),
+        _ => return Ok(()),
+    };
+    if state.askpass.confirm(&prompt).await {
+        tracing::info!(request = request.name(), "export confirmed");
+        Ok(())
+    } else {
+        tracing::warn!(request = request.name(), "export not confirmed; refused");
+        Err(Response::Error {
+            kind: ErrorKind::Denied,
+            message: "not confirmed: this export needs a yes through askpass (SSH_ASKPASS), and no one said yes".into(),
+        })
     }
 }
 
@@ -168,10 +233,21 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::DeviceList => Ok(Response::Devices {
             devices: view.devices.clone()?,
         }),
+        Request::CatalogGet { store, name } => {
+            let values = match store {
+                Catalog::Application => view.application.clone()?,
+                Catalog::Credential => view.credential.clone()?,
+            };
+            let value = values
+                .get(&name)
+                .ok_or_else(|| AccountError::NotFound(format!("no entry named {name:?}")))?
+                .to_owned();
+            Ok(Response::CatalogEntry(CatalogEntry { name, value }))
+        }
         Request::CatalogList { store } => {
             let values = match store {
-                control::Catalog::Application => view.application.clone()?,
-                control::Catalog::Credential => view.credential.clone()?,
+                Catalog::Application => view.application.clone()?,
+                Catalog::Credential => view.credential.clone()?,
             };
             Ok(Response::Catalog {
                 entries: values
@@ -238,6 +314,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::AccountSync => run(Command::Sync).await,
         Request::AccountEscrow { shares, quorum } => run(Command::Escrow { shares, quorum }).await,
         Request::AccountRecover { shares, rejoin } => {
+            let shares = shares.iter().map(|s| s.expose().to_owned()).collect();
             run(Command::Recover { shares, rejoin }).await
         }
         Request::AccountPin {
@@ -284,7 +361,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::CatalogPut { store, name, value } => {
             run(Command::CatalogImport {
                 store: store.store(),
-                entries: vec![(name, value)],
+                entries: vec![(name, value.expose().to_owned())],
             })
             .await
         }
@@ -410,7 +487,6 @@ async fn keys_in_use(state: &State, gpg: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_ipc::control::Standing;
     use mesh_ipc::paths::Paths;
 
     use crate::account::{Account, Settings};
@@ -450,6 +526,7 @@ mod tests {
             account: handle,
             keystore_applied: applied,
             gpg_followed: followed,
+            askpass: Askpass::from_env(|_| None),
         })
     }
 
@@ -493,6 +570,34 @@ mod tests {
                     confirm: false,
                 },
                 ErrorKind::Input,
+            ),
+            (
+                Request::AccountEscrow {
+                    shares: 3,
+                    quorum: 1,
+                },
+                ErrorKind::Input,
+            ),
+            (
+                Request::AccountEscrow {
+                    shares: 3,
+                    quorum: 2,
+                },
+                ErrorKind::NoAccount,
+            ),
+            // Nobody to ask in this test: the export is denied.
+            (
+                Request::CatalogList {
+                    store: Catalog::Credential,
+                },
+                ErrorKind::Denied,
+            ),
+            (
+                Request::CatalogGet {
+                    store: Catalog::Credential,
+                    name: "git:https://example.com".into(),
+                },
+                ErrorKind::NoAccount,
             ),
             (
                 Request::DeviceConnect {

@@ -9,58 +9,35 @@
 
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use tokio::net::UnixListener;
 
 use super::ServerError;
 
-/// Create `dir` (mode 0700) if it is missing, then check that it is a real
-/// directory, owned by us, that no one else can enter.
+/// Create `dir` (mode 0700, as are the directories above it that are
+/// missing) if it is missing, then check that it is a real directory,
+/// owned by us, that no one else can enter: the check the clients make
+/// too ([`mesh_ipc::trust::check_dir`]).
 pub fn prepare(dir: &Path) -> Result<(), ServerError> {
-    let refuse = |reason: String| ServerError::UnsafeRuntimeDir {
-        dir: dir.to_owned(),
-        reason,
-    };
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(ServerError::Io {
-                what: "cannot create",
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    }
-    let meta = fs::symlink_metadata(dir).map_err(|source| ServerError::Io {
-        what: "cannot inspect",
-        path: dir.to_owned(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(refuse("it is not a directory (a symbolic link?)".into()));
-    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServerError::Io {
+            what: "cannot create",
+            path: dir.to_owned(),
+            source,
+        })?;
     let uid = rustix::process::geteuid().as_raw();
-    if meta.uid() != uid {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not to us ({uid})",
-            meta.uid()
-        )));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(refuse(format!(
-            "other users can reach it (mode {mode:04o}); fix with: chmod 700 {}",
-            dir.display()
-        )));
-    }
+    mesh_ipc::trust::check_dir(dir, uid)?;
     Ok(())
 }
 
 /// Listen on the socket `path`, mode 0600, replacing a stale socket file.
 pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    mesh_ipc::trust::check_length(path)?;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -118,6 +95,7 @@ pub fn remove_socket(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn a_new_directory_is_made_private() {
@@ -152,6 +130,35 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).expect("linked");
         let err = prepare(&link).expect_err("refused").to_string();
         assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn missing_parents_are_made_private_too() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = tmp.path().join("state");
+        let dir = state.join("mesh/run");
+        prepare(&dir).expect("prepared");
+        for made in [&state, &state.join("mesh"), &dir] {
+            let mode = fs::metadata(made).expect("exists").mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", made.display());
+        }
+    }
+
+    #[test]
+    fn a_socket_path_too_long_is_refused_with_a_hint() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let long = tmp
+            .path()
+            .join("d".repeat(mesh_ipc::trust::MAX_SOCKET_PATH));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let err = runtime
+            .block_on(async { bind(&long).map(drop) })
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("XDG_RUNTIME_DIR"), "{err}");
     }
 
     #[test]

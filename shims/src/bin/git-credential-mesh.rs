@@ -6,13 +6,14 @@
 //! `key=value` lines on standard input (gitcredentials(7)). A credential
 //! is the catalog entry `git:<protocol>://<host>[/<path>]`, its value
 //! `username` and `password` as JSON. It asks meshd over the control
-//! socket (starting it if need be) and never holds a key itself.
+//! socket (starting it if need be) for that one entry (`CatalogGet`),
+//! never for the whole catalog, and never holds a key itself.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
-use mesh_ipc::control::{Catalog, ErrorKind, Request, Response};
+use mesh_ipc::control::{Catalog, ErrorKind, Request, Response, SecretText};
 use mesh_ipc::paths::Paths;
 use mesh_shims::daemon::{self, DaemonError};
 
@@ -36,25 +37,22 @@ fn main() -> ExitCode {
 fn run(action: &str) -> Result<(), String> {
     let fields = read_fields()?;
     let name = entry_name(&fields)?;
-    let uid = rustix::process::getuid().as_raw();
-    let paths = Paths::resolve(|n| std::env::var_os(n), uid).map_err(|e| e.to_string())?;
+    let paths = Paths::resolve(|n| std::env::var_os(n)).map_err(|e| e.to_string())?;
     match action {
         "get" => {
-            let response = ask(
-                &paths,
-                &Request::CatalogList {
-                    store: Catalog::Credential,
-                },
-            )
-            .map_err(|(_, message)| message)?;
-            let Response::Catalog { entries } = response else {
-                return Err("meshd gave an unexpected answer".into());
+            let request = Request::CatalogGet {
+                store: Catalog::Credential,
+                name,
             };
-            let Some(value) = entries.get(&name) else {
-                return Ok(()); // nothing known: git asks elsewhere
+            let value = match ask(&paths, &request) {
+                Ok(Response::CatalogEntry(entry)) => entry.value,
+                Ok(_) => return Err("meshd gave an unexpected answer".into()),
+                // Nothing known: git asks elsewhere.
+                Err((Some(ErrorKind::NotFound), _)) => return Ok(()),
+                Err((_, message)) => return Err(message),
             };
             let stored: BTreeMap<String, String> =
-                serde_json::from_str(value).map_err(|_| format!("damaged entry {name}"))?;
+                serde_json::from_str(&value).map_err(|_| "damaged credential entry".to_owned())?;
             if let Some(user) = fields.get("username")
                 && stored.get("username") != Some(user)
             {
@@ -73,7 +71,9 @@ fn run(action: &str) -> Result<(), String> {
             else {
                 return Ok(());
             };
-            let value = serde_json::json!({"username": username, "password": password}).to_string();
+            let value = SecretText::new(
+                serde_json::json!({"username": username, "password": password}).to_string(),
+            );
             ask(
                 &paths,
                 &Request::CatalogPut {

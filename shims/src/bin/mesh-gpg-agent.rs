@@ -13,8 +13,7 @@ use mesh_ipc::paths::Paths;
 use mesh_shims::daemon;
 
 fn main() -> ExitCode {
-    let uid = rustix::process::getuid().as_raw();
-    let paths = match Paths::resolve(|name| std::env::var_os(name), uid) {
+    let paths = match Paths::resolve(|name| std::env::var_os(name)) {
         Ok(paths) => paths,
         Err(e) => {
             eprintln!("mesh-gpg-agent: cannot find where the Mesh lives: {e}");
