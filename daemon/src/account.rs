@@ -311,7 +311,28 @@ impl Account {
                     .filter(|c| c.device_udf == udf)
             })
             .ok_or_else(|| {
-                AccountError::untrusted(Store::Device, "this device is not in the Device catalog")
+                // A replica of meshd before entry format 2 opens, and does
+                // not read as an entry: say so rather than "not in it".
+                let old = (1..=self.replicas.len(Store::Device))
+                    .filter_map(|index| self.replicas.frame(Store::Device, index))
+                    .any(|frame| {
+                        let opened = mesh_protocol::entry::open(
+                            &frame,
+                            &state.address,
+                            Store::Device,
+                            Some(&device.encrypt),
+                            std::slice::from_ref(&admin),
+                        );
+                        matches!(opened, Err(mesh_protocol::entry::EntryError::Format))
+                    });
+                if old {
+                    AccountError::untrusted(
+                        Store::Device,
+                        "this account's catalogs are in entry format 1, which this meshd no longer reads (their metadata is not signed): make a new account",
+                    )
+                } else {
+                    AccountError::untrusted(Store::Device, "this device is not in the Device catalog")
+                }
             })?;
         self.activation = Some(Activation::open(device, &state.profile, &cataloged)?);
         self.refold()?;

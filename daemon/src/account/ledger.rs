@@ -28,6 +28,8 @@
 //!    devices with the `web` role.
 //! 4. An object is changed or deleted by an administrator or by the device
 //!    that wrote its live version: a device updates only what it wrote.
+//!    One exception: any device with the `web` role deletes a credential
+//!    (git's `reject` of a revoked token erases it everywhere).
 //! 5. OpenPGP entries are written by administrators only (their
 //!    certificates go into every device's gpg keyring).
 //! 6. Only an administrator switches an SSH identity's confirmation off.
@@ -238,8 +240,12 @@ fn rule(
     if current_type.is_some_and(|t| t != head.message_type) {
         return Err("it changes the kind of an object".into());
     }
+    // (git's `reject` erases a credential everywhere: any device with the
+    // web right deletes one.)
+    let erasing_credential = store == Store::Credential && head.event == Event::Delete;
     if let Some(current) = current
         && !admin
+        && !erasing_credential
         && current.author != verified.signer
     {
         return Err("a device changes only what it wrote".into());

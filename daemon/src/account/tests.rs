@@ -715,3 +715,51 @@ async fn revocation_rotates_the_store_keys() {
     assert_eq!(credential.get("git:https://example.com"), Some("after"));
     assert_eq!(view.status.status, Standing::Connected);
 }
+
+#[tokio::test]
+async fn an_answer_for_another_request_is_not_taken() {
+    use std::sync::Mutex;
+    let service = service();
+    let laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    // The service keeps the administrator's answer to one device ...
+    let kept: Arc<Mutex<Option<ServiceResponse>>> = Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&kept);
+    let keeping: Arc<Twist> = Arc::new(move |answer| {
+        if matches!(&answer, ServiceResponse::CompleteResponse(c) if c.enveloped_respond_connection.is_some())
+        {
+            *keep.lock().expect("lock") = Some(answer.clone());
+        }
+        answer
+    });
+    // ... and hands it to another that waits.
+    let give = Arc::clone(&kept);
+    let replaying: Arc<Twist> = Arc::new(move |answer| match answer {
+        ServiceResponse::CompleteResponse(_) => {
+            give.lock().expect("lock").clone().unwrap_or(answer)
+        }
+        other => other,
+    });
+    let first = Device::start(connector(&service, false, Some(keeping)));
+    let second = Device::start(connector(&service, false, Some(replaying)));
+    let rejected = ask_to_join(&first).await;
+    ask_to_join(&second).await;
+    laptop.run(Command::Sync).await.expect("synced");
+    laptop
+        .run(Command::Answer {
+            code: rejected,
+            accept: None,
+        })
+        .await
+        .expect("rejected");
+    first.run(Command::ConnectStatus).await.expect("polled");
+    assert_eq!(first.handle.view().status.status, Standing::Rejected);
+    assert!(kept.lock().expect("lock").is_some());
+    // The second device is told the first one's answer: not believed.
+    let told = second.run(Command::ConnectStatus).await;
+    assert!(
+        matches!(&told, Err(AccountError::Untrusted { why, .. }) if why.contains("another request")),
+        "{told:?}"
+    );
+    assert_eq!(second.handle.view().status.status, Standing::Pending);
+}
