@@ -62,8 +62,11 @@ mod tests;
 
 /// The secret-store name of the device seed.
 const DEVICE_SEED: &str = "device-seed";
-/// The secret-store name of a recovered account seed.
-const ACCOUNT_SEED: &str = "account-seed";
+/// The file (in the data directory, no secret in it) that records where
+/// the device seed is kept: `file` or `secret-service`. It is written when
+/// the seed is, and read at each start, so that a session with another
+/// D-Bus (an ssh login after a desktop one) does not guess again.
+const SECRETS_BACKEND: &str = "secrets-backend";
 
 /// How long a service call may go unanswered before the view says that
 /// the service does not answer (the call itself goes on until its own
@@ -159,9 +162,14 @@ impl Account {
     /// Load what this device knows: its state file, seed and replicas.
     pub fn open(settings: Settings) -> Result<Account, AccountError> {
         let paths = &settings.paths;
+        let recorded = match std::fs::read_to_string(paths.data_dir.join(SECRETS_BACKEND)) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
         let secrets = SecretStore::open(
             &paths.data_dir.join("secrets"),
-            settings.keyring.as_deref(),
+            settings.keyring.as_deref().or(recorded.as_deref()),
             settings.session_bus,
         )?;
         let state: Option<State> = match std::fs::read(paths.data_dir.join("account.json")) {
@@ -176,6 +184,10 @@ impl Account {
             Some(seed) => Some(DeviceKeys::from_seed(parse_seed(&seed)?)?),
             None => None,
         };
+        if device.is_some() && recorded.is_none() {
+            // (A seed kept before the record existed.)
+            std::fs::write(paths.data_dir.join(SECRETS_BACKEND), secrets.kind())?;
+        }
         let replicas = Replicas::open(&paths.data_dir.join("stores"))?;
         let remote = match &state {
             Some(s) => Some(Remote::with_time_file(
@@ -242,6 +254,9 @@ impl Account {
             let keys = DeviceKeys::generate(&mut OsRng)?;
             let text = Zeroizing::new(keys.seed().to_udf().to_string());
             self.secrets.set(DEVICE_SEED, text.as_bytes())?;
+            let dir = &self.settings.paths.data_dir;
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(SECRETS_BACKEND), self.secrets.kind())?;
             self.device = Some(keys);
         }
         self.device

@@ -54,4 +54,22 @@ fn the_device_seed_lives_in_the_secret_service_and_survives_a_restart() {
             .next()
             .is_some()
     );
+
+    // Outside that session (an ssh login, say) the seed is where it was
+    // recorded to be: meshd says the Secret Service does not answer, and
+    // neither guesses files nor makes a new seed there.
+    let out = device
+        .ours("mesh")
+        .args(["account", "status"])
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .expect("mesh runs");
+    let said = format!("{}{}", stdout(&out), mesh_e2e::stderr(&out));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("Secret Service"), "{said}");
+    assert!(!said.contains("seed is missing"), "{said}");
+    assert!(
+        !device.home().join(".local/share/mesh/secrets").exists(),
+        "no file fallback was used"
+    );
 }

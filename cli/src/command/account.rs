@@ -385,7 +385,10 @@ pub(crate) fn account(paths: &Paths, command: AccountCommand) -> anyhow::Result<
             let request = Request::AccountRecover { shares, rejoin };
             let recovered = answer!(ask(paths, &request)?, Response::Recovered(r) => r);
             show(json, &recovered, |v| {
-                format!("recovered the account seed of profile {}\n", v.profile)
+                format!(
+                    "the shares hold the account seed of profile {} (not kept: give --address to rejoin)\n",
+                    v.profile
+                )
             });
         }
         AccountCommand::Pin {

@@ -16,9 +16,7 @@ use mesh_protocol::udf::seed::Seed;
 use mesh_protocol::udf::{Udf, keyed};
 use rand_core::{OsRng, RngCore};
 
-use super::{
-    ACCOUNT_SEED, Account, AccountError, PendingConnection, State, open_cataloged, profile_digest,
-};
+use super::{Account, AccountError, PendingConnection, State, open_cataloged, profile_digest};
 
 /// The service answered something that does not fit the request.
 fn unexpected() -> AccountError {
@@ -102,8 +100,8 @@ impl Account {
         }))
     }
 
-    /// Rebuild the account seed from shares; keep it in the secret store.
-    /// With `rejoin`, also join the account's service as a new
+    /// Rebuild the account seed from shares (and check that it is one);
+    /// it is not kept at rest. With `rejoin`, also join the account's service as a new
     /// administrator device: the seed itself vouches for it.
     pub(super) async fn recover(
         &mut self,
@@ -125,7 +123,9 @@ impl Account {
         let seed = Seed::from_udf(&udf).map_err(|_| not_seed())?;
         let keys = AccountKeys::from_seed(seed).map_err(|_| not_seed())?;
         let fingerprint = keys.udf().to_string();
-        self.secrets.set(ACCOUNT_SEED, udf.to_string().as_bytes())?;
+        // The seed is not kept: rejoining puts it, sealed, in this
+        // device's grants; without rejoining the shares are only checked.
+        drop(udf);
         let Some((address, service, name)) = rejoin else {
             return Ok(Response::Recovered(Recovered {
                 profile: fingerprint,

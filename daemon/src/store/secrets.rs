@@ -84,6 +84,14 @@ impl SecretStore {
         }
     }
 
+    /// Which store this is, as `MESH_KEYRING` names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretStore::SecretService(_) => "secret-service",
+            SecretStore::File(_) => "file",
+        }
+    }
+
     /// What a person should know about where secrets are.
     pub fn describe(&self) -> String {
         match self {
