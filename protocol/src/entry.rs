@@ -85,7 +85,7 @@ pub struct Head {
         rename = "Previous",
         default,
         skip_serializing_if = "Option::is_none",
-        with = "b64_opt"
+        with = "crate::envelope::b64_opt"
     )]
     pub previous: Option<Vec<u8>>,
 }
@@ -375,34 +375,6 @@ impl<S: Clone> Ledger<S> {
     }
 }
 
-mod b64_opt {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        value: &Option<Vec<u8>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(bytes) => s.serialize_str(&URL_SAFE_NO_PAD.encode(bytes)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Vec<u8>>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| {
-            URL_SAFE_NO_PAD
-                .decode(t)
-                .map_err(|_| serde::de::Error::custom("not base64url"))
-        })
-        .transpose()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +421,11 @@ mod tests {
             Some(store_key),
             &[signer.public()],
         )
+    }
+
+    /// Seal `head` and open it: a valid entry.
+    fn entry_of(signer: &PrivateKey, store_key: &PrivateKey, head: &Head) -> Verified {
+        check(&sealed(signer, store_key, head), signer, store_key).expect("an entry")
     }
 
     #[test]
@@ -502,23 +479,13 @@ mod tests {
         let (signer, store_key) = (key(KeyAlg::Ed25519), key(KeyAlg::X25519));
         let allow = |_: &Verified, _: Option<&Live<()>>| Ok(());
         let mut ledger = Ledger::<()>::default();
-        let v1 = check(
-            &sealed(&signer, &store_key, &head("a", Event::New, None)),
-            &signer,
-            &store_key,
-        )
-        .expect("v1");
+        let v1 = entry_of(&signer, &store_key, &head("a", Event::New, None));
         ledger.fold(1, &v1, allow).expect("new");
-        let v2 = check(
-            &sealed(
-                &signer,
-                &store_key,
-                &head("a", Event::Update, ledger.previous("a")),
-            ),
+        let v2 = entry_of(
             &signer,
             &store_key,
-        )
-        .expect("v2");
+            &head("a", Event::Update, ledger.previous("a")),
+        );
         ledger.fold(2, &v2, allow).expect("update");
         // v1 again, or v2 again: neither continues the chain.
         assert_eq!(
@@ -529,16 +496,11 @@ mod tests {
             ledger.fold(3, &v2, allow),
             Err(EntryError::Replayed("a".into()))
         );
-        let gone = check(
-            &sealed(
-                &signer,
-                &store_key,
-                &head("a", Event::Delete, ledger.previous("a")),
-            ),
+        let gone = entry_of(
             &signer,
             &store_key,
-        )
-        .expect("delete");
+            &head("a", Event::Delete, ledger.previous("a")),
+        );
         ledger.fold(3, &gone, allow).expect("delete");
         assert!(ledger.live().is_empty());
         // The first New cannot bring it back after its delete.
@@ -553,23 +515,13 @@ mod tests {
     fn a_denied_frame_keeps_its_place_and_changes_nothing() {
         let (signer, store_key) = (key(KeyAlg::Ed25519), key(KeyAlg::X25519));
         let mut ledger = Ledger::<u8>::default();
-        let v1 = check(
-            &sealed(&signer, &store_key, &head("a", Event::New, None)),
-            &signer,
-            &store_key,
-        )
-        .expect("v1");
+        let v1 = entry_of(&signer, &store_key, &head("a", Event::New, None));
         ledger.fold(1, &v1, |_, _| Ok(7)).expect("new");
-        let v2 = check(
-            &sealed(
-                &signer,
-                &store_key,
-                &head("a", Event::Update, ledger.previous("a")),
-            ),
+        let v2 = entry_of(
             &signer,
             &store_key,
-        )
-        .expect("v2");
+            &head("a", Event::Update, ledger.previous("a")),
+        );
         ledger
             .fold(2, &v2, |_, _| Err("not yours".into()))
             .expect("denied, not refused");

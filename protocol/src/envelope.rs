@@ -688,11 +688,11 @@ mod b64 {
     }
 }
 
-/// Serde for an optional base64url field.
-mod b64_opt {
+/// Serde for an optional base64url field (also the entry head's).
+pub(crate) mod b64_opt {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         bytes: &Option<Vec<u8>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -702,7 +702,7 @@ mod b64_opt {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Vec<u8>>, D::Error> {
         #[derive(Deserialize)]

@@ -78,21 +78,27 @@ pub(crate) fn read_secret(prompt: &str) -> anyhow::Result<zeroize::Zeroizing<Str
     let secret = if std::io::stdin().is_terminal() {
         zeroize::Zeroizing::new(read_passphrase(prompt)?)
     } else {
-        let mut text = zeroize::Zeroizing::new(String::new());
-        std::io::stdin()
-            .take(MAX_SECRET + 1)
-            .read_to_string(&mut text)
-            .context("cannot read standard input")?;
-        anyhow::ensure!(
-            text.len() as u64 <= MAX_SECRET,
-            "standard input is longer than {MAX_SECRET} bytes"
-        );
+        let mut text = read_stdin()?;
         let end = text.trim_end_matches(['\n', '\r']).len();
         text.truncate(end);
         text
     };
     anyhow::ensure!(!secret.is_empty(), "nothing was given");
     Ok(secret)
+}
+
+/// All of standard input, up to [`MAX_SECRET`] bytes.
+fn read_stdin() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(MAX_SECRET + 1)
+        .read_to_string(&mut text)
+        .context("cannot read standard input")?;
+    anyhow::ensure!(
+        text.len() as u64 <= MAX_SECRET,
+        "standard input is longer than {MAX_SECRET} bytes"
+    );
+    Ok(text)
 }
 
 /// Read secrets one a line: on the terminal, asked for one by one without
@@ -109,15 +115,7 @@ pub(crate) fn read_secret_lines(what: &str) -> anyhow::Result<Vec<String>> {
             secrets.push(line.trim().to_owned());
         }
     } else {
-        let mut text = zeroize::Zeroizing::new(String::new());
-        std::io::stdin()
-            .take(MAX_SECRET + 1)
-            .read_to_string(&mut text)
-            .context("cannot read standard input")?;
-        anyhow::ensure!(
-            text.len() as u64 <= MAX_SECRET,
-            "standard input is longer than {MAX_SECRET} bytes"
-        );
+        let text = read_stdin()?;
         secrets.extend(
             text.lines()
                 .map(str::trim)
