@@ -13,8 +13,9 @@ use mesh_e2e::{
 };
 
 /// A home whose agents ask an askpass script that answers from files:
-/// `confirm` holds its exit status for confirmations, `passphrase` what
-/// it prints for passphrases; every question is logged.
+/// `confirm` holds its exit status for confirmations and `said` what it
+/// prints then, `passphrase` what it prints for passphrases; every
+/// question is logged.
 fn askpass_home() -> TestEnv {
     with_askpass(TestEnv::new())
 }
@@ -26,7 +27,7 @@ fn with_askpass(mut env: TestEnv) -> TestEnv {
         &script,
         format!(
             "#!/bin/sh\nd={}\necho \"$SSH_ASKPASS_PROMPT|$1\" >> \"$d/askpass.log\"\n\
-             if [ \"$SSH_ASKPASS_PROMPT\" = confirm ]; then exit \"$(cat \"$d/confirm\")\"; fi\n\
+             if [ \"$SSH_ASKPASS_PROMPT\" = confirm ]; then cat \"$d/said\"; exit \"$(cat \"$d/confirm\")\"; fi\n\
              cat \"$d/passphrase\"\n",
             env.root().display()
         ),
@@ -42,8 +43,14 @@ fn with_askpass(mut env: TestEnv) -> TestEnv {
 
 /// Set what the askpass script answers.
 fn answer(env: &TestEnv, confirm: &str, passphrase: &str) {
+    say(env, "");
     fs::write(env.root().join("confirm"), confirm).expect("confirm");
     fs::write(env.root().join("passphrase"), format!("{passphrase}\n")).expect("passphrase");
+}
+
+/// Set what the askpass script prints when it confirms.
+fn say(env: &TestEnv, said: &str) {
+    fs::write(env.root().join("said"), said).expect("said");
 }
 
 /// Fresh user keys made by ssh-keygen: `<name>` and `<name>.pub` in
@@ -146,6 +153,14 @@ fn ssh_add_script(env: &TestEnv, sock: &Path, sshd: &Sshd, keys: &[PathBuf; 4]) 
     answer(env, "1", "");
     let signed = agent_signs(env, sock, "ec");
     log.push(format!("confirm no: signed {signed}"));
+    // OpenSSH takes exit 0 as a yes only with nothing printed, or "yes".
+    answer(env, "0", "");
+    for said in ["no\n", "yes\n", "maybe"] {
+        say(env, said);
+        let signed = agent_signs(env, sock, "ec");
+        log.push(format!("confirm exit 0 saying {said:?}: signed {signed}"));
+    }
+    answer(env, "0", "");
     let signed = agent_signs(env, sock, "ed");
     log.push(format!("unconfirmed key: signed {signed}"));
     answer(env, "0", "");
@@ -260,6 +275,9 @@ fn ssh_add_gives_the_same_outcomes_with_meshd_as_with_openssh_agent() {
         "Agent unlocked.",
         "confirm yes: signed true",
         "confirm no: signed false",
+        "confirm exit 0 saying \"no\\n\": signed false",
+        "confirm exit 0 saying \"yes\\n\": signed true",
+        "confirm exit 0 saying \"maybe\": signed false",
         "login with a key for elsewhere: exit Some(255)",
         "logged-in",
         "login as a user the key is not for: exit Some(255)",

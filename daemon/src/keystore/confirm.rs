@@ -1,7 +1,9 @@
 //! Asking the user before a key signs (`ssh-add -c`, or a catalog entry
 //! that says so), the way OpenSSH's agent asks: through an askpass
-//! program run with `SSH_ASKPASS_PROMPT=confirm`, whose exit status is
-//! the answer.
+//! program run with `SSH_ASKPASS_PROMPT=confirm`. As in OpenSSH
+//! (`ask_permission`), the answer is yes only when the program exits 0
+//! *and* prints nothing or `yes` (in any case): an askpass that prints
+//! `no`, or anything else, and exits 0 has not said yes.
 //!
 //! With nobody to ask (no display and no `SSH_ASKPASS_REQUIRE=force`, no
 //! askpass program, or no answer within [`TIMEOUT`]) the answer is no:
@@ -61,7 +63,7 @@ impl Askpass {
             .arg(prompt)
             .env("SSH_ASKPASS_PROMPT", "confirm")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn();
@@ -72,8 +74,17 @@ impl Askpass {
                 return false;
             }
         };
-        match tokio::time::timeout(TIMEOUT, child.wait()).await {
-            Ok(Ok(status)) => status.success(),
+        let answer = async {
+            use tokio::io::AsyncReadExt as _;
+            let mut said = Vec::new();
+            if let Some(stdout) = child.stdout.take() {
+                // Bounded: an answer is a word; more is not a yes.
+                stdout.take(MAX_ANSWER).read_to_end(&mut said).await?;
+            }
+            Ok::<_, std::io::Error>((child.wait().await?, said))
+        };
+        match tokio::time::timeout(TIMEOUT, answer).await {
+            Ok(Ok((status, said))) => status.success() && says_yes(&said),
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "askpass failed");
                 false
@@ -84,6 +95,17 @@ impl Askpass {
             }
         }
     }
+}
+
+/// The most of an askpass's output read.
+const MAX_ANSWER: u64 = 1024;
+
+/// Whether an askpass's output is a yes: nothing, or `yes` in any case,
+/// one line end allowed (OpenSSH's rule).
+fn says_yes(said: &[u8]) -> bool {
+    let line = said.strip_suffix(b"\n").unwrap_or(said);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.is_empty() || line.eq_ignore_ascii_case(b"yes")
 }
 
 fn find_in_path(path: OsString, name: &str) -> Option<PathBuf> {
@@ -114,6 +136,31 @@ mod tests {
             ("SSH_ASKPASS_REQUIRE", "force"),
         ]));
         assert!(!no.confirm("Allow?").await);
+    }
+
+    #[test]
+    fn only_nothing_or_yes_is_a_yes() {
+        for yes in [&b""[..], b"\n", b"yes", b"YES\n", b"Yes\r\n"] {
+            assert!(says_yes(yes), "{yes:?}");
+        }
+        for no in [&b"no"[..], b"y", b"yes please", b"\n\n", b" yes", b"ok\n"] {
+            assert!(!says_yes(no), "{no:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_askpass_that_exits_0_saying_no_has_not_said_yes() {
+        // echo exits 0 and prints its argument, the question: what it
+        // prints decides.
+        let echo = Askpass::from_env(env(&[("SSH_ASKPASS", "/bin/echo"), ("DISPLAY", ":0")]));
+        for (question, yes) in [
+            ("yes", true),
+            ("YES", true),
+            ("no", false),
+            ("Allow?", false),
+        ] {
+            assert_eq!(echo.confirm(question).await, yes, "{question:?}");
+        }
     }
 
     #[tokio::test]
