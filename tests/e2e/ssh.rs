@@ -653,12 +653,24 @@ fn bad_clients_lose_their_own_connection_and_nothing_else() {
     // Over 256 KiB: closed without an answer.
     let mut big = UnixStream::connect(&sock).expect("connects");
     assert_eq!(exchange(&mut big, &(256 * 1024 + 1u32).to_be_bytes()), None);
-    // A sign request whose key blob is cut short: closed.
-    let mut broken = UnixStream::connect(&sock).expect("connects");
-    assert_eq!(
-        exchange(&mut broken, &frame(&[13, 0, 0, 0, 40, 1, 2])),
-        None
-    );
+    // A request that does not parse (a sign request whose key blob is cut
+    // short, an identity of a key type nobody knows) gets FAILURE and the
+    // connection lives on: the same from OpenSSH's agent.
+    let openssh = OpensshAgent::start(&env);
+    let mut unknown_key = vec![17, 0, 0, 0, 23];
+    unknown_key.extend_from_slice(b"ssh-unknown@example.com");
+    unknown_key.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3]);
+    for socket in [openssh.socket().to_owned(), sock.clone()] {
+        let mut broken = UnixStream::connect(&socket).expect("connects");
+        for body in [&[13, 0, 0, 0, 40, 1, 2][..], &unknown_key] {
+            let said = exchange(&mut broken, &frame(body));
+            assert_eq!(said, Some(vec![5]), "{}", socket.display());
+            let listed = exchange(&mut broken, &frame(&[11]));
+            assert_eq!(listed, Some(vec![12, 0, 0, 0, 0]), "{}", socket.display());
+        }
+    }
+    let log = fs::read_to_string(env.home().join(".local/share/mesh/meshd.log")).expect("log");
+    assert!(log.contains("could not be read"), "logged: {log}");
     // A client that stops half way through a frame holds nobody up.
     let mut stalled = UnixStream::connect(&sock).expect("connects");
     stalled.write_all(&[0, 0, 1]).expect("partial write");

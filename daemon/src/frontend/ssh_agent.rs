@@ -3,9 +3,12 @@
 //!
 //! Frames are a 4-byte big-endian length and that many bytes, at most
 //! [`MAX_FRAME`]; ssh-agent-lib decodes and encodes the messages. A frame
-//! over the limit, or one that does not parse as the message its type
-//! names, closes that connection and nothing else; a message type we do
-//! not know gets FAILURE and the connection lives on. Each connection is a
+//! over the limit closes that connection and nothing else. A message that
+//! does not parse as what its type names (a key type we do not know, a
+//! certificate we cannot read), or a type we do not know, gets FAILURE and
+//! the connection lives on, as in OpenSSH's agent: the length prefix keeps
+//! the frames apart. The first is logged (a client sent something we
+//! could not read), the second at debug level. Each connection is a
 //! task; it keeps its own session bindings (`session-bind@openssh.com`),
 //! which decide what it may see, use, replace and remove; what a removal
 //! leaves behind (a Mesh key masked by a constrained copy) is the
@@ -51,8 +54,6 @@ enum ConnectionError {
     Io(#[from] std::io::Error),
     #[error("frame of {0} bytes is over the limit")]
     TooLong(usize),
-    #[error("malformed message: {0}")]
-    Malformed(#[from] ssh_agent_lib::proto::Error),
     #[error("cannot encode the answer: {0}")]
     Encode(#[from] ssh_agent_lib::ssh_encoding::Error),
 }
@@ -112,10 +113,18 @@ async fn answer(
     agent: &Agent,
     bindings: &mut Bindings,
 ) -> Result<Vec<u8>, ConnectionError> {
-    let response = match ssh_agent::decode(body)? {
-        Decoded::Request(request) => respond(*request, agent, bindings).await,
-        Decoded::Unknown(command) => {
+    let response = match ssh_agent::decode(body) {
+        Ok(Decoded::Request(request)) => respond(*request, agent, bindings).await,
+        Ok(Decoded::Unknown(command)) => {
             tracing::debug!(command, "unknown agent message");
+            Response::Failure
+        }
+        Err(err) => {
+            tracing::warn!(
+                message = body.first().copied(),
+                error = %err,
+                "an agent request could not be read; answered FAILURE"
+            );
             Response::Failure
         }
     };
@@ -591,11 +600,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_malformed_known_message_ends_the_session() {
+    async fn a_malformed_known_message_gets_failure_and_the_session_goes_on() {
         let agent = agent();
         let mut bindings = Bindings::default();
-        // A sign request (13) cut short.
-        let result = answer(&[13, 0, 0, 0, 50, 1, 2], &agent, &mut bindings).await;
-        assert!(matches!(result, Err(ConnectionError::Malformed(_))));
+        // A sign request (13) cut short, then a good request.
+        let failed = decoded(&ask(&agent, &mut bindings, &[13, 0, 0, 0, 50, 1, 2]).await);
+        assert!(matches!(failed, Response::Failure), "{failed:?}");
+        let listed = decoded(&ask(&agent, &mut bindings, &[11]).await);
+        assert!(
+            matches!(listed, Response::IdentitiesAnswer(_)),
+            "{listed:?}"
+        );
     }
 }
