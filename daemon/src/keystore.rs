@@ -168,9 +168,13 @@ pub async fn generate_ssh(algorithm: &str) -> Result<PrivateKey, MakeError> {
 /// and check that the agent can sign with it.
 pub fn take_ssh(private: &str, passphrase: Option<&str>) -> Result<PrivateKey, MakeError> {
     let unusable = |why: &str| MakeError::Unusable(why.to_owned());
-    let mut key = PrivateKey::from_openssh(private).map_err(|_| {
-        unusable("not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
-    })?;
+    // ssh-key reads only what ssh-keygen writes, lines of 70; other tools
+    // (Python's cryptography, Go) wrap the same key at 64.
+    let mut key = PrivateKey::from_openssh(private)
+        .or_else(|e| PrivateKey::from_openssh(rewrapped(private).ok_or(e)?.as_str()))
+        .map_err(|_| {
+            unusable("not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
+        })?;
     if key.is_encrypted() {
         let passphrase =
             passphrase.ok_or_else(|| unusable("the key is encrypted: give its passphrase"))?;
@@ -181,6 +185,30 @@ pub fn take_ssh(private: &str, passphrase: Option<&str>) -> Result<PrivateKey, M
     ssh::Identity::new(key.key_data(), String::new())
         .map_err(|e| MakeError::Unusable(format!("cannot use this key: {e}")))?;
     Ok(key)
+}
+
+/// An OpenSSH private key's text with its base64 wrapped at 70 columns,
+/// as ssh-keygen writes it; `None` if it is not one.
+fn rewrapped(private: &str) -> Option<Zeroizing<String>> {
+    const BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
+    const END: &str = "-----END OPENSSH PRIVATE KEY-----";
+    let inside = private.trim().strip_prefix(BEGIN)?.strip_suffix(END)?;
+    let body: Zeroizing<String> = Zeroizing::new(
+        inside
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect(),
+    );
+    let mut out = Zeroizing::new(String::with_capacity(body.len() + body.len() / 70 + 80));
+    out.push_str(BEGIN);
+    out.push('\n');
+    for line in body.as_bytes().chunks(70) {
+        out.push_str(std::str::from_utf8(line).ok()?);
+        out.push('\n');
+    }
+    out.push_str(END);
+    out.push('\n');
+    Some(out)
 }
 
 /// Make an OpenPGP certificate (`ed25519`/`cv25519`, `rsa3072`/`rsa`,
@@ -237,4 +265,35 @@ pub fn take_openpgp(bytes: &[u8]) -> Result<Cert, MakeError> {
         ));
     }
     Ok(cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_wrapped_at_64_columns_is_taken() {
+        let key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).expect("a key");
+        let text = key.to_openssh(ssh_key::LineEnding::LF).expect("text");
+        let lines: Vec<&str> = text.lines().collect();
+        let body: String = lines[1..lines.len() - 1].concat();
+        let wrapped64: Vec<String> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| String::from_utf8(c.to_vec()).expect("base64"))
+            .collect();
+        for ending in ["\n", "\r\n"] {
+            let other = format!(
+                "{}{ending}{}{ending}{}{ending}",
+                lines[0],
+                wrapped64.join(ending),
+                lines[lines.len() - 1]
+            );
+            // (ssh-key alone refuses it.)
+            assert!(PrivateKey::from_openssh(&other).is_err());
+            let taken = take_ssh(&other, None).expect("taken");
+            assert_eq!(taken.public_key(), key.public_key());
+        }
+        assert!(take_ssh("-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64\n", None).is_err());
+    }
 }
