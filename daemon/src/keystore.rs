@@ -52,6 +52,13 @@ impl Keystore {
     }
 
     fn apply_ssh(&self, entries: &[SshIdentity]) {
+        let identities = crate::hygiene::then_wipe_stack(|| self.load_ssh(entries));
+        self.ssh.set_mesh(identities);
+    }
+
+    /// Parse the SSH identities of a snapshot (their text goes through
+    /// the PEM decoder's stack buffers: the caller wipes them).
+    fn load_ssh(&self, entries: &[SshIdentity]) -> Vec<ssh::Identity> {
         let mut identities = Vec::with_capacity(entries.len());
         for entry in entries {
             let private = Zeroizing::new(entry.private.clone());
@@ -71,7 +78,7 @@ impl Keystore {
                 }
             }
         }
-        self.ssh.set_mesh(identities);
+        identities
     }
 
     fn apply_openpgp(&self, entries: &[OpenpgpEntry]) {
@@ -167,6 +174,10 @@ pub async fn generate_ssh(algorithm: &str) -> Result<PrivateKey, MakeError> {
 /// Take an OpenSSH private key's text, decrypting it with `passphrase`,
 /// and check that the agent can sign with it.
 pub fn take_ssh(private: &str, passphrase: Option<&str>) -> Result<PrivateKey, MakeError> {
+    crate::hygiene::then_wipe_stack(|| parse_ssh(private, passphrase))
+}
+
+fn parse_ssh(private: &str, passphrase: Option<&str>) -> Result<PrivateKey, MakeError> {
     let unusable = |why: &str| MakeError::Unusable(why.to_owned());
     // ssh-key reads only what ssh-keygen writes, lines of 70; other tools
     // (Python's cryptography, Go) wrap the same key at 64.

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 pub mod account;
 pub mod frontend;
 pub mod host;
+mod hygiene;
 pub mod keystore;
 pub mod server;
 pub mod service_client;

@@ -160,10 +160,12 @@ fn record(store: Store, verified: &Verified) -> Result<Summary, String> {
             if SshIdentity::unique_id(&identity.name) != head.unique_id {
                 return Err("its name is not the one it is filed under".into());
             }
-            let derived = ssh_key::PrivateKey::from_openssh(&identity.private)
-                .ok()
-                .and_then(|k| k.public_key().to_openssh().ok())
-                .ok_or_else(damaged)?;
+            let derived = crate::hygiene::then_wipe_stack(|| {
+                ssh_key::PrivateKey::from_openssh(&identity.private)
+                    .ok()
+                    .and_then(|k| k.public_key().to_openssh().ok())
+            })
+            .ok_or_else(damaged)?;
             // Compare the key itself: type and base64, not the comment.
             fn key_of(line: &str) -> Vec<&str> {
                 line.split_whitespace().take(2).collect()

@@ -79,7 +79,8 @@ impl Account {
         }
         key.set_comment(&name);
         let cannot = || AccountError::Input("cannot encode the key".into());
-        let private = key.to_openssh(LineEnding::LF).map_err(|_| cannot())?;
+        let private = crate::hygiene::then_wipe_stack(|| key.to_openssh(LineEnding::LF))
+            .map_err(|_| cannot())?;
         let public = key.public_key().to_openssh().map_err(|_| cannot())?;
         let entry = SshIdentity {
             name,
