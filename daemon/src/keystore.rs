@@ -181,8 +181,11 @@ fn parse_ssh(private: &str, passphrase: Option<&str>) -> Result<PrivateKey, Make
     let unusable = |why: &str| MakeError::Unusable(why.to_owned());
     // ssh-key reads only what ssh-keygen writes, lines of 70; other tools
     // (Python's cryptography, Go) wrap the same key at 64.
+    // ssh-key also insists on an ECDSA scalar as long as its field, where
+    // ssh-keygen writes a minimal mpint (one P-521 key in four).
     let mut key = PrivateKey::from_openssh(private)
         .or_else(|e| PrivateKey::from_openssh(rewrapped(private).ok_or(e)?.as_str()))
+        .or_else(|e| PrivateKey::from_openssh(widened_ecdsa(private).ok_or(e)?.as_str()))
         .map_err(|_| {
             unusable("not an OpenSSH private key (-----BEGIN OPENSSH PRIVATE KEY-----)")
         })?;
@@ -220,6 +223,77 @@ fn rewrapped(private: &str) -> Option<Zeroizing<String>> {
     out.push_str(END);
     out.push('\n');
     Some(out)
+}
+
+/// An unencrypted OpenSSH ECDSA private key's text with its scalar
+/// widened to its field's length (zeros in front), and its private
+/// section padded again; `None` for any other key.
+fn widened_ecdsa(private: &str) -> Option<Zeroizing<String>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    const MAGIC: &[u8] = b"openssh-key-v1\0";
+    fn string(at: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (len, rest) = at.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let text = rewrapped(private)?;
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let blob = Zeroizing::new(STANDARD.decode(body.as_bytes()).ok()?);
+    let rest = blob.strip_prefix(MAGIC)?;
+    let (cipher, rest) = string(rest)?;
+    let (kdf, rest) = string(rest)?;
+    let (kdf_options, rest) = string(rest)?;
+    let (count, rest) = rest.split_first_chunk::<4>()?;
+    let (public, rest) = string(rest)?;
+    let (section, _) = string(rest)?;
+    if cipher != b"none" || u32::from_be_bytes(*count) != 1 {
+        return None;
+    }
+    let (checks, inner) = section.split_at_checked(8)?;
+    // An agent add-identity message has the same fields from the key type
+    // on: widen them there.
+    let mut message = Zeroizing::new(vec![17u8]);
+    message.extend_from_slice(inner);
+    let widened = mesh_protocol::agent::ssh_agent::widen_ecdsa_scalar(&message)?;
+    let fields = widened.get(1..)?;
+    // Key type, curve, point and scalar, then the comment.
+    let mut at = fields;
+    for _ in 0..4 {
+        at = string(at)?.1;
+    }
+    let (comment, _) = string(at)?;
+    let key_len = fields.len() - at.len();
+    let mut section = Zeroizing::new(Vec::with_capacity(section.len() + 80));
+    section.extend_from_slice(checks);
+    section.extend_from_slice(fields.get(..key_len)?);
+    put(&mut section, comment);
+    let mut pad = 1u8;
+    while section.len() % 8 != 0 {
+        section.push(pad);
+        pad += 1;
+    }
+    let mut out = Zeroizing::new(MAGIC.to_vec());
+    put(&mut out, cipher);
+    put(&mut out, kdf);
+    put(&mut out, kdf_options);
+    out.extend_from_slice(count);
+    put(&mut out, public);
+    put(&mut out, &section);
+    let encoded = Zeroizing::new(STANDARD.encode(out.as_slice()));
+    let mut pem = Zeroizing::new(String::new());
+    pem.push_str("-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    for line in encoded.as_bytes().chunks(70) {
+        pem.push_str(std::str::from_utf8(line).ok()?);
+        pem.push('\n');
+    }
+    pem.push_str("-----END OPENSSH PRIVATE KEY-----\n");
+    Some(pem)
 }
 
 /// Make an OpenPGP certificate (`ed25519`/`cv25519`, `rsa3072`/`rsa`,
@@ -306,5 +380,31 @@ mod tests {
             assert_eq!(taken.public_key(), key.public_key());
         }
         assert!(take_ssh("-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64\n", None).is_err());
+    }
+
+    #[test]
+    fn ecdsa_keys_with_a_short_scalar_are_taken() {
+        for (text, public) in [
+            (
+                include_str!("../../tests/data/ecdsa-256-short"),
+                include_str!("../../tests/data/ecdsa-256-short.pub"),
+            ),
+            (
+                include_str!("../../tests/data/ecdsa-384-short"),
+                include_str!("../../tests/data/ecdsa-384-short.pub"),
+            ),
+            (
+                include_str!("../../tests/data/ecdsa-521-short"),
+                include_str!("../../tests/data/ecdsa-521-short.pub"),
+            ),
+        ] {
+            // (ssh-key alone refuses them.)
+            assert!(PrivateKey::from_openssh(text).is_err());
+            let taken = take_ssh(text, None).expect("taken");
+            let expected = ssh_key::PublicKey::from_openssh(public).expect("public");
+            assert_eq!(taken.public_key().key_data(), expected.key_data());
+            ssh::Identity::new(taken.key_data(), String::new())
+                .expect("the agent can sign with it");
+        }
     }
 }

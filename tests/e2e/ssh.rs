@@ -696,3 +696,65 @@ fn bad_clients_lose_their_own_connection_and_nothing_else() {
     let log = fs::read_to_string(env.home().join(".local/share/mesh/meshd.log")).expect("log");
     assert!(!log.contains("hunter2"), "the passphrase reached the log");
 }
+
+#[test]
+fn ecdsa_keys_with_a_short_scalar_work_as_with_openssh_agent() {
+    // Keys ssh-keygen made whose private scalar is shorter than the
+    // field (one P-521 key in four, one in 256 for P-256 and P-384): a
+    // minimal mpint, which OpenSSH reads.
+    let env = TestEnv::new();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let keys = env.root().join("keys");
+    let pubs = env.root().join("pubs");
+    fs::create_dir_all(&keys).expect("keys");
+    fs::create_dir_all(&pubs).expect("pubs");
+    let names = ["ecdsa-256-short", "ecdsa-384-short", "ecdsa-521-short"];
+    for name in names {
+        let key = keys.join(name);
+        fs::copy(data.join(name), &key).expect("key");
+        run_ok(env.command("chmod").arg("600").arg(&key));
+        fs::copy(
+            data.join(format!("{name}.pub")),
+            pubs.join(format!("{name}.pub")),
+        )
+        .expect("public");
+    }
+    let openssh = OpensshAgent::start(&env);
+    env.mesh(&["daemon", "start"]);
+    for sock in [openssh.socket().to_owned(), env.ssh_auth_sock()] {
+        for name in names {
+            let added = env
+                .command("ssh-add")
+                .env("SSH_AUTH_SOCK", &sock)
+                .arg(keys.join(name))
+                .output()
+                .expect("ssh-add runs");
+            assert!(
+                added.status.success(),
+                "{name} to {}: {}",
+                sock.display(),
+                stderr(&added)
+            );
+            assert!(
+                agent_signs(&env, &sock, name),
+                "{name} signs with {}",
+                sock.display()
+            );
+        }
+    }
+    // mesh ssh import takes them too.
+    let (_host, _service, laptop) = account();
+    for name in names {
+        let key = laptop.root().join(name);
+        fs::copy(data.join(name), &key).expect("key");
+        laptop.mesh(&[
+            "ssh",
+            "import",
+            key.to_str().expect("utf-8"),
+            "--name",
+            name,
+        ]);
+    }
+    let listed = laptop.mesh_json(&["ssh", "list"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}

@@ -31,8 +31,15 @@ pub enum Decoded {
 }
 
 /// Decode one frame's body (without its length prefix). An error means
-/// the message is malformed and the connection must close.
+/// the message is malformed: the agent answers FAILURE.
+///
+/// An ECDSA private scalar that is shorter than its field (about one
+/// P-521 key in four that ssh-keygen makes, one in 256 for P-256 and
+/// P-384) is a minimal mpint, which OpenSSH reads and ssh-key does not:
+/// it is widened to the field's length first ([`widen_ecdsa_scalar`]).
 pub fn decode(body: &[u8]) -> Result<Decoded, ssh_agent_lib::proto::Error> {
+    let widened = widen_ecdsa_scalar(body);
+    let body = widened.as_deref().map_or(body, |w| w.as_slice());
     match Request::decode(&mut &body[..]) {
         Ok(request) => Ok(Decoded::Request(Box::new(request))),
         Err(ssh_agent_lib::proto::Error::UnsupportedCommand { command }) => {
@@ -40,6 +47,55 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ssh_agent_lib::proto::Error> {
         }
         Err(err) => Err(err),
     }
+}
+
+/// SSH_AGENTC_ADD_IDENTITY and SSH_AGENTC_ADD_ID_CONSTRAINED.
+const ADD_IDENTITY: [u8; 2] = [17, 25];
+
+/// An add-identity message whose ECDSA scalar is shorter than its curve's
+/// field, with the scalar left-padded with zeros to the field's length;
+/// `None` for any other message (left as it is).
+pub fn widen_ecdsa_scalar(body: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    /// One SSH string: its length and bytes, and what follows.
+    fn string(at: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (len, rest) = at.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        (rest.len() >= len).then(|| rest.split_at(len))
+    }
+    let (kind, rest) = body.split_first()?;
+    if !ADD_IDENTITY.contains(kind) {
+        return None;
+    }
+    let (key_type, rest) = string(rest)?;
+    let (curve, rest) = string(rest)?;
+    let field = match (key_type, curve) {
+        (b"ecdsa-sha2-nistp256", b"nistp256") => 32,
+        (b"ecdsa-sha2-nistp384", b"nistp384") => 48,
+        (b"ecdsa-sha2-nistp521", b"nistp521") => 66,
+        _ => return None,
+    };
+    let (point, rest) = string(rest)?;
+    let (scalar, rest) = string(rest)?;
+    if scalar.len() >= field {
+        return None;
+    }
+    let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + field));
+    out.push(*kind);
+    put(&mut out, key_type);
+    put(&mut out, curve);
+    put(&mut out, point);
+    let field_len = u32::try_from(field).unwrap_or(u32::MAX);
+    out.extend_from_slice(&field_len.to_be_bytes());
+    let padded = out.len() + field - scalar.len();
+    out.resize(padded, 0);
+    out.extend_from_slice(scalar);
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 /// Why a `session-bind@openssh.com` was refused.
