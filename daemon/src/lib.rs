@@ -196,7 +196,7 @@ async fn serve(
     if let Some(gpg) = sockets.gpg {
         let server = Arc::new(frontend::gpg_agent::Server {
             keys: Arc::clone(&keystore.gpg),
-            version: std::sync::OnceLock::new(),
+            s2k_count: std::sync::OnceLock::new(),
             socket: gpg.path,
             uid,
         });

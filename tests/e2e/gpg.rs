@@ -358,6 +358,17 @@ fn hostile_input_gets_the_right_error_and_nobody_else_suffers() {
     let version = send(&mut bystander, &[b"GETINFO version"]);
     assert!(version[0].starts_with("D 2."), "{version:?}");
     assert_eq!(version[1], "OK");
+    // The calibrated S2K count gpg -c uses, and the time it is for.
+    let count = send(&mut bystander, &[b"GETINFO s2k_count"]);
+    let count: u64 = count[0]
+        .strip_prefix("D ")
+        .and_then(|c| c.parse().ok())
+        .expect("a count");
+    assert!(count >= 65536 && count.is_multiple_of(1024), "{count}");
+    assert_eq!(
+        send(&mut bystander, &[b"GETINFO s2k_time"]),
+        ["D 100", "OK"]
+    );
 }
 
 #[test]

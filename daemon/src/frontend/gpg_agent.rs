@@ -27,14 +27,55 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// The largest ciphertext an inquiry may return (the real agent's cap).
 pub const MAX_INQUIRY: usize = 4096;
 
+/// The gpg-agent version GETINFO reports: that of the protocol served (its
+/// answers follow gpg-agent 2.4's), not of whichever gpg is first on
+/// meshd's PATH. A gpg newer than it says so, truly.
+pub const SERVED_VERSION: &str = "2.4.8";
+
+/// How long, in milliseconds, the S2K count is calibrated to take, as
+/// gpg-agent's default `--s2k-calibration`.
+pub const S2K_TIME_MS: u64 = 100;
+
+/// The iterated and salted S2K count (RFC 4880 §3.7.1.3) that hashes for
+/// about [`S2K_TIME_MS`] on this machine with SHA-1, measured as
+/// gpg-agent measures it: double the count until one run takes longer,
+/// scale to the target, round down to 1024, never under 65536. gpg uses
+/// it for symmetric encryption (`gpg -c`); without it gpg falls back to
+/// 65536, about a thousand times weaker.
+pub fn calibrated_s2k_count() -> u64 {
+    use sha1::Digest as _;
+    const FLOOR: u64 = 65536;
+    const CEILING: u64 = 65_011_712;
+    let block = b"123456789abcdef0saltsalt".repeat(1024);
+    let time = |count: u64| {
+        let start = std::time::Instant::now();
+        let mut hash = sha1::Sha1::new();
+        let mut left = count;
+        while left > 0 {
+            let take = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
+            hash.update(&block[..take]);
+            left -= take as u64;
+        }
+        std::hint::black_box(hash.finalize());
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    let mut count = FLOOR;
+    let mut ms = time(count);
+    while ms <= S2K_TIME_MS as f64 && count < CEILING {
+        count *= 2;
+        ms = time(count);
+    }
+    let scaled = (count as f64 / ms.max(0.001) * S2K_TIME_MS as f64) as u64;
+    (scaled / 1024 * 1024).clamp(FLOOR, CEILING)
+}
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Server {
     /// The keys.
     pub keys: Arc<GpgKeyring>,
-    /// The version GETINFO reports (gpg's own, so it does not warn),
-    /// read on first use.
-    pub version: std::sync::OnceLock<String>,
+    /// The S2K count GETINFO reports, calibrated on first use.
+    pub s2k_count: std::sync::OnceLock<u64>,
     /// The socket served.
     pub socket: PathBuf,
     /// The only uid served.
@@ -213,12 +254,15 @@ impl<'a> Session<'a> {
     fn getinfo(&self, args: &str) -> Step {
         let what = args.split_whitespace().next().unwrap_or_default();
         match what {
-            "version" => data(
+            "version" => data(SERVED_VERSION.as_bytes()),
+            "s2k_count" | "s2k_count_cal" => data(
                 self.server
-                    .version
-                    .get_or_init(crate::host::gpg::gpg_version)
+                    .s2k_count
+                    .get_or_init(calibrated_s2k_count)
+                    .to_string()
                     .as_bytes(),
             ),
+            "s2k_time" => data(S2K_TIME_MS.to_string().as_bytes()),
             "pid" => data(std::process::id().to_string().as_bytes()),
             "socket_name" => data(self.server.socket.to_string_lossy().as_bytes()),
             "cmd_has_option" | "restricted" | "ephemeral" => Step::Reply(assuan::err(code::FALSE)),
@@ -333,6 +377,10 @@ impl<'a> Session<'a> {
                 data(&sig)
             }
             Err(GpgKeyError::BadInput) => Step::Reply(assuan::err(code::INV_DATA)),
+            Err(e @ GpgKeyError::DigestTooShort(_)) => {
+                tracing::warn!(key = %key.label, error = %e, "gpg signature refused");
+                Step::Reply(assuan::err(code::INV_LENGTH))
+            }
             Err(_) => Step::Reply(assuan::err(code::NO_SECKEY)),
         }
     }
@@ -415,6 +463,14 @@ fn data(bytes: &[u8]) -> Step {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_s2k_count_is_a_count_gpg_can_use() {
+        let count = calibrated_s2k_count();
+        assert!((65536..=65_011_712).contains(&count), "{count}");
+        assert_eq!(count % 1024, 0);
+    }
+
     use super::*;
     use mesh_protocol::agent::assuan::Line;
     use sequoia_openpgp::cert::CipherSuite;
@@ -428,7 +484,7 @@ mod tests {
         ring.set(keys);
         let server = Server {
             keys: Arc::new(ring),
-            version: std::sync::OnceLock::from("2.2.40".to_owned()),
+            s2k_count: std::sync::OnceLock::from(1_048_576),
             socket: "/run/user/1000/gnupg/S.gpg-agent".into(),
             uid: 1000,
         };
@@ -471,7 +527,9 @@ mod tests {
         for (line, answer) in [
             ("RESET\n", "OK\n".to_owned()),
             ("OPTION ttytype=xterm\n", "OK\n".to_owned()),
-            ("GETINFO version\n", "D 2.2.40\nOK\n".to_owned()),
+            ("GETINFO version\n", "D 2.4.8\nOK\n".to_owned()),
+            ("GETINFO s2k_count\n", "D 1048576\nOK\n".to_owned()),
+            ("GETINFO s2k_time\n", "D 100\nOK\n".to_owned()),
             ("OPTION allow-pinentry-notify\n", "OK\n".to_owned()),
             ("OPTION agent-awareness=2.1.0\n", "OK\n".to_owned()),
             (

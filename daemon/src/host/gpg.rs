@@ -1,12 +1,10 @@
-//! gpg on this machine: where its agent socket is, its version, its
-//! gpg.conf, and its keyring of public certificates.
+//! gpg on this machine: where its agent socket is, its gpg.conf, and its
+//! keyring of public certificates.
 //!
 //! Where the agent socket is depends on GNUPGHOME and on whether
 //! `/run/user/<uid>` exists; rather than re-derive gpg's rules, meshd asks
 //! `gpgconf --list-dirs agent-socket` once at start-up, with its own
-//! environment, and reports GETINFO version as the installed gpg's own
-//! version (read on first use, not at start-up) so gpg prints no "server
-//! is older than us" warning.
+//! environment.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,9 +18,6 @@ use crate::account::Certificates;
 
 /// How long one gpg run may take before it is killed.
 const GPG_TIME: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// The version reported when gpg's own cannot be read.
-const FALLBACK_VERSION: &str = "2.2.40";
 
 /// The agent socket gpg will use, if gpgconf is installed.
 pub fn socket_path() -> Option<PathBuf> {
@@ -47,21 +42,6 @@ fn list_agent_socket() -> Option<PathBuf> {
     let text = String::from_utf8(out.stdout).ok()?;
     let path = text.lines().next()?.trim();
     (out.status.success() && path.starts_with('/')).then(|| PathBuf::from(path))
-}
-
-/// The installed gpg's version (`gpg (GnuPG) 2.2.40` -> `2.2.40`).
-pub fn gpg_version() -> String {
-    Command::new("gpg")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| {
-            let first = text.lines().next()?.to_owned();
-            first.rsplit(' ').next().map(str::to_owned)
-        })
-        .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .unwrap_or_else(|| FALLBACK_VERSION.to_owned())
 }
 
 /// Make gpg start meshd, never the real gpg-agent, when nothing listens on

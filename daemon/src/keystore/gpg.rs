@@ -38,6 +38,10 @@ pub enum GpgKeyError {
     /// The operation does not apply to this key or its input is wrong.
     #[error("bad input for this key")]
     BadInput,
+    /// An ECDSA digest shorter than the curve: a signature gpg could not
+    /// verify (gpg-agent refuses it the same way).
+    #[error("a {0}-byte digest is not valid for this key")]
+    DigestTooShort(usize),
 }
 
 /// The secret part, ready to use.
@@ -231,7 +235,12 @@ impl GpgKey {
                 ])
             }
             Material::P256(key) => {
-                // OpenSSL truncates a longer digest to the group order.
+                // OpenSSL truncates a longer digest to the group order; a
+                // shorter one (SHA-1, SHA-224) makes a signature gpg does
+                // not verify: refused, as gpg-agent refuses it.
+                if digest.len() < 32 {
+                    return Err(GpgKeyError::DigestTooShort(digest.len()));
+                }
                 let sig = EcdsaSig::sign(digest, key).map_err(|_| GpgKeyError::Invalid)?;
                 Sexp::list([
                     Sexp::atom("ecdsa"),
@@ -518,6 +527,16 @@ mod tests {
         let point = EcPoint::from_bytes(&group, q, &mut ctx).expect("point");
         let verifier = EcKey::from_public_key(&group, &point).expect("key");
         assert!(sig.verify(&digest[..32], &verifier).expect("verify"));
+        // SHA-1 and SHA-224 are shorter than the curve.
+        assert_eq!(
+            sign.sign(2, &[5u8; 20]),
+            Err(GpgKeyError::DigestTooShort(20))
+        );
+        assert_eq!(
+            sign.sign(11, &[5u8; 28]),
+            Err(GpgKeyError::DigestTooShort(28))
+        );
+        assert!(sign.sign(8, &[5u8; 32]).is_ok());
 
         let ephemeral = EcKey::generate(&group).expect("ephemeral");
         let e = ephemeral

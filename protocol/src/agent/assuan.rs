@@ -26,6 +26,7 @@ pub mod code {
     pub const NOT_SUPPORTED: u32 = 60;
     pub const TRUNCATED: u32 = 74;
     pub const INV_DATA: u32 = 79;
+    pub const INV_LENGTH: u32 = 139;
     pub const INV_SEXP: u32 = 83;
     pub const UNSUPPORTED_ALGORITHM: u32 = 84;
     pub const CANCELED: u32 = 99;
@@ -49,6 +50,7 @@ fn description(code: u32) -> &'static str {
         code::NOT_SUPPORTED => "Not supported",
         code::TRUNCATED => "Result truncated",
         code::INV_DATA => "Invalid data",
+        code::INV_LENGTH => "Invalid length",
         code::INV_SEXP => "Invalid S-expression",
         code::UNSUPPORTED_ALGORITHM => "Unsupported algorithm",
         code::CANCELED => "Operation cancelled",
