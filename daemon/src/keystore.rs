@@ -71,6 +71,7 @@ impl Keystore {
             match loaded {
                 Ok(mut identity) => {
                     identity.confirm = entry.confirm;
+                    identity.hosts = entry.hosts.clone();
                     identities.push(identity);
                 }
                 Err(e) => {

@@ -188,6 +188,13 @@ async fn serve(
         keys: Arc::clone(&keystore.ssh),
         askpass: config.askpass.clone(),
         uid,
+        // OpenSSH's default UserKnownHostsFile and GlobalKnownHostsFile.
+        known_hosts: vec![
+            config.paths.home.join(".ssh/known_hosts"),
+            config.paths.home.join(".ssh/known_hosts2"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ],
     });
     tasks.spawn(frontend::ssh_agent::serve(
         sockets.ssh_agent.listener,

@@ -193,6 +193,9 @@ pub enum Request {
         algorithm: String,
         /// Ask before each signature.
         confirm: bool,
+        /// The hosts it is for (none: every host).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hosts: Vec<String>,
     },
     /// Put an existing OpenSSH private key in the account.
     SshImport {
@@ -204,6 +207,9 @@ pub enum Request {
         passphrase: Option<SecretText>,
         /// Ask before each signature.
         confirm: bool,
+        /// The hosts it is for (none: every host).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hosts: Vec<String>,
     },
     /// The account's SSH identities.
     SshList,
@@ -706,6 +712,9 @@ pub struct SshIdentityRow {
     pub public: String,
     /// Whether each signature is confirmed first.
     pub confirm: bool,
+    /// The hosts it is for (none: every host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// One OpenPGP certificate.

@@ -5,5 +5,6 @@
 
 pub mod assuan;
 pub mod keygrip;
+pub mod known_hosts;
 pub mod sexp;
 pub mod ssh_agent;

@@ -45,6 +45,11 @@ pub struct SshIdentity {
     /// Ask the user (askpass) before each signature.
     #[serde(default)]
     pub confirm: bool,
+    /// The hosts it is for (`github.com`, `*.example.com`), matched against
+    /// the names the host key of a connection's bound session has in
+    /// `known_hosts`; empty: every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for SshIdentity {
@@ -53,6 +58,7 @@ impl std::fmt::Debug for SshIdentity {
             .field("name", &self.name)
             .field("public", &self.public)
             .field("confirm", &self.confirm)
+            .field("hosts", &self.hosts)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +146,7 @@ mod tests {
             public: "ssh-ed25519 AAAA n".into(),
             private: "SECRET".into(),
             confirm: false,
+            hosts: Vec::new(),
         };
         assert!(!format!("{id:?}").contains("SECRET"));
     }

@@ -758,3 +758,73 @@ fn ecdsa_keys_with_a_short_scalar_work_as_with_openssh_agent() {
     let listed = laptop.mesh_json(&["ssh", "list"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }
+
+#[test]
+fn the_key_for_a_host_logs_in_first_where_openssh_agent_runs_out_of_tries() {
+    let (_host, _service, laptop) = account();
+    let sshd = Sshd::start_with(&laptop, "MaxAuthTries 2\n");
+    // Ten keys; only the last may log in.
+    let keys: Vec<PathBuf> = (0..10)
+        .map(|i| keygen(&laptop, &format!("k{i}"), &["-t", "ed25519"]))
+        .collect();
+    sshd.authorize(&public_line(&keys[9]));
+
+    // OpenSSH's agent offers them in the order they came: sshd stops
+    // after two.
+    let openssh = OpensshAgent::start(&laptop);
+    for key in &keys {
+        run_ok(
+            laptop
+                .command("ssh-add")
+                .env("SSH_AUTH_SOCK", openssh.socket())
+                .arg(key),
+        );
+    }
+    let theirs = sshd
+        .login(&laptop, openssh.socket())
+        .output()
+        .expect("ssh runs");
+    assert!(!theirs.status.success(), "{}", stdout(&theirs));
+    assert!(
+        stderr(&theirs).contains("Too many authentication failures"),
+        "{}",
+        stderr(&theirs)
+    );
+
+    // In the Mesh, the last is the key for this host; the others are for
+    // every host. The user's known_hosts names the host, as ssh leaves it.
+    for (i, key) in keys.iter().enumerate() {
+        let name = format!("k{i}");
+        let mut args = vec![
+            "ssh",
+            "import",
+            key.to_str().expect("utf-8"),
+            "--name",
+            &name,
+        ];
+        if i == 9 {
+            args.extend(["--host", "127.0.0.1"]);
+        }
+        laptop.mesh(&args);
+    }
+    fs::create_dir_all(laptop.home().join(".ssh")).expect(".ssh");
+    fs::copy(sshd.known_hosts(), laptop.home().join(".ssh/known_hosts")).expect("known_hosts");
+    let ours = sshd
+        .login(&laptop, &laptop.ssh_auth_sock())
+        .output()
+        .expect("ssh runs");
+    assert!(ours.status.success(), "{}", stderr(&ours));
+    assert!(stdout(&ours).contains("logged-in"));
+    // Unbound (ssh-add -l) every key is listed, and mesh ssh list says
+    // which key is for which hosts.
+    let listed = laptop
+        .command("ssh-add")
+        .env("SSH_AUTH_SOCK", laptop.ssh_auth_sock())
+        .arg("-l")
+        .output()
+        .expect("ssh-add runs");
+    assert_eq!(stdout(&listed).lines().count(), 10, "{}", stdout(&listed));
+    let list = stdout(&laptop.mesh(&["ssh", "list"]));
+    assert!(list.contains("for 127.0.0.1"), "{list}");
+    assert_eq!(list.matches("every host").count(), 9, "{list}");
+}

@@ -528,6 +528,11 @@ impl Sshd {
     /// the listening socket (bound to a port the kernel picks, so no race
     /// for it) and runs `sshd -i` (inetd mode) for each connection.
     pub fn start(env: &TestEnv) -> Sshd {
+        Sshd::start_with(env, "")
+    }
+
+    /// [`Sshd::start`], with `extra` lines in its sshd_config.
+    pub fn start_with(env: &TestEnv, extra: &str) -> Sshd {
         require_tool("ssh-keygen", "openssh-client");
         let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
             .into_iter()
@@ -555,7 +560,7 @@ impl Sshd {
              PidFile none\nAuthorizedKeysFile {dir}/authorized_keys\n\
              StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+             PermitRootLogin prohibit-password\nLogLevel VERBOSE\n{extra}",
             dir = dir.display()
         );
         fs::write(dir.join("sshd_config"), config).expect("sshd_config");

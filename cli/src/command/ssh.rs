@@ -26,6 +26,11 @@ pub(crate) enum SshCommand {
         /// Ask (through SSH_ASKPASS) before each use, like ssh-add -c.
         #[arg(long)]
         confirm: bool,
+        /// Serve it first to this host, and to no other host that
+        /// names itself (`github.com`, `*.example.com`; again for more):
+        /// matched against the names the host key has in known_hosts.
+        #[arg(long = "host", value_name = "PATTERN")]
+        hosts: Vec<String>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -41,6 +46,11 @@ pub(crate) enum SshCommand {
         /// Ask (through SSH_ASKPASS) before each use, like ssh-add -c.
         #[arg(long)]
         confirm: bool,
+        /// Serve it first to this host, and to no other host that
+        /// names itself (`github.com`, `*.example.com`; again for more):
+        /// matched against the names the host key has in known_hosts.
+        #[arg(long = "host", value_name = "PATTERN")]
+        hosts: Vec<String>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -76,12 +86,14 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
             name,
             alg,
             confirm,
+            hosts,
             json,
         } => {
             let request = Request::SshCreate {
                 name,
                 algorithm: alg,
                 confirm,
+                hosts,
             };
             let identity = answer!(ask(paths, &request)?, Response::SshIdentity(i) => i);
             show(json, &identity, describe);
@@ -90,6 +102,7 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
             file,
             name,
             confirm,
+            hosts,
             json,
         } => {
             let name = match name {
@@ -117,6 +130,7 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
                 private: SecretText::new(private.to_string()),
                 passphrase,
                 confirm,
+                hosts,
             };
             let identity = answer!(ask(paths, &request)?, Response::SshIdentity(i) => i);
             show(json, &identity, describe);
@@ -168,8 +182,13 @@ fn shell_quote(text: &str) -> String {
 
 fn describe(v: &SshIdentityRow) -> String {
     let confirm = if v.confirm { "  confirm" } else { "" };
+    let hosts = if v.hosts.is_empty() {
+        "  every host".to_owned()
+    } else {
+        format!("  for {}", v.hosts.join(", "))
+    };
     format!(
-        "{}\t{} {}{confirm}\n",
+        "{}\t{} {}{confirm}{hosts}\n",
         v.name,
         v.algorithm.as_deref().unwrap_or("-"),
         v.fingerprint.as_deref().unwrap_or("-"),

@@ -24,6 +24,8 @@ pub struct SshPut {
     pub confirm: bool,
     /// Replace an identity of that name (an import) rather than refuse.
     pub replace: bool,
+    /// The hosts it is for (none: every host).
+    pub hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for SshPut {
@@ -57,6 +59,7 @@ fn describe(entry: &SshIdentity) -> SshIdentityRow {
             .map(|k| k.fingerprint(HashAlg::Sha256).to_string()),
         public: entry.public.clone(),
         confirm: entry.confirm,
+        hosts: entry.hosts.clone(),
     }
 }
 
@@ -68,7 +71,15 @@ impl Account {
             mut key,
             confirm,
             replace,
+            hosts,
         } = put;
+        for host in &hosts {
+            if host.is_empty() || host.len() > 255 || !host.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(AccountError::Input(format!(
+                    "bad host pattern {host:?}: a host name, or a pattern with * and ?"
+                )));
+            }
+        }
         check_name(&name)?;
         let id = SshIdentity::unique_id(&name);
         let exists = self.live(Store::Application).contains_key(&id);
@@ -87,6 +98,7 @@ impl Account {
             public,
             private: private.as_str().to_owned(),
             confirm,
+            hosts,
         };
         let store_key = self
             .activation()?

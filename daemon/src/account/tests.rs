@@ -222,6 +222,7 @@ async fn an_account_keeps_its_catalogs_and_keys_in_its_view() {
             key,
             confirm: true,
             replace: false,
+            hosts: Vec::new(),
         })))
         .await
         .expect("put");
@@ -243,6 +244,7 @@ async fn an_account_keeps_its_catalogs_and_keys_in_its_view() {
             key,
             confirm: false,
             replace: false,
+            hosts: Vec::new(),
         })))
         .await;
     assert!(matches!(again, Err(AccountError::Exists(_))), "{again:?}");
@@ -473,6 +475,7 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
             key: ed25519_key(),
             confirm: true,
             replace: false,
+            hosts: Vec::new(),
         })))
         .await
         .expect("the administrator's key");
@@ -497,6 +500,7 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
             key: own.clone(),
             confirm: true,
             replace: false,
+            hosts: Vec::new(),
         })))
         .await
         .expect("a device writes its own keys");
@@ -507,6 +511,7 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
             key: own.clone(),
             confirm: false,
             replace: true,
+            hosts: Vec::new(),
         })))
         .await;
     assert!(
@@ -531,6 +536,7 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
         public,
         private: key.to_openssh(LineEnding::LF).expect("pem").to_string(),
         confirm,
+        hosts: Vec::new(),
     };
     let public = |key: &ssh_key::PrivateKey| key.public_key().to_openssh().expect("public");
     let (other, forged) = (ed25519_key(), ed25519_key());

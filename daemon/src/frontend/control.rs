@@ -383,6 +383,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
             name,
             algorithm,
             confirm,
+            hosts,
         } => {
             crate::account::check_name(&name)?;
             let key = keystore::generate_ssh(&algorithm).await.map_err(unusable)?;
@@ -391,6 +392,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
                 key,
                 confirm,
                 replace: false,
+                hosts,
             })))
             .await
         }
@@ -399,6 +401,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
             private,
             passphrase,
             confirm,
+            hosts,
         } => {
             crate::account::check_name(&name)?;
             let key = keystore::take_ssh(
@@ -411,6 +414,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
                 key,
                 confirm,
                 replace: true,
+                hosts,
             })))
             .await
         }
@@ -568,6 +572,7 @@ mod tests {
                     name: "bad name".into(),
                     algorithm: "ed25519".into(),
                     confirm: false,
+                    hosts: Vec::new(),
                 },
                 ErrorKind::Input,
             ),

@@ -14,6 +14,7 @@
 //! leaves behind (a Mesh key masked by a constrained copy) is the
 //! keystore's rule ([`crate::keystore::ssh`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ssh_agent_lib::proto::extension::{QueryResponse, RestrictDestination};
@@ -28,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::keystore::confirm::Askpass;
 use crate::keystore::ssh::{Identity, Keyring};
+use mesh_protocol::agent::known_hosts::Names;
 use mesh_protocol::agent::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
 
 /// How many agent connections may be open at once.
@@ -45,6 +47,9 @@ pub struct Agent {
     pub askpass: Askpass,
     /// The only uid whose clients are served.
     pub uid: u32,
+    /// The known_hosts files that name the hosts a connection is bound
+    /// to (the user's, then the system's), for keys scoped to hosts.
+    pub known_hosts: Vec<PathBuf>,
 }
 
 /// Why a connection was closed.
@@ -136,19 +141,58 @@ async fn answer(
     Ok(out)
 }
 
+/// The identities in the order a connection bound to `host` should try
+/// them: those scoped to one of its names first, those scoped to no host
+/// after, those scoped to other hosts not at all (so `ssh` finds the right
+/// key before sshd's MaxAuthTries, with no ssh_config). On an unbound
+/// connection (`ssh-add -l`, an old client) every identity, as they are.
+fn for_host(
+    identities: Vec<Arc<Identity>>,
+    host: Option<&ssh_key::public::KeyData>,
+    known_hosts: &[PathBuf],
+) -> Vec<Arc<Identity>> {
+    let Some(host) = host else {
+        return identities;
+    };
+    if identities.iter().all(|id| id.hosts.is_empty()) {
+        return identities;
+    }
+    let mut names = Names::default();
+    for path in known_hosts {
+        // (A file that is not there names nothing.)
+        if let Ok(text) = std::fs::read_to_string(path) {
+            names = names.merged(Names::of(&text, host));
+        }
+    }
+    let (scoped, unscoped): (Vec<_>, Vec<_>) =
+        identities.into_iter().partition(|id| !id.hosts.is_empty());
+    let mut out: Vec<Arc<Identity>> = scoped
+        .into_iter()
+        .filter(|id| id.hosts.iter().any(|pattern| names.match_any(pattern)))
+        .collect();
+    out.extend(unscoped);
+    out
+}
+
 /// The answer to one request.
 async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Response {
     let keys = &agent.keys;
     match request {
         Request::RequestIdentities => Response::IdentitiesAnswer(
-            keys.identities()
-                .iter()
-                .filter(|id| bindings.permits(&id.destinations, None))
-                .map(|id| ssh_agent_lib::proto::Identity {
-                    credential: PublicCredential::Key(id.public.clone()),
-                    comment: id.comment.clone(),
-                })
-                .collect(),
+            for_host(
+                keys.identities()
+                    .into_iter()
+                    .filter(|id| bindings.permits(&id.destinations, None))
+                    .collect(),
+                bindings.destination(),
+                &agent.known_hosts,
+            )
+            .iter()
+            .map(|id| ssh_agent_lib::proto::Identity {
+                credential: PublicCredential::Key(id.public.clone()),
+                comment: id.comment.clone(),
+            })
+            .collect(),
         ),
         Request::SignRequest(request) => sign(request, agent, bindings).await,
         Request::AddIdentity(identity) => add(identity, Vec::new(), keys, bindings),
@@ -330,6 +374,7 @@ mod tests {
             keys: Arc::new(Keyring::default()),
             askpass: Askpass::from_env(|_| None),
             uid: 1000,
+            known_hosts: Vec::new(),
         }
     }
 

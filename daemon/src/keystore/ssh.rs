@@ -223,6 +223,10 @@ pub struct Identity {
     pub expires: Option<Instant>,
     /// Where it may be used (`ssh-add -h`); empty means anywhere.
     pub destinations: Vec<DestinationConstraint>,
+    /// The hosts a Mesh key is for (`mesh ssh create --host`): on a
+    /// connection bound to a host, listed first to a host whose names
+    /// match, not at all to another; empty means every host.
+    pub hosts: Vec<String>,
     signer: Signer,
 }
 
@@ -244,6 +248,7 @@ impl Identity {
             confirm: false,
             expires: None,
             destinations: Vec::new(),
+            hosts: Vec::new(),
         })
     }
 

@@ -205,6 +205,12 @@ impl Bindings {
         Ok(())
     }
 
+    /// The host key of the session bound last: the host `ssh` is
+    /// authenticating to on this connection, when it said.
+    pub fn destination(&self) -> Option<&KeyData> {
+        self.hops.last().map(|hop| &hop.host_key)
+    }
+
     /// Whether a key with these constraints may be listed on this
     /// connection (`user` is `None`) or used to log in as `user`.
     pub fn permits(&self, constraints: &[DestinationConstraint], user: Option<&str>) -> bool {
