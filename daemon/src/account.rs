@@ -484,6 +484,11 @@ impl Account {
             Command::CatalogDelete { store, name } => self.catalog_delete(store, &name).await,
             Command::SshPut(put) => self.ssh_put(*put).await,
             Command::SshDelete { name } => self.ssh_delete(&name).await,
+            Command::SshAccepted { host, key } => {
+                let line = format!("{key} taken by {host}");
+                self.ssh_accepted(host, key).await?;
+                Ok(Response::Lines { lines: vec![line] })
+            }
             Command::OpenpgpPut { cert, name } => self.openpgp_put(*cert, name).await,
             Command::OpenpgpDelete { name } => self.openpgp_delete(&name).await,
         }
@@ -576,6 +581,13 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Note (and share with the other devices) that a server took a key.
+    SshAccepted {
+        /// The server's host key, its SHA-256 fingerprint.
+        host: String,
+        /// The key, its SHA-256 fingerprint.
+        key: String,
+    },
     /// Put an OpenPGP certificate (with secrets) in the account.
     OpenpgpPut {
         /// The certificate.
@@ -606,6 +618,7 @@ impl std::fmt::Debug for Command {
             Command::CatalogDelete { .. } => "CatalogDelete",
             Command::SshPut(_) => "SshPut",
             Command::SshDelete { .. } => "SshDelete",
+            Command::SshAccepted { .. } => "SshAccepted",
             Command::OpenpgpPut { .. } => "OpenpgpPut",
             Command::OpenpgpDelete { .. } => "OpenpgpDelete",
         })
@@ -671,6 +684,9 @@ pub struct KeySnapshot {
     /// The SSH identities; `None` when they could not be read (the
     /// keystore keeps the ones it has).
     pub ssh: Option<Vec<SshIdentity>>,
+    /// Which keys which servers took, as every device of the account
+    /// learned it: `(host key, key)` SHA-256 fingerprints.
+    pub accepted: Vec<(String, String)>,
     /// The OpenPGP certificates: for an administrator the whole secret
     /// certificate, for other devices the subkeys' secrets; `None` when
     /// they could not be read.
@@ -753,9 +769,15 @@ impl Account {
             openpgp = ?openpgp.as_ref().map(Vec::len),
             "application keys from the Mesh"
         );
+        let accepted = if readable {
+            self.ssh_accepted_pairs()
+        } else {
+            Vec::new()
+        };
         Some(KeySnapshot {
             generation,
             ssh,
+            accepted,
             openpgp,
         })
     }

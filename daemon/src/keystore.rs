@@ -46,6 +46,7 @@ impl Keystore {
         if let Some(ssh) = &snapshot.ssh {
             self.apply_ssh(ssh);
         }
+        self.ssh.set_accepted(snapshot.accepted.clone());
         if let Some(openpgp) = &snapshot.openpgp {
             self.apply_openpgp(openpgp);
         }

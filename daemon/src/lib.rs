@@ -184,6 +184,20 @@ async fn serve(
         followed_tx,
     ));
 
+    // What the SSH agent learns (which key a server took) goes to the
+    // account, which shares it with the other devices.
+    let (learned, mut learning) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let learner = handle.clone();
+    tasks.spawn(async move {
+        while let Some((host, key)) = learning.recv().await {
+            if let Err(e) = learner
+                .run(account::Command::SshAccepted { host, key })
+                .await
+            {
+                tracing::warn!(error = %e, "cannot share what a server took");
+            }
+        }
+    });
     let agent = Arc::new(frontend::ssh_agent::Agent {
         keys: Arc::clone(&keystore.ssh),
         askpass: config.askpass.clone(),
@@ -195,6 +209,7 @@ async fn serve(
             PathBuf::from("/etc/ssh/ssh_known_hosts"),
             PathBuf::from("/etc/ssh/ssh_known_hosts2"),
         ],
+        learned: Some(learned),
     });
     tasks.spawn(frontend::ssh_agent::serve(
         sockets.ssh_agent.listener,

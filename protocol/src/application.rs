@@ -19,6 +19,28 @@ pub const SSH_MESSAGE_TYPE: &str = "CatalogedApplicationSsh";
 /// The prefix of SSH identity entries' unique ids.
 pub const SSH_PREFIX: &str = "ssh/";
 
+/// The message type of a device's record of which keys which SSH servers
+/// took (unique id `ssh-accepted/<device UDF>`).
+pub const SSH_ACCEPTED_MESSAGE_TYPE: &str = "CatalogedApplicationSshAccepted";
+
+/// The prefix of those records' unique ids.
+pub const SSH_ACCEPTED_PREFIX: &str = "ssh-accepted/";
+
+/// The most `(host, key)` pairs one device's record holds.
+pub const MAX_SSH_ACCEPTED: usize = 1024;
+
+/// Which keys which SSH servers took, as one device learned it from the
+/// sign requests of `publickey-hostbound` logins: so that every device
+/// of the account offers a server the key it takes first. No secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SshAccepted {
+    /// The device that learned it (its UDF).
+    pub device: String,
+    /// `(host key, key)` SHA-256 fingerprints.
+    pub pairs: Vec<(String, String)>,
+}
+
 /// The message type of an OpenPGP certificate entry (in the Application
 /// catalog: public certificate and subkey secrets; in MMM_Local, for
 /// administrators: the whole secret certificate).

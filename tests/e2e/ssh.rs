@@ -828,3 +828,50 @@ fn the_key_for_a_host_logs_in_first_where_openssh_agent_runs_out_of_tries() {
     assert!(list.contains("for 127.0.0.1"), "{list}");
     assert_eq!(list.matches("every host").count(), 9, "{list}");
 }
+
+#[test]
+fn a_key_a_server_took_on_one_device_is_offered_it_first_on_another() {
+    let (_host, service, laptop) = account();
+    let desktop = TestEnv::device(&service);
+    connect_device(&laptop, &desktop, "desktop", "device");
+    let sshd = Sshd::start_with(&laptop, "MaxAuthTries 10\n");
+    // Ten Mesh keys for every host; the server takes only the last.
+    let keys: Vec<PathBuf> = (0..10)
+        .map(|i| keygen(&laptop, &format!("k{i}"), &["-t", "ed25519"]))
+        .collect();
+    sshd.authorize(&public_line(&keys[9]));
+    for (i, key) in keys.iter().enumerate() {
+        let name = format!("k{i}");
+        laptop.mesh(&[
+            "ssh",
+            "import",
+            key.to_str().expect("utf-8"),
+            "--name",
+            &name,
+        ]);
+    }
+    // The laptop gets in at the tenth try, and learns which key it was.
+    let first = sshd
+        .login(&laptop, &laptop.ssh_auth_sock())
+        .output()
+        .expect("ssh runs");
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    // Now the server gives up after two tries. The desktop, which never
+    // logged in there, is offered it first: the laptop shared what it
+    // learned through the account.
+    sshd.reconfigure("MaxAuthTries 2\n");
+    wait_until("the desktop knows which key the server takes", || {
+        desktop.mesh(&["account", "sync"]);
+        sshd.login(&desktop, &desktop.ssh_auth_sock())
+            .output()
+            .expect("ssh runs")
+            .status
+            .success()
+    });
+    let again = sshd
+        .login(&laptop, &laptop.ssh_auth_sock())
+        .output()
+        .expect("ssh runs");
+    assert!(again.status.success(), "{}", stderr(&again));
+}

@@ -515,6 +515,8 @@ pub struct Sshd {
     acceptor: Option<std::thread::JoinHandle<()>>,
     dir: PathBuf,
     port: u16,
+    /// Its sshd_config without the test's extra lines.
+    config: String,
 }
 
 /// Names unique within this process: sockets and directories of helpers.
@@ -560,10 +562,10 @@ impl Sshd {
              PidFile none\nAuthorizedKeysFile {dir}/authorized_keys\n\
              StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             PermitRootLogin prohibit-password\nLogLevel VERBOSE\n{extra}",
+             PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
             dir = dir.display()
         );
-        fs::write(dir.join("sshd_config"), config).expect("sshd_config");
+        fs::write(dir.join("sshd_config"), format!("{config}{extra}")).expect("sshd_config");
         let log = fs::File::create(dir.join("sshd.log")).expect("log");
         let stop = Arc::new(AtomicBool::new(false));
         let mut command = env.command(sshd);
@@ -606,6 +608,7 @@ impl Sshd {
             acceptor: Some(acceptor),
             dir,
             port,
+            config,
         };
         let host = fs::read_to_string(server.dir.join("host_key.pub")).expect("host key");
         fs::write(
@@ -614,6 +617,16 @@ impl Sshd {
         )
         .expect("known_hosts");
         server
+    }
+
+    /// Set the `extra` lines of its sshd_config anew: each connection's
+    /// sshd (inetd mode) reads it.
+    pub fn reconfigure(&self, extra: &str) {
+        fs::write(
+            self.dir.join("sshd_config"),
+            format!("{}{extra}", self.config),
+        )
+        .expect("sshd_config");
     }
 
     /// Let these public keys (OpenSSH lines) log in.

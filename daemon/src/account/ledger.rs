@@ -46,7 +46,9 @@ use mesh_protocol::account::{
     self, AccessCapability, CatalogedDevice, ConnectionDevice, PinRecord, Role, Store, message_type,
 };
 use mesh_protocol::application::{
-    OPENPGP_MESSAGE_TYPE, OPENPGP_PREFIX, OpenpgpEntry, SSH_MESSAGE_TYPE, SSH_PREFIX, SshIdentity,
+    MAX_SSH_ACCEPTED, OPENPGP_MESSAGE_TYPE, OPENPGP_PREFIX, OpenpgpEntry,
+    SSH_ACCEPTED_MESSAGE_TYPE, SSH_ACCEPTED_PREFIX, SSH_MESSAGE_TYPE, SSH_PREFIX, SshAccepted,
+    SshIdentity,
 };
 use mesh_protocol::entry::{self, EntryError, Head, Ledger, Live, Verified};
 use mesh_protocol::envelope::Event;
@@ -119,8 +121,13 @@ fn kind(store: Store, message_type: &str, id: &str) -> Result<(), String> {
         }
         Store::Application => match message_type {
             SSH_MESSAGE_TYPE => id.starts_with(SSH_PREFIX),
+            SSH_ACCEPTED_MESSAGE_TYPE => id.starts_with(SSH_ACCEPTED_PREFIX),
             OPENPGP_MESSAGE_TYPE => id.starts_with(OPENPGP_PREFIX),
-            CATALOG_ENTRY => !id.starts_with(SSH_PREFIX) && !id.starts_with(OPENPGP_PREFIX),
+            CATALOG_ENTRY => {
+                !id.starts_with(SSH_PREFIX)
+                    && !id.starts_with(OPENPGP_PREFIX)
+                    && !id.starts_with(SSH_ACCEPTED_PREFIX)
+            }
             _ => false,
         },
         Store::Credential => message_type == CATALOG_ENTRY,
@@ -190,6 +197,14 @@ fn record(store: Store, verified: &Verified) -> Result<Summary, String> {
                 || secret.fingerprint() != public.fingerprint()
             {
                 return Err("its fingerprint is not its certificate's".into());
+            }
+        }
+        SSH_ACCEPTED_MESSAGE_TYPE => {
+            let accepted: SshAccepted = verified.record().ok_or_else(damaged)?;
+            if format!("{SSH_ACCEPTED_PREFIX}{}", accepted.device) != head.unique_id
+                || accepted.pairs.len() > MAX_SSH_ACCEPTED
+            {
+                return Err("its device or size is not the one it is filed under".into());
             }
         }
         CATALOG_ENTRY => {

@@ -7,7 +7,10 @@
 
 use mesh_ipc::control::{Response, SshIdentityRow};
 use mesh_protocol::account::Store;
-use mesh_protocol::application::{SSH_MESSAGE_TYPE, SshIdentity, valid_name};
+use mesh_protocol::application::{
+    MAX_SSH_ACCEPTED, SSH_ACCEPTED_MESSAGE_TYPE, SSH_ACCEPTED_PREFIX, SSH_MESSAGE_TYPE,
+    SshAccepted, SshIdentity, valid_name,
+};
 use mesh_protocol::envelope::Event;
 use ssh_key::{HashAlg, LineEnding, PrivateKey};
 
@@ -157,6 +160,69 @@ impl Account {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Note that a server took a key: this device's `ssh-accepted/` record
+    /// in the Application catalog gains the pair (nothing is written if it
+    /// has it, is full, or this device does not use SSH keys).
+    pub(super) async fn ssh_accepted(
+        &mut self,
+        host: String,
+        key: String,
+    ) -> Result<(), AccountError> {
+        let Ok(store_key) = self.store_key(Store::Application).map(|k| k.public()) else {
+            return Ok(());
+        };
+        let udf = self
+            .device
+            .as_ref()
+            .map(|d| d.udf().to_string())
+            .ok_or(AccountError::NoAccount)?;
+        let id = format!("{SSH_ACCEPTED_PREFIX}{udf}");
+        let live = self.live(Store::Application);
+        let mut record = self
+            .open_live(Store::Application)?
+            .into_iter()
+            .find(|(name, _)| *name == id)
+            .and_then(|(_, v)| v.record::<SshAccepted>())
+            .unwrap_or_else(|| SshAccepted {
+                device: udf,
+                pairs: Vec::new(),
+            });
+        let pair = (host, key);
+        if record.pairs.contains(&pair) || record.pairs.len() >= MAX_SSH_ACCEPTED {
+            return Ok(());
+        }
+        record.pairs.push(pair);
+        let event = if live.contains_key(&id) {
+            Event::Update
+        } else {
+            Event::New
+        };
+        let entry = self.entry(
+            Store::Application,
+            &id,
+            event,
+            SSH_ACCEPTED_MESSAGE_TYPE,
+            Some(&record),
+            &self.activation()?.sign,
+            &[store_key],
+        )?;
+        self.transact(vec![(Store::Application, vec![entry])], Vec::new())
+            .await
+    }
+
+    /// Every device's `(host, key)` pairs.
+    pub(super) fn ssh_accepted_pairs(&self) -> Vec<(String, String)> {
+        let Ok(entries) = self.open_live(Store::Application) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter(|(_, v)| v.head.message_type == SSH_ACCEPTED_MESSAGE_TYPE)
+            .filter_map(|(_, v)| v.record::<SshAccepted>())
+            .flat_map(|r| r.pairs)
+            .collect()
     }
 
     /// `mesh ssh list`.

@@ -50,6 +50,10 @@ pub struct Agent {
     /// The known_hosts files that name the hosts a connection is bound
     /// to (the user's, then the system's), for keys scoped to hosts.
     pub known_hosts: Vec<PathBuf>,
+    /// Where what the agent learns goes (to the account, which shares it
+    /// with the other devices): `(host key, key)` SHA-256 fingerprints of
+    /// a key a server took.
+    pub learned: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
 }
 
 /// Why a connection was closed.
@@ -174,18 +178,38 @@ fn for_host(
     out
 }
 
+/// `identities` for a connection bound to `host`: the keys that server
+/// took before (here or on another device of the account) first, then as
+/// [`for_host`] orders them.
+fn for_bound_host(
+    identities: Vec<Arc<Identity>>,
+    host: Option<&ssh_key::public::KeyData>,
+    agent: &Agent,
+) -> Vec<Arc<Identity>> {
+    let Some(host) = host else {
+        return identities;
+    };
+    let taken = agent.keys.accepted_by(host);
+    let (first, rest): (Vec<_>, Vec<_>) = identities
+        .into_iter()
+        .partition(|id| taken.contains(&id.fingerprint()));
+    let mut out = first;
+    out.extend(for_host(rest, Some(host), &agent.known_hosts));
+    out
+}
+
 /// The answer to one request.
 async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Response {
     let keys = &agent.keys;
     match request {
         Request::RequestIdentities => Response::IdentitiesAnswer(
-            for_host(
+            for_bound_host(
                 keys.identities()
                     .into_iter()
                     .filter(|id| bindings.permits(&id.destinations, None))
                     .collect(),
                 bindings.destination(),
-                &agent.known_hosts,
+                agent,
             )
             .iter()
             .map(|id| ssh_agent_lib::proto::Identity {
@@ -346,6 +370,8 @@ async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Respo
             return Response::Failure;
         }
     }
+    // A server that took this key, to offer it first there next time.
+    let accepted = bindings.accepted_by(&request.data, &id.public);
     let result = if id.is_rsa() {
         // Milliseconds of big-number work: off the event loop.
         let (id, data, flags) = (Arc::clone(&id), request.data, request.flags);
@@ -356,7 +382,16 @@ async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Respo
         id.sign(&request.data, request.flags)
     };
     match result {
-        Ok(signature) => Response::SignResponse(signature),
+        Ok(signature) => {
+            if let Some(host) = accepted
+                && agent.keys.learn(&host, &id.public)
+                && let Some(learned) = &agent.learned
+            {
+                let host = host.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+                let _ = learned.send((host, id.fingerprint()));
+            }
+            Response::SignResponse(signature)
+        }
         Err(err) => {
             tracing::info!(error = %err, "sign request refused");
             Response::Failure
@@ -375,6 +410,7 @@ mod tests {
             askpass: Askpass::from_env(|_| None),
             uid: 1000,
             known_hosts: Vec::new(),
+            learned: None,
         }
     }
 

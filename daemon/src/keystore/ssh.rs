@@ -48,6 +48,9 @@ use subtle::ConstantTimeEq as _;
 
 /// The sign-request flag asking for `rsa-sha2-256` (RFC 8332).
 pub const RSA_SHA2_256: u32 = 2;
+
+/// The most `(host, key)` acceptances kept.
+pub const MAX_ACCEPTED: usize = 4096;
 /// The sign-request flag asking for `rsa-sha2-512` (RFC 8332).
 pub const RSA_SHA2_512: u32 = 4;
 
@@ -361,6 +364,9 @@ impl State {
 #[derive(Default)]
 pub struct Keyring {
     state: Mutex<State>,
+    /// Which keys which servers took: `(host key, key)` SHA-256
+    /// fingerprints, learned here or by the account's other devices.
+    accepted: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Failed unlocks in a row, for every connection together: the
     /// attempts take turns on it (see [`Keyring::unlock`]).
     unlock_failures: tokio::sync::Mutex<u32>,
@@ -584,6 +590,40 @@ impl Keyring {
             .collect();
         state.masked = masked;
         state.mesh = identities.into_iter().map(Arc::new).collect();
+    }
+
+    /// Note that the server with host key `host` took `key`; true if
+    /// that is news (at most [`MAX_ACCEPTED`] are kept).
+    pub fn learn(&self, host: &KeyData, key: &KeyData) -> bool {
+        let pair = (
+            host.fingerprint(HashAlg::Sha256).to_string(),
+            key.fingerprint(HashAlg::Sha256).to_string(),
+        );
+        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        accepted.len() < MAX_ACCEPTED && accepted.insert(pair)
+    }
+
+    /// Take what the account's devices learned (added to what this one
+    /// knows).
+    pub fn set_accepted(&self, pairs: Vec<(String, String)>) {
+        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        for pair in pairs {
+            if accepted.len() >= MAX_ACCEPTED {
+                break;
+            }
+            accepted.insert(pair);
+        }
+    }
+
+    /// The fingerprints of the keys the server with host key `host` took.
+    pub fn accepted_by(&self, host: &KeyData) -> Vec<String> {
+        let host = host.fingerprint(HashAlg::Sha256).to_string();
+        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        accepted
+            .iter()
+            .filter(|(h, _)| *h == host)
+            .map(|(_, k)| k.clone())
+            .collect()
     }
 
     /// Wait until a key with a lifetime is added (at once if one was

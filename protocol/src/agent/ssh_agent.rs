@@ -264,6 +264,18 @@ impl Bindings {
         Ok(())
     }
 
+    /// The host key of the server a sign request shows took `key`: a
+    /// `publickey-hostbound-v00@openssh.com` user authentication for the
+    /// session bound last on this connection, naming that session's host
+    /// key (ssh asks for the signature only after the server said it
+    /// would take the key). `None` for anything else.
+    pub fn accepted_by(&self, data: &[u8], key: &KeyData) -> Option<KeyData> {
+        let last = self.hops.last()?;
+        let request = UserAuth::parse(data, key)?;
+        (request.session_id == last.session_id && request.host_key.as_ref() == Some(&last.host_key))
+            .then(|| last.host_key.clone())
+    }
+
     /// Check a sign request for a key with these constraints: it must be
     /// a user-authentication request for the session bound last, to the
     /// host of that session, as a user the constraints allow. Returns the
