@@ -483,6 +483,7 @@ impl Account {
             Command::CatalogImport { store, entries } => self.catalog_import(store, &entries).await,
             Command::CatalogDelete { store, name } => self.catalog_delete(store, &name).await,
             Command::SshPut(put) => self.ssh_put(*put).await,
+            Command::SshSet { name, hosts } => self.ssh_set(&name, hosts).await,
             Command::SshDelete { name } => self.ssh_delete(&name).await,
             Command::SshAccepted { host, key } => {
                 let line = format!("{key} taken by {host}");
@@ -581,6 +582,13 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Change which hosts an SSH identity is for.
+    SshSet {
+        /// Its name.
+        name: String,
+        /// The hosts (none: every host).
+        hosts: Vec<String>,
+    },
     /// Note (and share with the other devices) that a server took a key.
     SshAccepted {
         /// The server's host key, its SHA-256 fingerprint.
@@ -617,6 +625,7 @@ impl std::fmt::Debug for Command {
             Command::CatalogImport { .. } => "CatalogImport",
             Command::CatalogDelete { .. } => "CatalogDelete",
             Command::SshPut(_) => "SshPut",
+            Command::SshSet { .. } => "SshSet",
             Command::SshDelete { .. } => "SshDelete",
             Command::SshAccepted { .. } => "SshAccepted",
             Command::OpenpgpPut { .. } => "OpenpgpPut",

@@ -218,6 +218,13 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// Change which hosts an SSH identity is for.
+    SshSet {
+        /// Its name.
+        name: String,
+        /// The hosts it is for from now on (none: every host).
+        hosts: Vec<String>,
+    },
     /// Delete an SSH identity.
     SshDelete {
         /// Its name.
@@ -285,6 +292,7 @@ impl Request {
             Request::SshImport { .. } => "ssh-import",
             Request::SshList => "ssh-list",
             Request::SshGet { .. } => "ssh-get",
+            Request::SshSet { .. } => "ssh-set",
             Request::SshDelete { .. } => "ssh-delete",
             Request::SshAuthorizedKeys => "ssh-authorized-keys",
             Request::SshAllowedSigners => "ssh-allowed-signers",

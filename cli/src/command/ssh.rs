@@ -66,6 +66,18 @@ pub(crate) enum SshCommand {
         /// Its name.
         name: String,
     },
+    /// Say which hosts a key is for (none: every host).
+    Set {
+        /// Its name.
+        name: String,
+        /// A host it is for (`github.com`, `*.example.com`); again for
+        /// more; none to make it every host's again.
+        #[arg(long = "host", value_name = "PATTERN")]
+        hosts: Vec<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a key from the account (and so from every device).
     Delete {
         /// Its name.
@@ -148,6 +160,11 @@ pub(crate) fn run(paths: &Paths, command: SshCommand) -> anyhow::Result<ExitCode
                 Response::SshIdentity(i) => i
             );
             println!("{}", identity.public);
+        }
+        SshCommand::Set { name, hosts, json } => {
+            let request = Request::SshSet { name, hosts };
+            let identity = answer!(ask(paths, &request)?, Response::SshIdentity(i) => i);
+            show(json, &identity, describe);
         }
         SshCommand::Delete { name } => {
             let request = Request::SshDelete { name: name.clone() };

@@ -51,6 +51,18 @@ pub(crate) fn check_name(name: &str) -> Result<(), AccountError> {
     }
 }
 
+/// Check host patterns: host names, or patterns with `*` and `?`.
+fn check_hosts(hosts: &[String]) -> Result<(), AccountError> {
+    for host in hosts {
+        if host.is_empty() || host.len() > 255 || !host.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(AccountError::Input(format!(
+                "bad host pattern {host:?}: a host name, or a pattern with * and ?"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A one-line summary of an identity for `mesh ssh list`.
 fn describe(entry: &SshIdentity) -> SshIdentityRow {
     let public = ssh_key::PublicKey::from_openssh(&entry.public).ok();
@@ -76,13 +88,7 @@ impl Account {
             replace,
             hosts,
         } = put;
-        for host in &hosts {
-            if host.is_empty() || host.len() > 255 || !host.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(AccountError::Input(format!(
-                    "bad host pattern {host:?}: a host name, or a pattern with * and ?"
-                )));
-            }
-        }
+        check_hosts(&hosts)?;
         check_name(&name)?;
         let id = SshIdentity::unique_id(&name);
         let exists = self.live(Store::Application).contains_key(&id);
@@ -112,6 +118,36 @@ impl Account {
             Store::Application,
             &id,
             if exists { Event::Update } else { Event::New },
+            SSH_MESSAGE_TYPE,
+            Some(&entry),
+            &self.activation()?.sign,
+            &[store_key],
+        )?;
+        self.transact(vec![(Store::Application, vec![envelope])], Vec::new())
+            .await?;
+        Ok(Response::SshIdentity(describe(&entry)))
+    }
+
+    /// Change which hosts an identity is for: the entry again, with new
+    /// hosts (the account's rules let its author and administrators).
+    pub(super) async fn ssh_set(
+        &mut self,
+        name: &str,
+        hosts: Vec<String>,
+    ) -> Result<Response, AccountError> {
+        check_hosts(&hosts)?;
+        let id = SshIdentity::unique_id(name);
+        let mut entry = self
+            .ssh_entries()?
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| AccountError::NotFound(format!("no SSH identity named {name:?}")))?;
+        entry.hosts = hosts;
+        let store_key = self.store_key(Store::Application)?.public();
+        let envelope = self.entry(
+            Store::Application,
+            &id,
+            Event::Update,
             SSH_MESSAGE_TYPE,
             Some(&entry),
             &self.activation()?.sign,

@@ -418,6 +418,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
             })))
             .await
         }
+        Request::SshSet { name, hosts } => run(Command::SshSet { name, hosts }).await,
         Request::SshDelete { name } => run(Command::SshDelete { name }).await,
         Request::OpenpgpCreate {
             user_id,
