@@ -759,15 +759,35 @@ fn ecdsa_keys_with_a_short_scalar_work_as_with_openssh_agent() {
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }
 
+/// Ten Ed25519 keys `k0` to `k9`, of which `sshd` takes only the last.
+fn ten_keys(env: &TestEnv, sshd: &Sshd) -> Vec<PathBuf> {
+    let keys: Vec<PathBuf> = (0..10)
+        .map(|i| keygen(env, &format!("k{i}"), &["-t", "ed25519"]))
+        .collect();
+    sshd.authorize(&public_line(&keys[9]));
+    keys
+}
+
+/// Put the keys in the account as `k0` to `k9`, for every host.
+fn import_all(env: &TestEnv, keys: &[PathBuf]) {
+    for (i, key) in keys.iter().enumerate() {
+        let name = format!("k{i}");
+        env.mesh(&[
+            "ssh",
+            "import",
+            key.to_str().expect("utf-8"),
+            "--name",
+            &name,
+        ]);
+    }
+}
+
 #[test]
 fn the_key_for_a_host_logs_in_first_where_openssh_agent_runs_out_of_tries() {
     let (_host, _service, laptop) = account();
     let sshd = Sshd::start_with(&laptop, "MaxAuthTries 2\n");
     // Ten keys; only the last may log in.
-    let keys: Vec<PathBuf> = (0..10)
-        .map(|i| keygen(&laptop, &format!("k{i}"), &["-t", "ed25519"]))
-        .collect();
-    sshd.authorize(&public_line(&keys[9]));
+    let keys = ten_keys(&laptop, &sshd);
 
     // OpenSSH's agent offers them in the order they came: sshd stops
     // after two.
@@ -794,16 +814,7 @@ fn the_key_for_a_host_logs_in_first_where_openssh_agent_runs_out_of_tries() {
     // In the Mesh, the last is made the key for this host (mesh ssh set);
     // the others are for every host. The user's known_hosts names the
     // host, as ssh leaves it.
-    for (i, key) in keys.iter().enumerate() {
-        let name = format!("k{i}");
-        laptop.mesh(&[
-            "ssh",
-            "import",
-            key.to_str().expect("utf-8"),
-            "--name",
-            &name,
-        ]);
-    }
+    import_all(&laptop, &keys);
     laptop.mesh(&["ssh", "set", "k9", "--host", "127.0.0.1"]);
     fs::create_dir_all(laptop.home().join(".ssh")).expect(".ssh");
     fs::copy(sshd.known_hosts(), laptop.home().join(".ssh/known_hosts")).expect("known_hosts");
@@ -834,20 +845,8 @@ fn a_key_a_server_took_on_one_device_is_offered_it_first_on_another() {
     connect_device(&laptop, &desktop, "desktop", "device");
     let sshd = Sshd::start_with(&laptop, "MaxAuthTries 10\n");
     // Ten Mesh keys for every host; the server takes only the last.
-    let keys: Vec<PathBuf> = (0..10)
-        .map(|i| keygen(&laptop, &format!("k{i}"), &["-t", "ed25519"]))
-        .collect();
-    sshd.authorize(&public_line(&keys[9]));
-    for (i, key) in keys.iter().enumerate() {
-        let name = format!("k{i}");
-        laptop.mesh(&[
-            "ssh",
-            "import",
-            key.to_str().expect("utf-8"),
-            "--name",
-            &name,
-        ]);
-    }
+    let keys = ten_keys(&laptop, &sshd);
+    import_all(&laptop, &keys);
     // The laptop gets in at the tenth try, and learns which key it was.
     let first = sshd
         .login(&laptop, &laptop.ssh_auth_sock())

@@ -109,6 +109,17 @@ impl Account {
             confirm,
             hosts,
         };
+        let event = if exists { Event::Update } else { Event::New };
+        self.write_identity(&entry, event).await?;
+        Ok(Response::SshIdentity(describe(&entry)))
+    }
+
+    /// Write an identity's entry to the Application catalog.
+    async fn write_identity(
+        &mut self,
+        entry: &SshIdentity,
+        event: Event,
+    ) -> Result<(), AccountError> {
         let store_key = self
             .activation()?
             .store_key(Store::Application)
@@ -116,16 +127,15 @@ impl Account {
             .public();
         let envelope = self.entry(
             Store::Application,
-            &id,
-            if exists { Event::Update } else { Event::New },
+            &SshIdentity::unique_id(&entry.name),
+            event,
             SSH_MESSAGE_TYPE,
-            Some(&entry),
+            Some(entry),
             &self.activation()?.sign,
             &[store_key],
         )?;
         self.transact(vec![(Store::Application, vec![envelope])], Vec::new())
-            .await?;
-        Ok(Response::SshIdentity(describe(&entry)))
+            .await
     }
 
     /// Change which hosts an identity is for: the entry again, with new
@@ -136,25 +146,13 @@ impl Account {
         hosts: Vec<String>,
     ) -> Result<Response, AccountError> {
         check_hosts(&hosts)?;
-        let id = SshIdentity::unique_id(name);
         let mut entry = self
             .ssh_entries()?
             .into_iter()
             .find(|e| e.name == name)
             .ok_or_else(|| AccountError::NotFound(format!("no SSH identity named {name:?}")))?;
         entry.hosts = hosts;
-        let store_key = self.store_key(Store::Application)?.public();
-        let envelope = self.entry(
-            Store::Application,
-            &id,
-            Event::Update,
-            SSH_MESSAGE_TYPE,
-            Some(&entry),
-            &self.activation()?.sign,
-            &[store_key],
-        )?;
-        self.transact(vec![(Store::Application, vec![envelope])], Vec::new())
-            .await?;
+        self.write_identity(&entry, Event::Update).await?;
         Ok(Response::SshIdentity(describe(&entry)))
     }
 

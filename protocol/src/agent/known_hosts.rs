@@ -84,11 +84,12 @@ impl Names {
                 .map_or(name, |(host, _)| host)
                 .to_owned()
         };
-        if self
-            .plain
-            .iter()
-            .any(|name| glob(pattern, name) || glob(pattern, &bare(name)))
-        {
+        let pattern = pattern.to_ascii_lowercase();
+        let pattern = pattern.as_str();
+        if self.plain.iter().any(|name| {
+            let name = name.to_ascii_lowercase();
+            glob(pattern, &name) || glob(pattern, &bare(&name))
+        }) {
             return true;
         }
         if pattern.contains(['*', '?']) {
@@ -104,8 +105,9 @@ impl Names {
     }
 }
 
-/// OpenSSH's `match_pattern`: `*` any run, `?` any one character, case
-/// folded as host names are.
+/// OpenSSH's `match_pattern`: `*` any run, `?` any one byte, case as it
+/// is (host names are lowercased before, as OpenSSH does; user names are
+/// not).
 pub fn glob(pattern: &str, name: &str) -> bool {
     let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
     let (mut p, mut n) = (0, 0);
@@ -116,7 +118,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
                 star = Some((p, n));
                 p += 1;
             }
-            Some(c) if *c == b'?' || c.eq_ignore_ascii_case(have) => {
+            Some(c) if *c == b'?' || c == have => {
                 p += 1;
                 n += 1;
             }
@@ -194,6 +196,7 @@ mod tests {
             ("a*b*c", "aXbY", false),
             ("", "", true),
             ("", "x", false),
+            ("Git", "git", false),
         ] {
             assert_eq!(glob(pattern, name), expected, "{pattern} {name}");
         }

@@ -18,6 +18,8 @@ use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, SessionB
 use ssh_agent_lib::ssh_encoding::Decode as _;
 use ssh_key::public::KeyData;
 
+use super::known_hosts::glob;
+
 /// The largest frame body, as OpenSSH's agent (`AGENT_MAX_LEN`).
 pub const MAX_FRAME: usize = 256 * 1024;
 
@@ -341,35 +343,6 @@ pub fn valid(constraints: &[DestinationConstraint]) -> bool {
             && !c.to.hostname.is_empty()
             && !c.to.keys.is_empty()
     })
-}
-
-/// OpenSSH's `match_pattern`: `*` any run, `?` any one character.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and how much text it has taken so far.
-    let mut star: Option<(usize, usize)> = None;
-    while let Some(&tc) = t.get(ti) {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == tc => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..).unwrap_or_default().iter().all(|&c| c == '*')
 }
 
 /// The parts of an SSH user-authentication request (RFC 4252 §7, with
