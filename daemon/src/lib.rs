@@ -221,6 +221,7 @@ async fn serve(
             s2k_count: std::sync::OnceLock::new(),
             socket: gpg.path,
             uid,
+            askpass: config.askpass.clone(),
         });
         tasks.spawn(frontend::gpg_agent::serve(gpg.listener, server));
     }

@@ -477,3 +477,70 @@ fn an_exported_gpg_secret_key_is_imported_and_used() {
     wait_for_secret_key(&laptop, &fingerprint);
     sign_and_decrypt(&laptop, &fingerprint);
 }
+
+#[test]
+fn gpg_encrypts_and_decrypts_with_a_passphrase_through_meshd() {
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let mut laptop = TestEnv::device(&service);
+    // The desktop's askpass, for passphrases gpg does not give itself:
+    // it logs the question and types "correct horse".
+    let script = laptop.root().join("askpass");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}/askpass.log\necho 'correct horse'\n",
+            laptop.root().display()
+        ),
+    )
+    .expect("askpass");
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    laptop.set_var("SSH_ASKPASS", &script);
+    laptop.set_var("SSH_ASKPASS_REQUIRE", "force");
+    laptop.set_var("DISPLAY", ":0");
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let plain = laptop.root().join("plain.txt");
+    fs::write(&plain, "symmetric secret\n").expect("plain");
+    // (gpg runs with --no-autostart: only meshd can answer it.)
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+
+    // gpg gives the passphrase itself (loopback): meshd asks gpg for it.
+    let sealed = laptop.root().join("loopback.gpg");
+    let loopback = [
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "battery staple",
+    ];
+    let mut args = loopback.to_vec();
+    let (sealed_path, plain_path) = (path(&sealed), path(&plain));
+    args.extend(["-o", &sealed_path, "--symmetric", &plain_path]);
+    gpg_ok(&laptop, &args);
+    let mut args = loopback.to_vec();
+    args.extend(["-d", &sealed_path]);
+    assert_eq!(stdout(&gpg_ok(&laptop, &args)), "symmetric secret\n");
+    let wrong = gpg(
+        &laptop,
+        &[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "wrong",
+            "-d",
+            &sealed_path,
+        ],
+    );
+    assert!(!wrong.status.success());
+
+    // Otherwise meshd asks the user through askpass.
+    let asked = laptop.root().join("asked.gpg");
+    let asked_path = path(&asked);
+    gpg_ok(&laptop, &["-o", &asked_path, "--symmetric", &plain_path]);
+    assert_eq!(
+        stdout(&gpg_ok(&laptop, &["-d", &asked_path])),
+        "symmetric secret\n"
+    );
+    let log = fs::read_to_string(laptop.root().join("askpass.log")).expect("askpass asked");
+    assert!(log.lines().count() >= 2, "{log}");
+}

@@ -80,6 +80,9 @@ pub struct Server {
     pub socket: PathBuf,
     /// The only uid served.
     pub uid: u32,
+    /// Where passphrases are asked for when gpg does not answer them
+    /// itself (`--pinentry-mode loopback`).
+    pub askpass: crate::keystore::confirm::Askpass,
 }
 
 /// Accept gpg connections until the future is dropped.
@@ -129,6 +132,12 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
         match session.feed(line) {
             Step::Wait => {}
             Step::Reply(bytes) => stream.write_all(&bytes).await?,
+            Step::AskPassphrase { prompt, data } => {
+                let passphrase = server.askpass.passphrase(&prompt).await;
+                let answer =
+                    Session::passphrase_answer(passphrase.as_ref().map(|p| p.as_bytes()), data);
+                stream.write_all(&Zeroizing::new(answer)).await?;
+            }
             Step::Close(bytes) => {
                 stream.write_all(&bytes).await?;
                 return Ok(());
@@ -146,13 +155,34 @@ pub enum Step {
     Reply(Vec<u8>),
     /// Write this, then close.
     Close(Vec<u8>),
+    /// Ask the user for a passphrase (askpass) with this prompt, then
+    /// answer with [`Session::passphrase_answer`].
+    AskPassphrase {
+        /// The question.
+        prompt: String,
+        /// Answer as D lines (`--data`) rather than hex in the OK line.
+        data: bool,
+    },
 }
 
 /// An inquiry gpg is answering.
 #[derive(Default)]
 struct Inquiry {
+    /// What it answers: PKDECRYPT's ciphertext, or a passphrase.
+    asked: Asked,
     ciphertext: Zeroizing<Vec<u8>>,
     too_large: bool,
+}
+
+/// What an inquiry asks gpg for.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// `INQUIRE CIPHERTEXT` (PKDECRYPT).
+    #[default]
+    Ciphertext,
+    /// `INQUIRE PASSPHRASE` (GET_PASSPHRASE in loopback mode): answer
+    /// as D lines or as hex.
+    Passphrase { data: bool },
 }
 
 /// One gpg connection's protocol state.
@@ -162,6 +192,8 @@ pub struct Session<'a> {
     hash: Option<(u32, Vec<u8>)>,
     /// PKDECRYPT's INQUIRE CIPHERTEXT, while gpg answers it.
     inquiry: Option<Inquiry>,
+    /// `OPTION pinentry-mode=loopback`: gpg answers passphrase questions.
+    loopback: bool,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -180,6 +212,7 @@ impl<'a> Session<'a> {
             key: None,
             hash: None,
             inquiry: None,
+            loopback: false,
         }
     }
 
@@ -221,7 +254,15 @@ impl<'a> Session<'a> {
                 self.hash = None;
                 ok()
             }
-            "NOP" | "CANCEL" | "OPTION" | "UPDATESTARTUPTTY" | "SETKEYDESC" | "KILLAGENT" => ok(),
+            "OPTION" => {
+                if let Some(mode) = args.trim().strip_prefix("pinentry-mode=") {
+                    self.loopback = mode == "loopback";
+                }
+                ok()
+            }
+            "GET_PASSPHRASE" => self.get_passphrase(&args),
+            "CLEAR_PASSPHRASE" => ok(),
+            "NOP" | "CANCEL" | "UPDATESTARTUPTTY" | "SETKEYDESC" | "KILLAGENT" => ok(),
             "BYE" => Step::Close(assuan::ok("closing connection")),
             "GETINFO" => self.getinfo(&args),
             "HAVEKEY" => self.havekey(&args),
@@ -265,7 +306,18 @@ impl<'a> Session<'a> {
             "s2k_time" => data(S2K_TIME_MS.to_string().as_bytes()),
             "pid" => data(std::process::id().to_string().as_bytes()),
             "socket_name" => data(self.server.socket.to_string_lossy().as_bytes()),
-            "cmd_has_option" | "restricted" | "ephemeral" => Step::Reply(assuan::err(code::FALSE)),
+            // gpg asks before GET_PASSPHRASE (and fails "Not supported"
+            // on a no); the options are taken (a repeat is not asked).
+            "cmd_has_option" => {
+                let mut words = args.split_whitespace().skip(1);
+                match (words.next(), words.next()) {
+                    (Some("GET_PASSPHRASE"), Some("repeat" | "newsymkey")) => {
+                        Step::Reply(assuan::ok(""))
+                    }
+                    _ => Step::Reply(assuan::err(code::FALSE)),
+                }
+            }
+            "restricted" | "ephemeral" => Step::Reply(assuan::err(code::FALSE)),
             _ => Step::Reply(assuan::err(code::ASS_PARAMETER)),
         }
     }
@@ -385,6 +437,67 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// GET_PASSPHRASE `[--data] [--check] [--no-ask] [--repeat[=N]]
+    /// [--qualitybar] [--newsymkey] <cache id> [<error> <prompt>
+    /// <description>]`, for symmetric encryption (`gpg -c`, `gpg -d`):
+    /// in loopback mode gpg is asked (`INQUIRE PASSPHRASE`), else the user
+    /// through askpass. Nothing is cached: each use asks again.
+    fn get_passphrase(&mut self, args: &str) -> Step {
+        let mut data = false;
+        let mut no_ask = false;
+        let mut words = Vec::new();
+        for word in args.split_whitespace() {
+            match word {
+                "--data" => data = true,
+                "--no-ask" => no_ask = true,
+                "--check" | "--qualitybar" | "--newsymkey" => {}
+                w if w.starts_with("--repeat") => {}
+                w => words.push(w),
+            }
+        }
+        if words.is_empty() {
+            return Step::Reply(assuan::err(code::ASS_PARAMETER));
+        }
+        if no_ask {
+            return Step::Reply(assuan::err(code::NO_DATA));
+        }
+        if self.loopback {
+            self.inquiry = Some(Inquiry {
+                asked: Asked::Passphrase { data },
+                ..Inquiry::default()
+            });
+            return Step::Reply(assuan::inquire("PASSPHRASE"));
+        }
+        // The description (percent-escaped, `+` for space) as the question.
+        let unescape = |w: &str| {
+            let bytes = assuan::percent_decode(w.replace('+', " ").as_bytes()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let prompt = match (words.get(2), words.get(3)) {
+            (_, Some(description)) if *description != "X" => unescape(description),
+            (Some(prompt), _) if *prompt != "X" => unescape(prompt),
+            _ => "Passphrase:".to_owned(),
+        };
+        Step::AskPassphrase { prompt, data }
+    }
+
+    /// The answer to GET_PASSPHRASE once the passphrase is known (or not).
+    pub fn passphrase_answer(passphrase: Option<&[u8]>, data: bool) -> Vec<u8> {
+        match passphrase {
+            None => assuan::err(code::NO_PIN_ENTRY),
+            Some(passphrase) if data => {
+                let mut out = assuan::data_lines(passphrase);
+                out.extend(assuan::ok(""));
+                out
+            }
+            Some(passphrase) => {
+                let hex: Zeroizing<String> =
+                    Zeroizing::new(passphrase.iter().map(|b| format!("{b:02X}")).collect());
+                assuan::ok(&hex)
+            }
+        }
+    }
+
     /// PKDECRYPT: ask gpg for the ciphertext; the answer comes in
     /// [`Session::inquired`].
     fn pkdecrypt(&mut self) -> Step {
@@ -426,7 +539,15 @@ impl<'a> Session<'a> {
             }
             Line::End => {
                 let inquiry = self.inquiry.take().unwrap_or_default();
-                Step::Reply(self.decrypt(&inquiry))
+                match inquiry.asked {
+                    Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry)),
+                    Asked::Passphrase { .. } if inquiry.too_large => {
+                        Step::Reply(assuan::err(code::TOO_LARGE))
+                    }
+                    Asked::Passphrase { data } => {
+                        Step::Reply(Self::passphrase_answer(Some(&inquiry.ciphertext), data))
+                    }
+                }
             }
         }
     }
@@ -487,6 +608,7 @@ mod tests {
             s2k_count: std::sync::OnceLock::from(1_048_576),
             socket: "/run/user/1000/gnupg/S.gpg-agent".into(),
             uid: 1000,
+            askpass: crate::keystore::confirm::Askpass::from_env(|_| None),
         };
         (server, sign, encrypt)
     }
@@ -510,6 +632,66 @@ mod tests {
             Step::Reply(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             other => panic!("expected a reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn get_passphrase_asks_gpg_in_loopback_mode_and_askpass_otherwise() {
+        let (server, _, _) = server();
+        let mut session = Session::new(&server);
+        // gpg asks first whether GET_PASSPHRASE takes --repeat.
+        let asked = "GETINFO cmd_has_option GET_PASSPHRASE repeat\n";
+        assert_eq!(reply(say(&mut session, asked)), "OK\n");
+        let other = "GETINFO cmd_has_option EXPORT_KEY mode1003\n";
+        assert_eq!(
+            reply(say(&mut session, other)),
+            "ERR 67109120 False <GPG Agent>\n"
+        );
+        // Without loopback: the driver asks askpass, with the description.
+        match say(
+            &mut session,
+            "GET_PASSPHRASE --data --repeat=1 S0123 X X Enter+passphrase%0A\n",
+        ) {
+            Step::AskPassphrase { prompt, data } => {
+                assert_eq!(prompt, "Enter passphrase\n");
+                assert!(data);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            reply(say(&mut session, "GET_PASSPHRASE --no-ask S0123 X X X\n")),
+            "ERR 67108922 No data <GPG Agent>\n"
+        );
+        assert_eq!(
+            reply(say(&mut session, "GET_PASSPHRASE\n")),
+            "ERR 67109144 IPC parameter error <GPG Agent>\n"
+        );
+        // Loopback: gpg is asked, and its answer comes back.
+        assert_eq!(
+            reply(say(&mut session, "OPTION pinentry-mode=loopback\n")),
+            "OK\n"
+        );
+        assert_eq!(
+            reply(say(&mut session, "GET_PASSPHRASE --data S0123 X X X\n")),
+            "INQUIRE PASSPHRASE\n"
+        );
+        assert!(matches!(
+            say(&mut session, "D battery%25staple\n"),
+            Step::Wait
+        ));
+        assert_eq!(
+            reply(say(&mut session, "END\n")),
+            "D battery%25staple\nOK\n"
+        );
+        assert_eq!(
+            reply(say(&mut session, "GET_PASSPHRASE S0123 X X X\n")),
+            "INQUIRE PASSPHRASE\n"
+        );
+        assert!(matches!(say(&mut session, "D pw\n"), Step::Wait));
+        assert_eq!(reply(say(&mut session, "END\n")), "OK 7077\n");
+        assert_eq!(
+            Session::passphrase_answer(None, true),
+            b"ERR 67108949 No pinentry <GPG Agent>\n"
+        );
     }
 
     /// gpg 2.2.40's `gpg --detach-sign` and `gpg -d`, as captured in

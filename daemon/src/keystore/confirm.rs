@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use zeroize::Zeroizing;
+
 /// How long the user has to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -107,6 +109,46 @@ fn says_yes(said: &[u8]) -> bool {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     line.is_empty() || line.eq_ignore_ascii_case(b"yes")
 }
+
+impl Askpass {
+    /// Ask for a passphrase (askpass run without `SSH_ASKPASS_PROMPT`, as
+    /// ssh does, printing what was typed); `None` with nobody to ask, on
+    /// a refusal or with no answer in time.
+    pub async fn passphrase(&self, prompt: &str) -> Option<Zeroizing<String>> {
+        if let Some(reason) = self.headless {
+            tracing::warn!(reason, "passphrase not asked: nobody to ask");
+            return None;
+        }
+        let program = self.program.as_ref()?;
+        let mut child = tokio::process::Command::new(program)
+            .arg(prompt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let answer = async {
+            use tokio::io::AsyncReadExt as _;
+            let mut said = Zeroizing::new(Vec::new());
+            if let Some(stdout) = child.stdout.take() {
+                stdout.take(MAX_PASSPHRASE).read_to_end(&mut said).await?;
+            }
+            Ok::<_, std::io::Error>((child.wait().await?, said))
+        };
+        let (status, said) = tokio::time::timeout(TIMEOUT, answer).await.ok()?.ok()?;
+        if !status.success() {
+            return None;
+        }
+        let text = std::str::from_utf8(&said).ok()?;
+        let line = text.strip_suffix('\n').unwrap_or(text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        Some(Zeroizing::new(line.to_owned()))
+    }
+}
+
+/// The longest passphrase read from askpass.
+const MAX_PASSPHRASE: u64 = 4096;
 
 fn find_in_path(path: OsString, name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)

@@ -26,6 +26,8 @@ pub mod code {
     pub const NOT_SUPPORTED: u32 = 60;
     pub const TRUNCATED: u32 = 74;
     pub const INV_DATA: u32 = 79;
+    pub const NO_DATA: u32 = 58;
+    pub const NO_PIN_ENTRY: u32 = 85;
     pub const INV_LENGTH: u32 = 139;
     pub const INV_SEXP: u32 = 83;
     pub const UNSUPPORTED_ALGORITHM: u32 = 84;
@@ -50,6 +52,8 @@ fn description(code: u32) -> &'static str {
         code::NOT_SUPPORTED => "Not supported",
         code::TRUNCATED => "Result truncated",
         code::INV_DATA => "Invalid data",
+        code::NO_DATA => "No data",
+        code::NO_PIN_ENTRY => "No pinentry",
         code::INV_LENGTH => "Invalid length",
         code::INV_SEXP => "Invalid S-expression",
         code::UNSUPPORTED_ALGORITHM => "Unsupported algorithm",
