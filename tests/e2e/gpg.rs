@@ -316,7 +316,7 @@ fn hostile_input_gets_the_right_error_and_nobody_else_suffers() {
     );
     assert_eq!(
         send(&mut conn, &[b"SCD SERIALNO"]),
-        ["ERR 67108924 Not supported <GPG Agent>"]
+        ["ERR 67108983 No SmartCard daemon <GPG Agent>"]
     );
     assert_eq!(
         send(&mut conn, &[b"OPTION ttytype=xterm", b"option lc-ctype=C"]),
@@ -543,4 +543,16 @@ fn gpg_encrypts_and_decrypts_with_a_passphrase_through_meshd() {
     );
     let log = fs::read_to_string(laptop.root().join("askpass.log")).expect("askpass asked");
     assert!(log.lines().count() >= 2, "{log}");
+}
+
+#[test]
+fn gpg_card_status_says_there_is_no_card() {
+    let (_host, _service, laptop) = account();
+    let out = gpg(&laptop, &["--card-status"]);
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("OpenPGP card not available: No SmartCard daemon"),
+        "{said}"
+    );
 }

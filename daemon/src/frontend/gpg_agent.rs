@@ -287,7 +287,9 @@ impl<'a> Session<'a> {
                     },
                 }
             }
-            "SCD" => fail(code::NOT_SUPPORTED),
+            // No smartcards here: said at once, as gpg-agent says it
+            // with its scdaemon disabled (`gpg --card-status`).
+            "SCD" | "LEARN" => fail(code::NO_SCDAEMON),
             _ => fail(code::ASS_UNKNOWN_CMD),
         }
     }
@@ -858,7 +860,7 @@ mod tests {
                 "HAVEKEY 0000000000000000000000000000000000000000\n",
                 err(code::NO_SECKEY),
             ),
-            ("SCD LEARN\n", err(code::NOT_SUPPORTED)),
+            ("SCD LEARN\n", err(code::NO_SCDAEMON)),
             ("END\n", err(code::ASS_UNKNOWN_CMD)),
         ] {
             assert_eq!(reply(say(&mut session, line)), answer, "{line}");
