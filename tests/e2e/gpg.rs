@@ -556,3 +556,62 @@ fn gpg_card_status_says_there_is_no_card() {
         "{said}"
     );
 }
+
+#[test]
+fn a_certificate_gpg_could_not_import_yet_is_imported_when_it_can() {
+    // gpg's keyring refuses imports for a while (as with gpg 2.4's
+    // keyboxd not running yet): a gpg in front of the real one fails
+    // every --import while the file `refuse` exists, and says so.
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let mut laptop = TestEnv::device(&service);
+    let bin_dir = laptop.root().join("bin");
+    fs::create_dir_all(&bin_dir).expect("bin");
+    mesh_e2e::require_tool("gpg", "gnupg");
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("gpg"))
+        .find(|candidate| candidate.is_file())
+        .expect("gpg");
+    let refuse = laptop.root().join("refuse");
+    let refused = laptop.root().join("refused.log");
+    fs::write(
+        bin_dir.join("gpg"),
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = --import ] && [ -e {refuse} ]; then \
+             echo refused >> {refused}; exit 2; fi; done\nexec {real} \"$@\"\n",
+            refuse = refuse.display(),
+            refused = refused.display(),
+            real = real.display()
+        ),
+    )
+    .expect("wrapper");
+    fs::set_permissions(
+        bin_dir.join("gpg"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    laptop.set_var("PATH", &path);
+    fs::write(&refuse, "").expect("refuse");
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let create = laptop
+        .ours("mesh")
+        .args(["openpgp", "create", "Alice <alice@example.com>", "--json"])
+        .spawn()
+        .expect("mesh runs");
+    wait_until("meshd tried to import and was refused", || {
+        fs::read_to_string(&refused).is_ok_and(|r| !r.is_empty())
+    });
+    // The keyring takes imports again: with no other change in the
+    // account, meshd tries again and gpg gets the certificate.
+    fs::remove_file(&refuse).expect("refuse");
+    let done = create.wait_with_output().expect("mesh ends");
+    assert!(done.status.success());
+    wait_until("gpg's keyring holds the certificate", || {
+        stdout(&gpg(&laptop, &["--with-colons", "-k"])).contains("alice@example.com")
+    });
+}

@@ -158,6 +158,9 @@ pub async fn follow(
     followed: watch::Sender<Followed>,
 ) {
     let mut known = BTreeSet::new();
+    // A failed import is tried again after this, doubling up to a minute
+    // (gpg 2.4's keyboxd may not be running yet), or at the next change.
+    let mut retry = RETRY_FIRST;
     loop {
         let snapshot = Arc::clone(&snapshots.borrow_and_update());
         let configured = if snapshot.openpgp.is_empty() {
@@ -175,6 +178,7 @@ pub async fn follow(
                 }
             }
         };
+        let mut failed = false;
         for entry in &snapshot.openpgp {
             if known.contains(&entry.fingerprint) {
                 continue;
@@ -182,6 +186,8 @@ pub async fn follow(
             if import(&gpg.home, &entry.fingerprint, &entry.public).await {
                 tracing::info!(name = %entry.name, "certificate imported into gpg's keyring");
                 known.insert(entry.fingerprint.clone());
+            } else {
+                failed = true;
             }
         }
         followed.send_modify(|f| {
@@ -190,11 +196,31 @@ pub async fn follow(
                 f.configured = Some((snapshot.generation, configured));
             }
         });
-        if snapshots.changed().await.is_err() {
-            return;
+        if failed {
+            tracing::info!(after = ?retry, "a certificate import failed; trying again");
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    retry = RETRY_FIRST;
+                }
+                () = tokio::time::sleep(retry) => retry = (retry * 2).min(RETRY_MOST),
+            }
+        } else {
+            retry = RETRY_FIRST;
+            if snapshots.changed().await.is_err() {
+                return;
+            }
         }
     }
 }
+
+/// The first wait before a failed certificate import is tried again.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest wait between tries.
+const RETRY_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `gpg --import` a public certificate and trust it ultimately. gpg asks
 /// this very daemon's agent socket while it imports (`--no-autostart`:
