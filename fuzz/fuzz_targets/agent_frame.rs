@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Request::Extension(ext) => {
-                let _ = bindings.bind(ext.details.as_ref());
+                let _ = bindings.bind(ext.details.as_ref(), 1_800_000_000);
             }
             _ => {}
         }

@@ -872,3 +872,35 @@ fn a_key_a_server_took_on_one_device_is_offered_it_first_on_another() {
         .expect("ssh runs");
     assert!(again.status.success(), "{}", stderr(&again));
 }
+
+#[test]
+fn a_key_restricted_to_a_host_with_a_host_certificate_logs_in_as_with_openssh_agent() {
+    // The server presents a host certificate; known_hosts trusts its CA
+    // (`@cert-authority`), and `ssh-add -h` restricts the key to the host
+    // by that CA.
+    let env = TestEnv::new();
+    let sshd = Sshd::start(&env);
+    sshd.certify_host(&env);
+    let key = keygen(&env, "ed", &["-t", "ed25519"]);
+    sshd.authorize(&public_line(&key));
+    let openssh = OpensshAgent::start(&env);
+    env.mesh(&["daemon", "start"]);
+    for sock in [openssh.socket().to_owned(), env.ssh_auth_sock()] {
+        run_ok(
+            env.command("ssh-add")
+                .env("SSH_AUTH_SOCK", &sock)
+                .arg("-H")
+                .arg(sshd.known_hosts())
+                .args(["-h", "127.0.0.1"])
+                .arg(&key),
+        );
+        let out = sshd.login(&env, &sock).output().expect("ssh runs");
+        assert!(
+            out.status.success() && stdout(&out).contains("logged-in"),
+            "{}: {}\n{}",
+            sock.display(),
+            stderr(&out),
+            fs::read_to_string(env.home().join(".local/share/mesh/meshd.log")).unwrap_or_default()
+        );
+    }
+}

@@ -629,6 +629,34 @@ impl Sshd {
         .expect("sshd_config");
     }
 
+    /// Give the server a host certificate for `127.0.0.1` from a CA of
+    /// its own, and make its known_hosts trust that CA
+    /// (`@cert-authority`) instead of naming the host key.
+    pub fn certify_host(&self, env: &TestEnv) {
+        run_ok(
+            env.command("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "host-ca", "-f"])
+                .arg(self.dir.join("host_ca")),
+        );
+        run_ok(
+            env.command("ssh-keygen")
+                .args(["-q", "-s"])
+                .arg(self.dir.join("host_ca"))
+                .args(["-I", "test-host", "-h", "-n", "127.0.0.1"])
+                .arg(self.dir.join("host_key.pub")),
+        );
+        self.reconfigure(&format!(
+            "HostCertificate {}\n",
+            self.dir.join("host_key-cert.pub").display()
+        ));
+        let ca = fs::read_to_string(self.dir.join("host_ca.pub")).expect("CA key");
+        fs::write(
+            self.known_hosts(),
+            format!("@cert-authority 127.0.0.1,[127.0.0.1]:{} {ca}", self.port),
+        )
+        .expect("known_hosts");
+    }
+
     /// Let these public keys (OpenSSH lines) log in.
     pub fn authorize(&self, lines: &str) {
         fs::write(self.dir.join("authorized_keys"), lines).expect("authorized_keys");

@@ -265,7 +265,10 @@ fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> R
     // connection must be known for where it leads, not taken for local
     // use. A bind reveals and uses no key.
     if extension.name == "session-bind@openssh.com" {
-        return match bindings.bind(extension.details.as_ref()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        return match bindings.bind(extension.details.as_ref(), now) {
             Ok(()) => Response::Success,
             Err(err) => {
                 tracing::warn!(error = %err, "session-bind refused");

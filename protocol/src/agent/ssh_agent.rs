@@ -161,10 +161,120 @@ pub enum UseError {
 /// OpenSSH's limit on the sessions recorded for one connection.
 pub const MAX_BINDINGS: usize = 16;
 
+/// A bound session's host key: a plain key, or a host certificate (its
+/// key signs the session; the constraints' certificate authorities
+/// vouch for it).
+#[derive(Debug, Clone)]
+struct HostKey {
+    /// As the session-bind carried it (requests name it the same way).
+    blob: Vec<u8>,
+    /// The key that signed the session.
+    key: KeyData,
+    /// The certificate, checked at bind: a host certificate, signed by its
+    /// signature key, valid then.
+    cert: Option<HostCert>,
+}
+
+/// What the agent reads of an OpenSSH host certificate (PROTOCOL.certkeys).
+/// Read here rather than by ssh-key, which cannot represent a certificate
+/// valid forever (`valid before` 2^64-1, what ssh-keygen writes by
+/// default) and refuses it.
+#[derive(Debug, Clone)]
+struct HostCert {
+    /// The authority that signed it.
+    ca: KeyData,
+    /// The host names it is for (none: any).
+    principals: Vec<String>,
+}
+
+impl HostCert {
+    /// Read a certificate blob: `Some((its key, the certificate))` for a
+    /// host certificate its authority signed, valid at `now`.
+    fn read(blob: &[u8], now: u64) -> Option<(KeyData, HostCert)> {
+        use signature::Verifier as _;
+        use ssh_agent_lib::ssh_encoding::Encode as _;
+        let mut r = blob;
+        let algorithm = String::decode(&mut r).ok()?;
+        let plain = algorithm.strip_suffix("-cert-v01@openssh.com")?;
+        let _nonce = Vec::<u8>::decode(&mut r).ok()?;
+        // The key's own fields, as its plain blob has them after the name.
+        let fields = match plain {
+            "ssh-ed25519" => 1,
+            "ssh-rsa" => 2,
+            p if p.starts_with("ecdsa-sha2-") => 2,
+            _ => return None,
+        };
+        let mut key_blob = Vec::new();
+        plain.encode(&mut key_blob).ok()?;
+        for _ in 0..fields {
+            Vec::<u8>::decode(&mut r).ok()?.encode(&mut key_blob).ok()?;
+        }
+        let key = KeyData::decode(&mut key_blob.as_slice()).ok()?;
+        let _serial = u64::decode(&mut r).ok()?;
+        let kind = u32::decode(&mut r).ok()?;
+        let _key_id = String::decode(&mut r).ok()?;
+        let principals_blob = Vec::<u8>::decode(&mut r).ok()?;
+        let valid_after = u64::decode(&mut r).ok()?;
+        let valid_before = u64::decode(&mut r).ok()?;
+        let _critical = Vec::<u8>::decode(&mut r).ok()?;
+        let _extensions = Vec::<u8>::decode(&mut r).ok()?;
+        let _reserved = Vec::<u8>::decode(&mut r).ok()?;
+        let ca_blob = Vec::<u8>::decode(&mut r).ok()?;
+        let signed = blob.get(..blob.len() - r.len())?;
+        let signature = Vec::<u8>::decode(&mut r).ok()?;
+        /// SSH2_CERT_TYPE_HOST.
+        const HOST: u32 = 2;
+        if !r.is_empty() || kind != HOST || now < valid_after || now >= valid_before {
+            return None;
+        }
+        let ca = KeyData::decode(&mut ca_blob.as_slice()).ok()?;
+        let signature = ssh_key::Signature::decode(&mut signature.as_slice()).ok()?;
+        ca.verify(signed, &signature).ok()?;
+        let mut principals = Vec::new();
+        let mut rest = principals_blob.as_slice();
+        while !rest.is_empty() {
+            principals.push(String::decode(&mut rest).ok()?);
+        }
+        Some((key, HostCert { ca, principals }))
+    }
+}
+
+impl HostKey {
+    /// A host key blob, plain or a host certificate valid at `now`
+    /// (seconds since the epoch).
+    fn decode(blob: Vec<u8>, now: u64) -> Option<HostKey> {
+        let mut r = blob.as_slice();
+        let algorithm = String::decode(&mut r).ok()?;
+        // (ssh-key would read a certificate as a key of an unknown kind.)
+        if algorithm.ends_with("-cert-v01@openssh.com") {
+            let (key, cert) = HostCert::read(&blob, now)?;
+            return Some(HostKey {
+                blob,
+                key,
+                cert: Some(cert),
+            });
+        }
+        let key = KeyData::decode(&mut blob.as_slice()).ok()?;
+        Some(HostKey {
+            blob,
+            key,
+            cert: None,
+        })
+    }
+}
+
+/// The key a session-bind's host key blob names, at `now` (seconds since
+/// the epoch): a plain key, or the key of a host certificate its authority
+/// signed that is valid then; `None` for anything else. (What
+/// [`Bindings::bind`] reads first, public for the fuzzer.)
+pub fn read_host_key(blob: &[u8], now: u64) -> Option<KeyData> {
+    HostKey::decode(blob.to_vec(), now).map(|host| host.key)
+}
+
 /// One session an agent connection has been bound to.
 #[derive(Debug, Clone)]
 pub struct Binding {
-    host_key: KeyData,
+    host_key: HostKey,
     session_id: Vec<u8>,
     forwarded: bool,
 }
@@ -179,17 +289,38 @@ pub struct Bindings {
 }
 
 impl Bindings {
-    /// Record a `session-bind@openssh.com` (its extension details).
-    pub fn bind(&mut self, details: &[u8]) -> Result<(), BindError> {
+    /// Record a `session-bind@openssh.com` (its extension details) at
+    /// `now` (seconds since the epoch: a host certificate must be valid
+    /// then). The host key may be a host certificate (`@cert-authority`
+    /// in known_hosts), as OpenSSH's agent takes it.
+    pub fn bind(&mut self, details: &[u8], now: u64) -> Result<(), BindError> {
+        use ssh_agent_lib::ssh_encoding::Reader as _;
         self.attempted = true;
-        let bind = SessionBind::decode(&mut &details[..]).map_err(|_| BindError::Malformed)?;
+        let malformed = |_| BindError::Malformed;
+        let mut reader = details;
+        let blob = Vec::<u8>::decode(&mut reader).map_err(malformed)?;
+        let session_id = Vec::<u8>::decode(&mut reader).map_err(malformed)?;
+        let signature = reader
+            .read_prefixed(ssh_key::Signature::decode)
+            .map_err(|_| BindError::Malformed)?;
+        let forwarding = u8::decode(&mut reader).map_err(malformed)? != 0;
+        if !reader.is_empty() {
+            return Err(BindError::Malformed);
+        }
+        let host = HostKey::decode(blob, now).ok_or(BindError::Malformed)?;
+        let bind = SessionBind {
+            host_key: host.key.clone(),
+            session_id,
+            signature,
+            is_forwarding: forwarding,
+        };
         bind.verify_signature().map_err(|_| BindError::Signature)?;
         for hop in &self.hops {
             if !hop.forwarded {
                 return Err(BindError::AfterAuthentication);
             }
             if hop.session_id == bind.session_id {
-                return if hop.host_key == bind.host_key {
+                return if hop.host_key.blob == host.blob {
                     Ok(())
                 } else {
                     Err(BindError::OtherKey)
@@ -200,8 +331,8 @@ impl Bindings {
             return Err(BindError::TooMany);
         }
         self.hops.push(Binding {
-            host_key: bind.host_key.clone(),
-            session_id: bind.session_id.clone(),
+            host_key: host,
+            session_id: bind.session_id,
             forwarded: bind.is_forwarding,
         });
         Ok(())
@@ -210,7 +341,7 @@ impl Bindings {
     /// The host key of the session bound last: the host `ssh` is
     /// authenticating to on this connection, when it said.
     pub fn destination(&self) -> Option<&KeyData> {
-        self.hops.last().map(|hop| &hop.host_key)
+        self.hops.last().map(|hop| &hop.host_key.key)
     }
 
     /// Whether a key with these constraints may be listed on this
@@ -237,7 +368,7 @@ impl Bindings {
         let Some(last) = self.hops.last() else {
             return Ok(()); // local use: ssh-add -l, ssh-keygen -Y sign
         };
-        let mut from: Option<&KeyData> = None;
+        let mut from: Option<&HostKey> = None;
         for (i, hop) in self.hops.iter().enumerate() {
             let is_last = i + 1 == self.hops.len();
             if is_last && hop.forwarded && user.is_some() {
@@ -274,8 +405,9 @@ impl Bindings {
     pub fn accepted_by(&self, data: &[u8], key: &KeyData) -> Option<KeyData> {
         let last = self.hops.last()?;
         let request = UserAuth::parse(data, key)?;
-        (request.session_id == last.session_id && request.host_key.as_ref() == Some(&last.host_key))
-            .then(|| last.host_key.clone())
+        (request.session_id == last.session_id
+            && request.host_key.as_deref() == Some(last.host_key.blob.as_slice()))
+        .then(|| last.host_key.key.clone())
     }
 
     /// Check a sign request for a key with these constraints: it must be
@@ -295,7 +427,7 @@ impl Bindings {
             return Err(UseError::OtherSession);
         }
         match &request.host_key {
-            Some(host) if host != &last.host_key => return Err(UseError::OtherHost),
+            Some(host) if *host != last.host_key.blob => return Err(UseError::OtherHost),
             None if self.hops.len() > 1 => return Err(UseError::NoHostKey),
             _ => {}
         }
@@ -306,8 +438,8 @@ impl Bindings {
 /// Whether some constraint allows the hop `from` -> `to` (as `user`).
 fn permitted(
     constraints: &[DestinationConstraint],
-    from: Option<&KeyData>,
-    to: Option<&KeyData>,
+    from: Option<&HostKey>,
+    to: Option<&HostKey>,
     user: Option<&str>,
 ) -> bool {
     constraints.iter().any(|c| {
@@ -324,13 +456,23 @@ fn permitted(
     })
 }
 
-/// Whether a hop lists this (plain) host key. Certificate authorities in
-/// the list match host certificates, which a bound session never carries
-/// here: ssh-agent-lib decodes only plain host keys.
-fn hop_has_key(hop: &HostTuple, key: &KeyData) -> bool {
-    hop.keys
-        .iter()
-        .any(|spec| !spec.is_ca && &spec.keyblob == key)
+/// Whether a hop lists this host key: a plain key listed as itself, or a
+/// host certificate signed by an authority the hop lists, for the hop's
+/// host name (its principals match the name, or it has none), as
+/// OpenSSH's agent matches them (`match_key_hop`).
+fn hop_has_key(hop: &HostTuple, host: &HostKey) -> bool {
+    hop.keys.iter().any(|spec| match &host.cert {
+        None => !spec.is_ca && spec.keyblob == host.key,
+        Some(cert) => {
+            spec.is_ca
+                && spec.keyblob == cert.ca
+                && (cert.principals.is_empty()
+                    || cert
+                        .principals
+                        .iter()
+                        .any(|principal| glob(principal, &hop.hostname)))
+        }
+    })
 }
 
 /// Whether constraints are well formed, as OpenSSH requires: a `from` hop
@@ -350,7 +492,9 @@ pub fn valid(constraints: &[DestinationConstraint]) -> bool {
 struct UserAuth {
     session_id: Vec<u8>,
     user: String,
-    host_key: Option<KeyData>,
+    /// The server's host key as the request names it (plain or a
+    /// certificate).
+    host_key: Option<Vec<u8>>,
 }
 
 impl UserAuth {
@@ -380,10 +524,7 @@ impl UserAuth {
             return None;
         }
         let host_key = match method.as_str() {
-            "publickey-hostbound-v00@openssh.com" => {
-                let blob = Vec::<u8>::decode(&mut reader).ok()?;
-                Some(KeyData::decode(&mut blob.as_slice()).ok()?)
-            }
+            "publickey-hostbound-v00@openssh.com" => Some(Vec::<u8>::decode(&mut reader).ok()?),
             "publickey" => None,
             _ => return None,
         };
@@ -410,6 +551,9 @@ fn same_family(algorithm: &str, key: &KeyData) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A time for session binds.
+    const NOW: u64 = 1_800_000_000;
     use rand_core::OsRng;
     use ssh_agent_lib::proto::extension::KeySpec;
     use ssh_agent_lib::ssh_encoding::Encode as _;
@@ -487,7 +631,7 @@ mod tests {
         assert!(Bindings::default().permits(&constraints, None));
 
         let mut to_a = Bindings::default();
-        assert!(to_a.bind(&bind(&a, b"sid-a", false)).is_ok());
+        assert!(to_a.bind(&bind(&a, b"sid-a", false), NOW).is_ok());
         assert!(to_a.permits(&constraints, None));
         assert!(to_a.permits(&constraints, Some("git")));
         assert!(!to_a.permits(&constraints, Some("root")));
@@ -511,10 +655,10 @@ mod tests {
             Err(UseError::NotUserAuth)
         );
         // No second binding after one for authentication.
-        assert!(to_a.bind(&bind(&a, b"sid-2", false)).is_err());
+        assert!(to_a.bind(&bind(&a, b"sid-2", false), NOW).is_err());
 
         let mut to_b = Bindings::default();
-        assert!(to_b.bind(&bind(&b, b"sid-b", false)).is_ok());
+        assert!(to_b.bind(&bind(&b, b"sid-b", false), NOW).is_ok());
         assert!(!to_b.permits(&constraints, None));
         assert!(!to_b.permits(&constraints, Some("git")));
     }
@@ -536,7 +680,7 @@ mod tests {
         let user_key = host();
         let user_key = user_key.public_key().key_data().clone();
         let mut via_a = Bindings::default();
-        assert!(via_a.bind(&bind(&a, b"sid-a", true)).is_ok());
+        assert!(via_a.bind(&bind(&a, b"sid-a", true), NOW).is_ok());
         // Forwarded to a: listed only if it may go further.
         assert!(!via_a.permits(&only_a, None));
         assert!(via_a.permits(&a_then_b, None));
@@ -551,7 +695,7 @@ mod tests {
             Err(UseError::ForwardingHop)
         );
         let mut direct = Bindings::default();
-        assert!(direct.bind(&bind(&a, b"sid-a", false)).is_ok());
+        assert!(direct.bind(&bind(&a, b"sid-a", false), NOW).is_ok());
         assert_eq!(
             direct
                 .check_use(&a_then_b, &to_a_itself, &user_key)
@@ -559,7 +703,7 @@ mod tests {
             Ok("u"),
             "the same request on a connection bound for authentication"
         );
-        assert!(via_a.bind(&bind(&b, b"sid-b", false)).is_ok());
+        assert!(via_a.bind(&bind(&b, b"sid-b", false), NOW).is_ok());
         assert!(!via_a.permits(&only_a, Some("u")));
         assert!(via_a.permits(&a_then_b, Some("u")));
     }
@@ -574,7 +718,7 @@ mod tests {
         let mut forged = bind_message(&a, b"sid", false);
         forged.host_key = b.public_key().key_data().clone();
         let mut conn = Bindings::default();
-        assert_eq!(conn.bind(&encode(&forged)), Err(BindError::Signature));
+        assert_eq!(conn.bind(&encode(&forged), NOW), Err(BindError::Signature));
         assert!(!conn.permits(&constraints, None));
         assert_eq!(conn.allows(&constraints, None), Err(UseError::BindFailed));
         assert!(conn.permits(&[], None));
