@@ -723,6 +723,10 @@ pub struct SshIdentityRow {
     /// The hosts it is for (none: every host).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// How many servers (host keys) took it, as the account's devices
+    /// learned it: it is offered them first.
+    #[serde(default)]
+    pub taken_by: usize,
 }
 
 /// One OpenPGP certificate.

@@ -853,6 +853,13 @@ fn a_key_a_server_took_on_one_device_is_offered_it_first_on_another() {
         .output()
         .expect("ssh runs");
     assert!(first.status.success(), "{}", stderr(&first));
+    wait_until("mesh ssh list says which key the server took", || {
+        let rows = laptop.mesh_json(&["ssh", "list"]);
+        rows.as_array().is_some_and(|rows| {
+            rows.iter()
+                .all(|r| r["taken_by"] == u64::from(r["name"] == "k9"))
+        })
+    });
 
     // Now the server gives up after two tries. The desktop, which never
     // logged in there, is offered it first: the laptop shared what it

@@ -199,11 +199,17 @@ fn shell_quote(text: &str) -> String {
 
 fn describe(v: &SshIdentityRow) -> String {
     let confirm = if v.confirm { "  confirm" } else { "" };
-    let hosts = if v.hosts.is_empty() {
+    let mut hosts = if v.hosts.is_empty() {
         "  every host".to_owned()
     } else {
         format!("  for {}", v.hosts.join(", "))
     };
+    if v.taken_by > 0 {
+        hosts += &format!(
+            " (offered first to the {} servers that took it)",
+            v.taken_by
+        );
+    }
     format!(
         "{}\t{} {}{confirm}{hosts}\n",
         v.name,

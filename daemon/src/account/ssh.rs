@@ -75,6 +75,7 @@ fn describe(entry: &SshIdentity) -> SshIdentityRow {
         public: entry.public.clone(),
         confirm: entry.confirm,
         hosts: entry.hosts.clone(),
+        taken_by: 0,
     }
 }
 
@@ -261,6 +262,22 @@ impl Account {
 
     /// `mesh ssh list`.
     pub(super) fn ssh_rows(&self) -> Result<Vec<SshIdentityRow>, AccountError> {
-        Ok(self.ssh_entries()?.iter().map(describe).collect())
+        let taken = self.ssh_accepted_pairs();
+        Ok(self
+            .ssh_entries()?
+            .iter()
+            .map(|entry| {
+                let mut row = describe(entry);
+                let mut hosts: Vec<&String> = taken
+                    .iter()
+                    .filter(|(_, key)| Some(key) == row.fingerprint.as_ref())
+                    .map(|(host, _)| host)
+                    .collect();
+                hosts.sort();
+                hosts.dedup();
+                row.taken_by = hosts.len();
+                row
+            })
+            .collect())
     }
 }
