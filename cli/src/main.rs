@@ -60,6 +60,13 @@ enum Command {
     /// OpenPGP keys in the account, served to gpg by meshd.
     #[command(subcommand)]
     Openpgp(command::openpgp::OpenpgpCommand),
+    /// Where the account's keys were used: every signature and decryption,
+    /// by every device (the latest 500).
+    Log {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Uniform Data Fingerprints: digests, authenticators, nonces.
     #[command(subcommand)]
     Udf(command::udf::UdfCommand),
@@ -120,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Catalog(command) => command::account::catalog(&paths()?, command),
         Command::Ssh(command) => command::ssh::run(&paths()?, command),
         Command::Openpgp(command) => command::openpgp::run(&paths()?, command),
+        Command::Log { json } => command::ssh::log(&paths()?, json),
         Command::Udf(command) => command::udf::run(command),
         Command::Key(command) => command::key::run(command),
         Command::Dare(command) => command::dare::run(command),

@@ -59,6 +59,7 @@ mod ssh;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 /// The secret-store name of the device seed.
 const DEVICE_SEED: &str = "device-seed";
@@ -449,6 +450,31 @@ impl Account {
         marks
     }
 
+    /// What the key snapshot is made from: standing, and the live version
+    /// of each entry that carries keys or what servers took (a usage
+    /// batch or a catalog value changes no key, and makes no snapshot).
+    fn key_marks(&self) -> Vec<u64> {
+        use mesh_protocol::application::{
+            OPENPGP_MESSAGE_TYPE, SSH_ACCEPTED_MESSAGE_TYPE, SSH_MESSAGE_TYPE,
+        };
+        let mut marks = vec![self.standing() as u64];
+        for store in [Store::Application, Store::Local] {
+            marks.extend(
+                self.live(store)
+                    .values()
+                    .filter(|live| {
+                        matches!(
+                            live.message_type.as_str(),
+                            SSH_MESSAGE_TYPE | OPENPGP_MESSAGE_TYPE | SSH_ACCEPTED_MESSAGE_TYPE
+                        )
+                    })
+                    .map(|live| live.index),
+            );
+            marks.push(u64::MAX);
+        }
+        marks
+    }
+
     /// Do one command.
     async fn execute(&mut self, command: Command) -> Result<Response, AccountError> {
         match command {
@@ -485,6 +511,13 @@ impl Account {
             Command::SshPut(put) => self.ssh_put(*put).await,
             Command::SshSet { name, hosts } => self.ssh_set(&name, hosts).await,
             Command::SshDelete { name } => self.ssh_delete(&name).await,
+            Command::Usage(uses) => {
+                let noted = uses.len();
+                self.note_usage(uses).await?;
+                Ok(Response::Lines {
+                    lines: vec![format!("{noted} uses noted")],
+                })
+            }
             Command::SshAccepted { host, key } => {
                 let line = format!("{key} taken by {host}");
                 self.ssh_accepted(host, key).await?;
@@ -589,6 +622,8 @@ pub enum Command {
         /// The hosts (none: every host).
         hosts: Vec<String>,
     },
+    /// Write a batch of this device's key uses to the usage log.
+    Usage(Vec<mesh_protocol::application::Usage>),
     /// Note (and share with the other devices) that a server took a key.
     SshAccepted {
         /// The server's host key, its SHA-256 fingerprint.
@@ -628,6 +663,7 @@ impl std::fmt::Debug for Command {
             Command::SshSet { .. } => "SshSet",
             Command::SshDelete { .. } => "SshDelete",
             Command::SshAccepted { .. } => "SshAccepted",
+            Command::Usage(_) => "Usage",
             Command::OpenpgpPut { .. } => "OpenpgpPut",
             Command::OpenpgpDelete { .. } => "OpenpgpDelete",
         })
@@ -655,6 +691,8 @@ pub struct View {
     pub application: Result<Arc<CatalogValues>, AccountError>,
     /// `mesh catalog list credential`.
     pub credential: Result<Arc<CatalogValues>, AccountError>,
+    /// `mesh log`.
+    pub usage: Result<Vec<mesh_ipc::control::UsageRow>, AccountError>,
 }
 
 /// A catalog's entries, name to value. The values are secrets (passwords,
@@ -734,6 +772,7 @@ impl Account {
                 openpgp: Err(AccountError::NoAccount),
                 application: Err(AccountError::NoAccount),
                 credential: Err(AccountError::NoAccount),
+                usage: Err(AccountError::NoAccount),
             };
         }
         View {
@@ -744,12 +783,13 @@ impl Account {
             openpgp: self.openpgp_rows(),
             application: self.catalog_list(Store::Application).map(Arc::new),
             credential: self.catalog_list(Store::Credential).map(Arc::new),
+            usage: self.usage_rows(),
         }
     }
 
     /// A new key snapshot if the keys may have changed since the last one.
     fn key_snapshot(&mut self, generation: u64) -> Option<KeySnapshot> {
-        let marks = self.marks();
+        let marks = self.key_marks();
         if self.keys_from.as_ref() == Some(&marks) {
             return None;
         }
@@ -852,6 +892,7 @@ pub fn spawn(
         openpgp: Ok(Vec::new()),
         application: Ok(Arc::default()),
         credential: Ok(Arc::default()),
+        usage: Ok(Vec::new()),
     };
     let view = account.view(&empty);
     let (view_tx, view_rx) = watch::channel(Arc::new(view));

@@ -6,3 +6,62 @@
 pub mod control;
 pub mod gpg_agent;
 pub mod ssh_agent;
+
+use mesh_protocol::application::Usage;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The process at the other end of an agent connection, for the usage
+/// log: its pid (SO_PEERCRED) and program (`/proc/<pid>/exe`).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// Its pid, if the kernel said.
+    pub pid: Option<u32>,
+    /// Its program's path, if it could be read.
+    pub program: Option<String>,
+}
+
+impl Client {
+    /// The process connected on `stream`.
+    pub fn of(stream: &UnixStream) -> Client {
+        let pid = stream
+            .peer_cred()
+            .ok()
+            .and_then(|cred| cred.pid())
+            .and_then(|pid| u32::try_from(pid).ok());
+        let program = pid
+            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+            .map(|path| path.display().to_string());
+        Client { pid, program }
+    }
+}
+
+/// Where the agents report each use of a key (to the account, which
+/// writes the usage log); `None` in tests.
+pub type UsageLog = Option<UnboundedSender<Usage>>;
+
+/// Report a use of a key.
+pub fn note_use(
+    log: &UsageLog,
+    client: &Client,
+    operation: &str,
+    key: &str,
+    fingerprint: String,
+    host: Option<String>,
+    confirmed: bool,
+) {
+    let Some(log) = log else { return };
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let _ = log.send(Usage {
+        time_ms,
+        operation: operation.to_owned(),
+        key: key.to_owned(),
+        fingerprint,
+        pid: client.pid,
+        program: client.program.clone(),
+        host,
+        confirmed,
+    });
+}

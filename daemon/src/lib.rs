@@ -198,6 +198,24 @@ async fn serve(
             }
         }
     });
+    // Every use of a key goes to the account's usage log, in batches of
+    // what has come in meanwhile.
+    let (usage, mut uses) = tokio::sync::mpsc::unbounded_channel();
+    let logger = handle.clone();
+    tasks.spawn(async move {
+        while let Some(first) = uses.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < mesh_protocol::application::MAX_USAGE_BATCH {
+                match uses.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = logger.run(account::Command::Usage(batch)).await {
+                tracing::warn!(error = %e, "cannot write the usage log");
+            }
+        }
+    });
     let agent = Arc::new(frontend::ssh_agent::Agent {
         keys: Arc::clone(&keystore.ssh),
         askpass: config.askpass.clone(),
@@ -210,6 +228,7 @@ async fn serve(
             PathBuf::from("/etc/ssh/ssh_known_hosts2"),
         ],
         learned: Some(learned),
+        usage: Some(usage.clone()),
     });
     tasks.spawn(frontend::ssh_agent::serve(
         sockets.ssh_agent.listener,
@@ -222,6 +241,7 @@ async fn serve(
             socket: gpg.path,
             uid,
             askpass: config.askpass.clone(),
+            usage: Some(usage),
         });
         tasks.spawn(frontend::gpg_agent::serve(gpg.listener, server));
     }

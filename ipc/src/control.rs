@@ -213,6 +213,8 @@ pub enum Request {
     },
     /// The account's SSH identities.
     SshList,
+    /// The account's latest key uses, every device's (`mesh log`).
+    UsageLog,
     /// One SSH identity.
     SshGet {
         /// Its name.
@@ -291,6 +293,7 @@ impl Request {
             Request::SshCreate { .. } => "ssh-create",
             Request::SshImport { .. } => "ssh-import",
             Request::SshList => "ssh-list",
+            Request::UsageLog => "usage-log",
             Request::SshGet { .. } => "ssh-get",
             Request::SshSet { .. } => "ssh-set",
             Request::SshDelete { .. } => "ssh-delete",
@@ -402,6 +405,11 @@ pub enum Response {
     SshIdentities {
         /// The identities, by name.
         identities: Vec<SshIdentityRow>,
+    },
+    /// [`Request::UsageLog`].
+    Usage {
+        /// The uses, oldest first.
+        uses: Vec<UsageRow>,
     },
     /// [`Request::SshCreate`], [`Request::SshImport`], [`Request::SshGet`].
     SshIdentity(SshIdentityRow),
@@ -727,6 +735,34 @@ pub struct SshIdentityRow {
     /// learned it: it is offered them first.
     #[serde(default)]
     pub taken_by: usize,
+}
+
+/// One use of one of the account's keys, as `mesh log` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRow {
+    /// When (ms since the epoch, the using device's clock).
+    pub time_ms: u64,
+    /// The device that used the key (its name in the account).
+    pub device: String,
+    /// `ssh`, `gpg sign` or `gpg decrypt`.
+    pub operation: String,
+    /// The key's name.
+    pub key: String,
+    /// Its fingerprint (SHA-256 for SSH, the keygrip for gpg).
+    pub fingerprint: String,
+    /// The process that asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// The SSH host's key fingerprint, when the connection was bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Whether the user was asked and said yes.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 /// One OpenPGP certificate.

@@ -41,6 +41,55 @@ pub struct SshAccepted {
     pub pairs: Vec<(String, String)>,
 }
 
+/// The message type of a batch of a device's key uses (unique id
+/// `usage/<device UDF>/<random>`).
+pub const USAGE_MESSAGE_TYPE: &str = "CatalogedApplicationUsage";
+
+/// The prefix of those batches' unique ids.
+pub const USAGE_PREFIX: &str = "usage/";
+
+/// The most uses one batch holds.
+pub const MAX_USAGE_BATCH: usize = 256;
+
+/// One use of one of the account's keys: a signature or a decryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Usage {
+    /// When (ms since the epoch, the device's clock).
+    pub time_ms: u64,
+    /// `ssh` (a signature) or `gpg` (`sign`, `decrypt`).
+    pub operation: String,
+    /// The key's name or comment.
+    pub key: String,
+    /// Its fingerprint (SHA-256 for SSH, the keygrip for gpg).
+    pub fingerprint: String,
+    /// The process that asked: its pid and program, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The program's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// The SSH host the connection was bound to (its host key's SHA-256
+    /// fingerprint), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Whether the user was asked, and said yes.
+    #[serde(default)]
+    pub confirmed: bool,
+}
+
+/// A batch of one device's key uses, as it writes them to the Application
+/// catalog: every device with the `device` right reads them (`mesh log`).
+/// Signed by the device, in the account's Merkle log: tamper-evident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct UsageBatch {
+    /// The device (its UDF).
+    pub device: String,
+    /// The uses, oldest first.
+    pub uses: Vec<Usage>,
+}
+
 /// The message type of an OpenPGP certificate entry (in the Application
 /// catalog: public certificate and subkey secrets; in MMM_Local, for
 /// administrators: the whole secret certificate).

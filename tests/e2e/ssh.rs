@@ -911,3 +911,57 @@ fn a_key_restricted_to_a_host_with_a_host_certificate_logs_in_as_with_openssh_ag
         );
     }
 }
+
+#[test]
+fn mesh_log_shows_where_another_device_used_a_key() {
+    let (_host, service, laptop) = account();
+    let desktop = TestEnv::device(&service);
+    connect_device(&laptop, &desktop, "desktop", "device");
+    let sshd = Sshd::start(&laptop);
+    let key = keygen(&laptop, "work", &["-t", "ed25519"]);
+    sshd.authorize(&public_line(&key));
+    laptop.mesh(&[
+        "ssh",
+        "import",
+        key.to_str().expect("utf-8"),
+        "--name",
+        "work",
+    ]);
+    wait_until("the desktop serves the key", || {
+        TestEnv::agent_keys(&desktop)
+            .contains(public_line(&key).split_whitespace().nth(1).expect("blob"))
+    });
+    // The desktop logs in with it.
+    let out = sshd
+        .login(&desktop, &desktop.ssh_auth_sock())
+        .output()
+        .expect("ssh runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = run_ok(
+        laptop
+            .command("ssh-keygen")
+            .arg("-lf")
+            .arg(sshd.known_hosts()),
+    );
+    let host = stdout(&listed)
+        .split_whitespace()
+        .nth(1)
+        .expect("the host key's fingerprint")
+        .to_owned();
+    // The laptop's mesh log shows it: which device, key, program, host.
+    wait_until("the laptop's log shows the desktop's login", || {
+        laptop.mesh(&["account", "sync"]);
+        let uses = laptop.mesh_json(&["log"]);
+        uses.as_array().is_some_and(|uses| {
+            uses.iter().any(|u| {
+                u["device"] == "desktop"
+                    && u["operation"] == "ssh"
+                    && u["key"] == "work"
+                    && u["host"] == host.as_str()
+                    && u["program"].as_str().is_some_and(|p| p.ends_with("/ssh"))
+                    && u["time_ms"].as_u64().is_some_and(|t| t > 0)
+                    && u["pid"].as_u64().is_some()
+            })
+        })
+    });
+}

@@ -218,6 +218,27 @@ fn describe(v: &SshIdentityRow) -> String {
     )
 }
 
+/// `mesh log`: the account's latest key uses.
+pub(crate) fn log(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+    let uses = answer!(ask(paths, &Request::UsageLog)?, Response::Usage { uses } => uses);
+    show_each(json, &uses, |u| {
+        let when = u.time_ms / 1000;
+        let program = u.program.as_deref().unwrap_or("?");
+        let pid = u.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let host = u
+            .host
+            .as_deref()
+            .map(|h| format!(" host {h}"))
+            .unwrap_or_default();
+        let confirmed = if u.confirmed { " (confirmed)" } else { "" };
+        format!(
+            "{when}\t{}\t{} {} {}\t{program} [{pid}]{host}{confirmed}\n",
+            u.device, u.operation, u.key, u.fingerprint
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_lines(response: Response) -> anyhow::Result<()> {
     for line in answer!(response, Response::Lines { lines } => lines) {
         println!("{line}");

@@ -46,9 +46,9 @@ use mesh_protocol::account::{
     self, AccessCapability, CatalogedDevice, ConnectionDevice, PinRecord, Role, Store, message_type,
 };
 use mesh_protocol::application::{
-    MAX_SSH_ACCEPTED, OPENPGP_MESSAGE_TYPE, OPENPGP_PREFIX, OpenpgpEntry,
+    MAX_SSH_ACCEPTED, MAX_USAGE_BATCH, OPENPGP_MESSAGE_TYPE, OPENPGP_PREFIX, OpenpgpEntry,
     SSH_ACCEPTED_MESSAGE_TYPE, SSH_ACCEPTED_PREFIX, SSH_MESSAGE_TYPE, SSH_PREFIX, SshAccepted,
-    SshIdentity,
+    SshIdentity, USAGE_MESSAGE_TYPE, USAGE_PREFIX, UsageBatch,
 };
 use mesh_protocol::entry::{self, EntryError, Head, Ledger, Live, Verified};
 use mesh_protocol::envelope::Event;
@@ -122,11 +122,13 @@ fn kind(store: Store, message_type: &str, id: &str) -> Result<(), String> {
         Store::Application => match message_type {
             SSH_MESSAGE_TYPE => id.starts_with(SSH_PREFIX),
             SSH_ACCEPTED_MESSAGE_TYPE => id.starts_with(SSH_ACCEPTED_PREFIX),
+            USAGE_MESSAGE_TYPE => id.starts_with(USAGE_PREFIX),
             OPENPGP_MESSAGE_TYPE => id.starts_with(OPENPGP_PREFIX),
             CATALOG_ENTRY => {
                 !id.starts_with(SSH_PREFIX)
                     && !id.starts_with(OPENPGP_PREFIX)
                     && !id.starts_with(SSH_ACCEPTED_PREFIX)
+                    && !id.starts_with(USAGE_PREFIX)
             }
             _ => false,
         },
@@ -203,6 +205,16 @@ fn record(store: Store, verified: &Verified) -> Result<Summary, String> {
             let accepted: SshAccepted = verified.record().ok_or_else(damaged)?;
             if format!("{SSH_ACCEPTED_PREFIX}{}", accepted.device) != head.unique_id
                 || accepted.pairs.len() > MAX_SSH_ACCEPTED
+            {
+                return Err("its device or size is not the one it is filed under".into());
+            }
+        }
+        USAGE_MESSAGE_TYPE => {
+            let batch: UsageBatch = verified.record().ok_or_else(damaged)?;
+            if !head
+                .unique_id
+                .starts_with(&format!("{USAGE_PREFIX}{}/", batch.device))
+                || batch.uses.len() > MAX_USAGE_BATCH
             {
                 return Err("its device or size is not the one it is filed under".into());
             }

@@ -259,6 +259,9 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::SshList => Ok(Response::SshIdentities {
             identities: view.ssh.clone()?,
         }),
+        Request::UsageLog => Ok(Response::Usage {
+            uses: view.usage.clone()?,
+        }),
         Request::SshGet { name } => view
             .ssh
             .clone()?

@@ -83,6 +83,8 @@ pub struct Server {
     /// Where passphrases are asked for when gpg does not answer them
     /// itself (`--pinentry-mode loopback`).
     pub askpass: crate::keystore::confirm::Askpass,
+    /// Where each signature and decryption is reported (the usage log).
+    pub usage: super::UsageLog,
 }
 
 /// Accept gpg connections until the future is dropped.
@@ -99,6 +101,7 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>) {
 /// and write what it answers, until it closes or the peer leaves.
 async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
     let mut session = Session::new(server);
+    session.client = super::Client::of(&stream);
     stream.write_all(&session.greeting()).await?;
     // Lines may carry ciphertexts: wipe what was read when done.
     let mut buf = Zeroizing::new(Vec::with_capacity(1024));
@@ -194,6 +197,8 @@ pub struct Session<'a> {
     inquiry: Option<Inquiry>,
     /// `OPTION pinentry-mode=loopback`: gpg answers passphrase questions.
     loopback: bool,
+    /// The process at the other end, for the usage log.
+    client: super::Client,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -213,6 +218,7 @@ impl<'a> Session<'a> {
             hash: None,
             inquiry: None,
             loopback: false,
+            client: super::Client::default(),
         }
     }
 
@@ -428,6 +434,17 @@ impl<'a> Session<'a> {
         match key.sign(*algo, digest) {
             Ok(sig) => {
                 tracing::info!(key = %key.label, "gpg signature made");
+                if let Some(grip) = &self.key {
+                    super::note_use(
+                        &self.server.usage,
+                        &self.client,
+                        "gpg sign",
+                        &key.label,
+                        keygrip::to_hex(grip),
+                        None,
+                        false,
+                    );
+                }
                 data(&sig)
             }
             Err(GpgKeyError::BadInput) => Step::Reply(assuan::err(code::INV_DATA)),
@@ -567,6 +584,17 @@ impl<'a> Session<'a> {
         match key.decrypt(&sexp) {
             Ok(value) => {
                 tracing::info!(key = %key.label, "gpg decryption");
+                if let Some(grip) = &self.key {
+                    super::note_use(
+                        &self.server.usage,
+                        &self.client,
+                        "gpg decrypt",
+                        &key.label,
+                        keygrip::to_hex(grip),
+                        None,
+                        false,
+                    );
+                }
                 let mut out = assuan::data_lines(&value);
                 out.extend(assuan::ok(""));
                 out
@@ -611,6 +639,7 @@ mod tests {
             socket: "/run/user/1000/gnupg/S.gpg-agent".into(),
             uid: 1000,
             askpass: crate::keystore::confirm::Askpass::from_env(|_| None),
+            usage: None,
         };
         (server, sign, encrypt)
     }

@@ -54,6 +54,8 @@ pub struct Agent {
     /// with the other devices): `(host key, key)` SHA-256 fingerprints of
     /// a key a server took.
     pub learned: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    /// Where each signature is reported (the usage log).
+    pub usage: super::UsageLog,
 }
 
 /// Why a connection was closed.
@@ -98,6 +100,7 @@ async fn reap(keys: Arc<Keyring>) {
 /// Serve one connection until the client leaves or breaks the protocol.
 async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionError> {
     let mut bindings = Bindings::default();
+    let client = super::Client::of(&stream);
     loop {
         let len = match stream.read_u32().await {
             Ok(len) => len as usize,
@@ -110,7 +113,7 @@ async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionE
         // The body may hold a private key or a lock passphrase.
         let mut body = Zeroizing::new(vec![0u8; len]);
         stream.read_exact(&mut body).await?;
-        let out = answer(&body, agent, &mut bindings).await?;
+        let out = answer(&body, agent, &mut bindings, &client).await?;
         stream.write_all(&out).await?;
     }
 }
@@ -121,9 +124,10 @@ async fn answer(
     body: &[u8],
     agent: &Agent,
     bindings: &mut Bindings,
+    client: &super::Client,
 ) -> Result<Vec<u8>, ConnectionError> {
     let response = match ssh_agent::decode(body) {
-        Ok(Decoded::Request(request)) => respond(*request, agent, bindings).await,
+        Ok(Decoded::Request(request)) => respond(*request, agent, bindings, client).await,
         Ok(Decoded::Unknown(command)) => {
             tracing::debug!(command, "unknown agent message");
             Response::Failure
@@ -199,7 +203,12 @@ fn for_bound_host(
 }
 
 /// The answer to one request.
-async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Response {
+async fn respond(
+    request: Request,
+    agent: &Agent,
+    bindings: &mut Bindings,
+    client: &super::Client,
+) -> Response {
     let keys = &agent.keys;
     match request {
         Request::RequestIdentities => Response::IdentitiesAnswer(
@@ -218,7 +227,7 @@ async fn respond(request: Request, agent: &Agent, bindings: &mut Bindings) -> Re
             })
             .collect(),
         ),
-        Request::SignRequest(request) => sign(request, agent, bindings).await,
+        Request::SignRequest(request) => sign(request, agent, bindings, client).await,
         Request::AddIdentity(identity) => add(identity, Vec::new(), keys, bindings),
         Request::AddIdConstrained(AddIdentityConstrained {
             identity,
@@ -345,7 +354,12 @@ fn add(
     status(added)
 }
 
-async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Response {
+async fn sign(
+    request: SignRequest,
+    agent: &Agent,
+    bindings: &Bindings,
+    client: &super::Client,
+) -> Response {
     let PublicCredential::Key(public) = &request.credential else {
         return Response::Failure;
     };
@@ -393,6 +407,17 @@ async fn sign(request: SignRequest, agent: &Agent, bindings: &Bindings) -> Respo
                 let host = host.fingerprint(ssh_key::HashAlg::Sha256).to_string();
                 let _ = learned.send((host, id.fingerprint()));
             }
+            super::note_use(
+                &agent.usage,
+                client,
+                "ssh",
+                &id.comment,
+                id.fingerprint(),
+                bindings
+                    .destination()
+                    .map(|host| host.fingerprint(ssh_key::HashAlg::Sha256).to_string()),
+                id.confirm,
+            );
             Response::SignResponse(signature)
         }
         Err(err) => {
@@ -414,6 +439,7 @@ mod tests {
             uid: 1000,
             known_hosts: Vec::new(),
             learned: None,
+            usage: None,
         }
     }
 
@@ -425,7 +451,9 @@ mod tests {
     }
 
     async fn ask(agent: &Agent, bindings: &mut Bindings, body: &[u8]) -> Vec<u8> {
-        answer(body, agent, bindings).await.expect("an answer")
+        answer(body, agent, bindings, &crate::frontend::Client::default())
+            .await
+            .expect("an answer")
     }
 
     fn decoded(frame: &[u8]) -> Response {
