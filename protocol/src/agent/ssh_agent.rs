@@ -554,6 +554,42 @@ mod tests {
 
     /// A time for session binds.
     const NOW: u64 = 1_800_000_000;
+
+    /// A key line's blob.
+    fn blob(line: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(line.split_whitespace().nth(1).expect("base64"))
+            .expect("a blob")
+    }
+
+    #[test]
+    fn host_certificates_are_read_as_openssh_writes_them() {
+        // ssh-keygen -s host-ca -h -n 127.0.0.1: valid forever, which
+        // ssh-key cannot read.
+        let forever = blob(include_str!("testdata/host-cert-forever.pub"));
+        assert!(ssh_key::Certificate::from_bytes(&forever).is_err());
+        let host = HostKey::decode(forever.clone(), NOW).expect("read");
+        let key = ssh_key::PublicKey::from_openssh(include_str!("testdata/host-key.pub"))
+            .expect("the host key");
+        assert_eq!(&host.key, key.key_data());
+        let cert = host.cert.expect("a certificate");
+        let ca =
+            ssh_key::PublicKey::from_openssh(include_str!("testdata/host-ca.pub")).expect("the CA");
+        assert_eq!(&cert.ca, ca.key_data());
+        assert_eq!(cert.principals, ["127.0.0.1"]);
+        // Valid only in January 2020: refused now.
+        let expired = blob(include_str!("testdata/host-cert-expired.pub"));
+        assert!(HostKey::decode(expired, NOW).is_none());
+        // A byte changed in what the CA signed: refused.
+        let mut forged = forever;
+        let at = forged.len() / 2;
+        forged[at] ^= 1;
+        assert!(HostKey::decode(forged, NOW).is_none());
+        // A plain key is itself.
+        let plain = blob(include_str!("testdata/host-key.pub"));
+        assert!(HostKey::decode(plain, NOW).is_some_and(|h| h.cert.is_none()));
+    }
     use rand_core::OsRng;
     use ssh_agent_lib::proto::extension::KeySpec;
     use ssh_agent_lib::ssh_encoding::Encode as _;
