@@ -99,6 +99,15 @@ pub enum AccountError {
     Untrusted(&'static str),
 }
 
+impl From<entry::SealError> for AccountError {
+    fn from(e: entry::SealError) -> AccountError {
+        match e {
+            entry::SealError::Encode => AccountError::Malformed("entry"),
+            _ => AccountError::Key,
+        }
+    }
+}
+
 impl From<KeyError> for AccountError {
     fn from(_: KeyError) -> AccountError {
         AccountError::Key
@@ -459,7 +468,13 @@ impl AccountKeys {
         };
         let mut recipients = self.device_store_keys(epoch)?;
         recipients.push(device.encryption.key()?);
-        entry::seal(rng, &head, Some(&reissued), &self.admin, &recipients)
+        Ok(entry::seal(
+            rng,
+            &head,
+            Some(&reissued),
+            &self.admin,
+            &recipients,
+        )?)
     }
 
     /// The Device store's public keys of every epoch up to `epoch`.

@@ -45,9 +45,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::account::Store;
 use crate::envelope::{ContentMeta, Envelope, Event, SealOptions};
 use crate::keys::{PrivateKey, PublicKey};
+use mesh_ipc::names::Store;
 
 /// The entry format this code writes and reads.
 pub const FORMAT: u32 = 2;
@@ -137,6 +137,18 @@ pub enum EntryError {
     Replayed(String),
 }
 
+/// Why an entry could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The record does not encode as JSON.
+    #[error("the record does not encode")]
+    Encode,
+    /// A recipient or signer key that cannot serve.
+    #[error(transparent)]
+    Key(#[from] crate::envelope::SealError),
+}
+
 /// Seal a record as a format-2 entry: the head and the record, signed by
 /// `signer`, encrypted to `recipients` (none: in the clear). A `Delete`
 /// carries no record.
@@ -146,15 +158,12 @@ pub fn seal<T: Serialize>(
     record: Option<&T>,
     signer: &PrivateKey,
     recipients: &[PublicKey],
-) -> Result<Envelope, crate::account::AccountError> {
+) -> Result<Envelope, SealError> {
     let payload = Payload {
         head: head.clone(),
         record,
     };
-    let json = Zeroizing::new(
-        serde_json::to_vec(&payload)
-            .map_err(|_| crate::account::AccountError::Malformed("entry"))?,
-    );
+    let json = Zeroizing::new(serde_json::to_vec(&payload).map_err(|_| SealError::Encode)?);
     let meta = head.meta();
     let options = SealOptions {
         recipients,
@@ -162,7 +171,7 @@ pub fn seal<T: Serialize>(
         meta: Some(&meta),
         sequence_info: None,
     };
-    Envelope::seal(rng, &json, &options).map_err(|_| crate::account::AccountError::Key)
+    Ok(Envelope::seal(rng, &json, &options)?)
 }
 
 /// A frame that opened as a valid entry.

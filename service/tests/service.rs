@@ -350,7 +350,9 @@ fn seal_entry<T: serde::Serialize>(
         message_type: message_type.to_owned(),
         previous: None,
     };
-    mesh_protocol::entry::seal(&mut OsRng, &head, record, signer, recipients)
+    Ok(mesh_protocol::entry::seal(
+        &mut OsRng, &head, record, signer, recipients,
+    )?)
 }
 
 /// A device of the test account: its UDF, the key its requests are

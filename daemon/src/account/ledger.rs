@@ -525,7 +525,8 @@ impl Account {
             message_type: message_type.to_owned(),
             previous: self.previous(store, unique_id),
         };
-        Ok(entry::seal(&mut OsRng, &head, record, signer, recipients)?)
+        entry::seal(&mut OsRng, &head, record, signer, recipients)
+            .map_err(|e| account::AccountError::from(e).into())
     }
 
     /// Every live entry of a store, opened and checked.
