@@ -9,7 +9,7 @@ pub mod ssh_agent;
 
 use mesh_protocol::application::Usage;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 /// The process at the other end of an agent connection, for the usage
 /// log: its pid (SO_PEERCRED) and program (`/proc/<pid>/exe`).
@@ -37,8 +37,10 @@ impl Client {
 }
 
 /// Where the agents report each use of a key (to the account, which
-/// writes the usage log); `None` in tests.
-pub type UsageLog = Option<UnboundedSender<Usage>>;
+/// writes the usage log); `None` in tests. Bounded: when the account
+/// cannot keep up (a service that does not answer), uses are dropped
+/// rather than held without limit, and the drop is logged.
+pub type UsageLog = Option<Sender<Usage>>;
 
 /// Report a use of a key.
 pub fn note_use(
@@ -54,7 +56,7 @@ pub fn note_use(
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let _ = log.send(Usage {
+    let sent = log.try_send(Usage {
         time_ms,
         operation: operation.to_owned(),
         key: key.to_owned(),
@@ -64,4 +66,7 @@ pub fn note_use(
         host,
         confirmed,
     });
+    if sent.is_err() {
+        tracing::warn!("the usage log is behind: a key use was not recorded");
+    }
 }

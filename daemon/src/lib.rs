@@ -142,6 +142,9 @@ fn open_gpg(activated: &mut activation::Activated) -> Option<Socket> {
     }
 }
 
+/// How long the usage log gathers key uses into one entry.
+const USAGE_WINDOW: Duration = Duration::from_secs(2);
+
 /// The sockets `serve` runs the frontends on.
 struct Sockets {
     control: Socket,
@@ -198,17 +201,20 @@ async fn serve(
             }
         }
     });
-    // Every use of a key goes to the account's usage log, in batches of
-    // what has come in meanwhile.
-    let (usage, mut uses) = tokio::sync::mpsc::unbounded_channel();
+    // Every use of a key goes to the account's usage log, in batches: what
+    // comes in within USAGE_WINDOW of the first, so that a burst of
+    // signatures (a rebase signing each commit) is one entry, not many.
+    let (usage, mut uses) =
+        tokio::sync::mpsc::channel(mesh_protocol::application::MAX_USAGE_BATCH * 4);
     let logger = handle.clone();
     tasks.spawn(async move {
         while let Some(first) = uses.recv().await {
             let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + USAGE_WINDOW;
             while batch.len() < mesh_protocol::application::MAX_USAGE_BATCH {
-                match uses.try_recv() {
-                    Ok(more) => batch.push(more),
-                    Err(_) => break,
+                match tokio::time::timeout_at(until, uses.recv()).await {
+                    Ok(Some(more)) => batch.push(more),
+                    Ok(None) | Err(_) => break,
                 }
             }
             if let Err(e) = logger.run(account::Command::Usage(batch)).await {

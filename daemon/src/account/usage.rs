@@ -9,6 +9,7 @@ use mesh_protocol::account::Store;
 use mesh_protocol::application::{
     MAX_USAGE_BATCH, USAGE_MESSAGE_TYPE, USAGE_PREFIX, Usage, UsageBatch,
 };
+use mesh_protocol::entry;
 use mesh_protocol::envelope::Event;
 use rand_core::{OsRng, RngCore as _};
 
@@ -48,36 +49,63 @@ impl Account {
             .await
     }
 
-    /// The account's latest key uses, every device's, newest last.
+    /// The account's latest key uses, every device's, newest last. Only
+    /// the latest batches are opened (by their place in the log): enough
+    /// for [`SHOWN`] uses, however long the log has grown.
     pub(super) fn usage_rows(&self) -> Result<Vec<UsageRow>, AccountError> {
         let names: std::collections::BTreeMap<String, String> = self
             .devices()?
             .into_iter()
             .map(|(name, device)| (device.device_udf, name))
             .collect();
-        let mut rows: Vec<UsageRow> = self
-            .open_live(Store::Application)?
-            .into_iter()
-            .filter(|(_, v)| v.head.message_type == USAGE_MESSAGE_TYPE)
-            .filter_map(|(_, v)| v.record::<UsageBatch>())
-            .flat_map(|batch| {
-                let device = names
-                    .get(&batch.device)
-                    .cloned()
-                    .unwrap_or_else(|| batch.device.clone());
-                batch.uses.into_iter().map(move |u| UsageRow {
-                    time_ms: u.time_ms,
-                    device: device.clone(),
-                    operation: u.operation,
-                    key: u.key,
-                    fingerprint: u.fingerprint,
-                    pid: u.pid,
-                    program: u.program,
-                    host: u.host,
-                    confirmed: u.confirmed,
-                })
-            })
+        let activation = self.activation()?;
+        let address = self.remote()?.account();
+        let mut batches: Vec<u64> = self
+            .live(Store::Application)
+            .values()
+            .filter(|live| live.message_type == USAGE_MESSAGE_TYPE)
+            .map(|live| live.index)
             .collect();
+        batches.sort_unstable_by(|a, b| b.cmp(a));
+        let mut rows = Vec::new();
+        for index in batches {
+            if rows.len() >= SHOWN {
+                break;
+            }
+            let Some(batch) = self
+                .replicas
+                .frame(Store::Application, index)
+                .and_then(|frame| {
+                    let key = activation.store_key_for(Store::Application, &frame);
+                    entry::open(
+                        &frame,
+                        address,
+                        Store::Application,
+                        key,
+                        self.ledgers.keys(),
+                    )
+                    .ok()
+                })
+                .and_then(|verified| verified.record::<UsageBatch>())
+            else {
+                continue;
+            };
+            let device = names
+                .get(&batch.device)
+                .cloned()
+                .unwrap_or_else(|| batch.device.clone());
+            rows.extend(batch.uses.into_iter().map(|u| UsageRow {
+                time_ms: u.time_ms,
+                device: device.clone(),
+                operation: u.operation,
+                key: u.key,
+                fingerprint: u.fingerprint,
+                pid: u.pid,
+                program: u.program,
+                host: u.host,
+                confirmed: u.confirmed,
+            }));
+        }
         rows.sort_by_key(|r| r.time_ms);
         let skip = rows.len().saturating_sub(SHOWN);
         Ok(rows.split_off(skip))
