@@ -616,8 +616,20 @@ impl Service {
             .map_err(|_| malformed("nonce"))?;
         let mut server_nonce = [0u8; 16];
         OsRng.fill_bytes(&mut server_nonce);
+        let substitute = match self.hostile {
+            Some(Hostile::Substitute) => hostile::substitute_profile(&address),
+            _ => None,
+        };
+        let shown = match &substitute {
+            Some(json) => {
+                account::verify_profile::<ProfileUser>(json)
+                    .map_err(|_| malformed("profile"))?
+                    .0
+            }
+            None => profile,
+        };
         let account_udf =
-            Udf::parse(&profile.profile_signature.udf).map_err(|_| malformed("profile"))?;
+            Udf::parse(&shown.profile_signature.udf).map_err(|_| malformed("profile"))?;
         let device_udf =
             Udf::parse(&device.profile_signature.udf).map_err(|_| malformed("profile"))?;
         let code = witness(&account_udf, &server_nonce, &device_udf, &client_nonce);
@@ -679,7 +691,10 @@ impl Service {
             server_nonce: URL_SAFE_NO_PAD.encode(server_nonce),
             witness: code,
             response_id,
-            enveloped_profile_user: self.profile_json(&address)?,
+            enveloped_profile_user: match substitute {
+                Some(json) => json,
+                None => self.profile_json(&address)?,
+            },
         }))
     }
 

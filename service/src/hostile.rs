@@ -5,7 +5,7 @@
 //! own keys; never a key of the account. None of them changes what is
 //! stored: a restart without `--hostile` serves the honest logs again.
 
-use mesh_protocol::account::Store;
+use mesh_protocol::account::{AccountKeys, Store};
 use mesh_protocol::entry::{self, Head};
 use mesh_protocol::envelope::{ContentMeta, Envelope, Event};
 use mesh_protocol::keys::PrivateKey;
@@ -48,6 +48,10 @@ pub enum Hostile {
     Oversized,
     /// Announce a thousand million more frames than each store has.
     Endless,
+    /// Answer a device asking to join an account with the profile of an
+    /// account of the service's own, made for the same address (and the
+    /// witness code for it), so that the device would join that one.
+    Substitute,
 }
 
 /// The name a relabelled frame gets.
@@ -119,6 +123,12 @@ impl Hostile {
             _ => json,
         }
     }
+}
+
+/// [`Hostile::Substitute`]'s account for `address`: its profile, as JSON.
+pub fn substitute_profile(address: &str) -> Option<String> {
+    let keys = AccountKeys::generate(&mut OsRng).ok()?;
+    Some(keys.profile(&mut OsRng, address).ok()?.to_json())
 }
 
 fn header_meta(frame: &Envelope) -> Option<ContentMeta> {
