@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod account;
+pub(crate) mod approve;
 pub(crate) mod daemon;
 pub(crate) mod dare;
 pub(crate) mod doctor;

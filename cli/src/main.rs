@@ -67,6 +67,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer other devices' requests to use a key (a device with nobody
+    /// at it asks the others): each is shown, and a line of standard input
+    /// answers it (`y` approves; anything else denies).
+    Approve {
+        /// Only show the requests waiting.
+        #[arg(long)]
+        list: bool,
+        /// Print JSON for scripts (implies --list).
+        #[arg(long)]
+        json: bool,
+    },
     /// Uniform Data Fingerprints: digests, authenticators, nonces.
     #[command(subcommand)]
     Udf(command::udf::UdfCommand),
@@ -128,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ssh(command) => command::ssh::run(&paths()?, command),
         Command::Openpgp(command) => command::openpgp::run(&paths()?, command),
         Command::Log { json } => command::ssh::log(&paths()?, json),
+        Command::Approve { list, json } => command::approve::run(&paths()?, list, json),
         Command::Udf(command) => command::udf::run(command),
         Command::Key(command) => command::key::run(command),
         Command::Dare(command) => command::dare::run(command),

@@ -50,6 +50,7 @@ use crate::store::replica::Replicas;
 use crate::store::secrets::SecretStore;
 
 mod admin;
+mod approval;
 mod catalog;
 mod enroll;
 mod error;
@@ -525,6 +526,9 @@ impl Account {
             }
             Command::OpenpgpPut { cert, name } => self.openpgp_put(*cert, name).await,
             Command::OpenpgpDelete { name } => self.openpgp_delete(&name).await,
+            Command::AskApproval(question) => self.ask_approval(*question).await,
+            Command::AnswerApproval { id, approved } => self.answer_approval(&id, approved).await,
+            Command::WithdrawApproval { id } => self.withdraw_approval(&id).await,
         }
     }
 }
@@ -643,6 +647,20 @@ pub enum Command {
         /// Its name.
         name: String,
     },
+    /// Ask the account's other devices to approve a use of a key.
+    AskApproval(Box<Question>),
+    /// Answer another device's approval request.
+    AnswerApproval {
+        /// The request's id.
+        id: String,
+        /// Yes or no.
+        approved: bool,
+    },
+    /// Delete this device's approval request.
+    WithdrawApproval {
+        /// Its id.
+        id: String,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -666,10 +684,14 @@ impl std::fmt::Debug for Command {
             Command::Usage(_) => "Usage",
             Command::OpenpgpPut { .. } => "OpenpgpPut",
             Command::OpenpgpDelete { .. } => "OpenpgpDelete",
+            Command::AskApproval(_) => "AskApproval",
+            Command::AnswerApproval { .. } => "AnswerApproval",
+            Command::WithdrawApproval { .. } => "WithdrawApproval",
         })
     }
 }
 
+pub use approval::{Approvals, Question};
 pub use ssh::SshPut;
 pub(crate) use ssh::check_name;
 
@@ -693,6 +715,9 @@ pub struct View {
     pub credential: Result<Arc<CatalogValues>, AccountError>,
     /// `mesh log`.
     pub usage: Result<Vec<mesh_ipc::control::UsageRow>, AccountError>,
+    /// Approval requests: answers to this device's, other devices' waiting
+    /// (`mesh approve`).
+    pub approvals: Result<Arc<Approvals>, AccountError>,
 }
 
 /// A catalog's entries, name to value. The values are secrets (passwords,
@@ -773,6 +798,7 @@ impl Account {
                 application: Err(AccountError::NoAccount),
                 credential: Err(AccountError::NoAccount),
                 usage: Err(AccountError::NoAccount),
+                approvals: Err(AccountError::NoAccount),
             };
         }
         View {
@@ -784,6 +810,7 @@ impl Account {
             application: self.catalog_list(Store::Application).map(Arc::new),
             credential: self.catalog_list(Store::Credential).map(Arc::new),
             usage: self.usage_rows(),
+            approvals: self.approvals().map(Arc::new),
         }
     }
 
@@ -865,6 +892,12 @@ impl Handle {
         self.certificates.clone()
     }
 
+    /// A subscription to the view, for whoever waits on a change (an
+    /// answer to an approval request).
+    pub fn views(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
     /// The generation of the latest key snapshot.
     pub fn generation(&self) -> u64 {
         self.certificates.borrow().generation
@@ -893,6 +926,7 @@ pub fn spawn(
         application: Ok(Arc::default()),
         credential: Ok(Arc::default()),
         usage: Ok(Vec::new()),
+        approvals: Ok(Arc::default()),
     };
     let view = account.view(&empty);
     let (view_tx, view_rx) = watch::channel(Arc::new(view));

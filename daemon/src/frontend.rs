@@ -3,6 +3,7 @@
 //! [`crate::server::accept_loop`] and reaches only the keystore, the
 //! account's handle and the host; no frontend uses another.
 
+pub mod approval;
 pub mod control;
 pub mod gpg_agent;
 pub mod ssh_agent;

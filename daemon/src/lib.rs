@@ -40,6 +40,9 @@ pub struct Config {
     pub paths: Paths,
     /// How often to sync with the service.
     pub sync_interval: Duration,
+    /// `MESH_APPROVAL_TIMEOUT_MS`: how long a device with nobody at it
+    /// waits for another device to approve a use of a key.
+    pub approval_timeout: Duration,
     /// `MESH_KEYRING`: force `file` or `secret-service`.
     pub keyring: Option<String>,
     /// Whether the session has a D-Bus bus (`DBUS_SESSION_BUS_ADDRESS`).
@@ -235,7 +238,19 @@ async fn serve(
         ],
         learned: Some(learned),
         usage: Some(usage.clone()),
+        approvals: Some(frontend::approval::Remote {
+            account: handle.clone(),
+            timeout: config.approval_timeout,
+        }),
     });
+    // With somebody here, other devices' approval requests are shown to
+    // them as they come.
+    if !config.askpass.is_headless() {
+        tasks.spawn(frontend::approval::answer_through(
+            config.askpass.clone(),
+            handle.clone(),
+        ));
+    }
     tasks.spawn(frontend::ssh_agent::serve(
         sockets.ssh_agent.listener,
         agent,

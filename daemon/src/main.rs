@@ -74,6 +74,12 @@ fn config() -> anyhow::Result<Config> {
         .filter(|p| p.is_file());
     Ok(Config {
         sync_interval,
+        approval_timeout: var("MESH_APPROVAL_TIMEOUT_MS")
+            .and_then(|ms| ms.to_str()?.parse().ok())
+            .map_or(
+                mesh_daemon::keystore::confirm::TIMEOUT,
+                Duration::from_millis,
+            ),
         keyring: var("MESH_KEYRING").map(|v| v.to_string_lossy().into_owned()),
         session_bus: var("DBUS_SESSION_BUS_ADDRESS").is_some(),
         service_ca: var("MESH_SERVICE_CA").map(PathBuf::from),

@@ -215,6 +215,16 @@ pub enum Request {
     SshList,
     /// The account's latest key uses, every device's (`mesh log`).
     UsageLog,
+    /// Other devices' requests that this device approve a use of a key
+    /// (`mesh approve`).
+    ApprovalList,
+    /// Answer another device's request.
+    Approve {
+        /// The request's id.
+        id: String,
+        /// Yes or no.
+        approved: bool,
+    },
     /// One SSH identity.
     SshGet {
         /// Its name.
@@ -294,6 +304,8 @@ impl Request {
             Request::SshImport { .. } => "ssh-import",
             Request::SshList => "ssh-list",
             Request::UsageLog => "usage-log",
+            Request::ApprovalList => "approval-list",
+            Request::Approve { .. } => "approve",
             Request::SshGet { .. } => "ssh-get",
             Request::SshSet { .. } => "ssh-set",
             Request::SshDelete { .. } => "ssh-delete",
@@ -410,6 +422,12 @@ pub enum Response {
     Usage {
         /// The uses, oldest first.
         uses: Vec<UsageRow>,
+    },
+    /// [`Request::ApprovalList`]; for the account's own use, the request
+    /// it wrote.
+    Approvals {
+        /// The requests waiting for this device's answer, oldest first.
+        requests: Vec<ApprovalRow>,
     },
     /// [`Request::SshCreate`], [`Request::SshImport`], [`Request::SshGet`].
     SshIdentity(SshIdentityRow),
@@ -735,6 +753,53 @@ pub struct SshIdentityRow {
     /// learned it: it is offered them first.
     #[serde(default)]
     pub taken_by: usize,
+}
+
+/// Another device's request to use a key, as `mesh approve` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRow {
+    /// The request's id (what [`Request::Approve`] names).
+    pub id: String,
+    /// The device that asks (its name in the account).
+    pub device: String,
+    /// `ssh`, `gpg sign` or `gpg decrypt`.
+    pub operation: String,
+    /// The key's name.
+    pub key: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The host it logs in to, when the connection said.
+    pub host: Option<String>,
+    /// The user it logs in as, when it is a login.
+    pub user: Option<String>,
+    /// The program that asked, when known.
+    pub program: Option<String>,
+    /// When it was asked (ms since the epoch, the asking device's clock).
+    pub asked_ms: u64,
+    /// Until when an answer counts.
+    pub expires_ms: u64,
+}
+
+impl ApprovalRow {
+    /// The question, as a person reads it.
+    pub fn question(&self) -> String {
+        let mut q = format!(
+            "Device {} asks to use key {} ({}) for {}",
+            self.device, self.key, self.fingerprint, self.operation
+        );
+        match (&self.user, &self.host) {
+            (Some(user), Some(host)) => q.push_str(&format!(" as {user} on {host}")),
+            (None, Some(host)) => q.push_str(&format!(" on {host}")),
+            (Some(user), None) => q.push_str(&format!(" as {user}")),
+            (None, None) => {}
+        }
+        if let Some(program) = &self.program {
+            q.push_str(&format!(", for {program}"));
+        }
+        q.push_str(". Allow?");
+        q
+    }
 }
 
 /// One use of one of the account's keys, as `mesh log` shows it.

@@ -90,6 +90,89 @@ pub struct UsageBatch {
     pub uses: Vec<Usage>,
 }
 
+/// The message type of a device's request that another device of the
+/// account approve a use of a key it was asked to confirm with nobody at
+/// it (unique id `approval/<device UDF>/<random>`). No secret.
+pub const APPROVAL_MESSAGE_TYPE: &str = "CatalogedApplicationApprovalRequest";
+
+/// The prefix of approval requests' unique ids.
+pub const APPROVAL_PREFIX: &str = "approval/";
+
+/// The message type of an answer to an approval request (unique id
+/// `approval-answer/<requesting device UDF>/<the request's random>`).
+pub const ANSWER_MESSAGE_TYPE: &str = "CatalogedApplicationApprovalAnswer";
+
+/// The prefix of approval answers' unique ids.
+pub const ANSWER_PREFIX: &str = "approval-answer/";
+
+/// The longest text field of an approval request (a key name, a host).
+pub const MAX_APPROVAL_FIELD: usize = 256;
+
+/// A device asks the account's other devices whether a key may be used:
+/// what the person who answers is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ApprovalRequest {
+    /// The device that asks (its UDF).
+    pub device: String,
+    /// `ssh` (a signature) or `gpg` (`sign`, `decrypt`).
+    pub operation: String,
+    /// The key's name or comment.
+    pub key: String,
+    /// Its fingerprint (SHA-256 for SSH, the keygrip for gpg).
+    pub fingerprint: String,
+    /// Where it logs in: the host (a name from known_hosts, else its host
+    /// key's fingerprint), from the connection's session-bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// As whom: the user of the SSH login being signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The program that asked, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// When it was asked (ms since the epoch, the asking device's clock).
+    pub asked_ms: u64,
+    /// Until when an answer counts.
+    pub expires_ms: u64,
+}
+
+impl ApprovalRequest {
+    /// Whether every field is within bounds.
+    pub fn bounded(&self) -> bool {
+        [&self.device, &self.operation, &self.key, &self.fingerprint]
+            .into_iter()
+            .chain(&self.host)
+            .chain(&self.user)
+            .chain(&self.program)
+            .all(|field| field.len() <= MAX_APPROVAL_FIELD)
+    }
+}
+
+/// Another device's answer to an [`ApprovalRequest`], signed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    /// The request's unique id.
+    pub request: String,
+    /// The request's PayloadDigest (base64url): the answer is for that request
+    /// as it was written, and no other.
+    pub digest: String,
+    /// The device that answers (its UDF).
+    pub device: String,
+    /// Yes or no.
+    pub approved: bool,
+}
+
+impl ApprovalAnswer {
+    /// The unique id of the answer to the request `request_id`.
+    pub fn unique_id(request_id: &str) -> Option<String> {
+        request_id
+            .strip_prefix(APPROVAL_PREFIX)
+            .map(|rest| format!("{ANSWER_PREFIX}{rest}"))
+    }
+}
+
 /// The message type of an OpenPGP certificate entry (in the Application
 /// catalog: public certificate and subkey secrets; in MMM_Local, for
 /// administrators: the whole secret certificate).

@@ -5,7 +5,9 @@
 //! own keys; never a key of the account. None of them changes what is
 //! stored: a restart without `--hostile` serves the honest logs again.
 
+use base64::Engine as _;
 use mesh_protocol::account::{AccountKeys, Store};
+use mesh_protocol::application::{ANSWER_MESSAGE_TYPE, ANSWER_PREFIX, ApprovalAnswer};
 use mesh_protocol::entry::{self, Head};
 use mesh_protocol::envelope::{ContentMeta, Envelope, Event};
 use mesh_protocol::keys::PrivateKey;
@@ -48,6 +50,16 @@ pub enum Hostile {
     Oversized,
     /// Announce a thousand million more frames than each store has.
     Endless,
+    /// When a device's approval request is the last entry of the
+    /// Application catalog, append a yes to it: an answer naming the
+    /// request and its digest, as the account writes them, signed by a key
+    /// of the service's own.
+    ForgeApproval,
+    /// When a device's approval request is the last entry of the
+    /// Application catalog, append the latest genuine answer to an earlier
+    /// request (signed by the device that gave it), its header naming the
+    /// new request's answer.
+    ReplayApproval,
     /// Answer a device asking to join an account with the profile of an
     /// account of the service's own, made for the same address (and the
     /// witness code for it), so that the device would join that one.
@@ -93,6 +105,14 @@ impl Hostile {
             ),
             Hostile::ForgedDelete => own_entry(account, store, &last_id, Event::Delete)?,
             Hostile::Inject => own_entry(account, store, "injected", Event::New)?,
+            Hostile::ForgeApproval | Hostile::ReplayApproval => {
+                let answer_id = approval_answer_id(&last, &last_id)?;
+                if self == Hostile::ForgeApproval {
+                    forged_answer(account, &last, &last_id, &answer_id)?
+                } else {
+                    replayed_answer(stored, &answer_id)?
+                }
+            }
             _ => return None,
         };
         let mut served = Sequence::new(stored.container());
@@ -133,6 +153,58 @@ pub fn substitute_profile(address: &str) -> Option<String> {
 
 fn header_meta(frame: &Envelope) -> Option<ContentMeta> {
     serde_json::from_slice(frame.header.content_meta_data.as_deref()?).ok()
+}
+
+/// The unique id of the answer to `frame`, when it is a new approval
+/// request.
+fn approval_answer_id(frame: &Envelope, id: &str) -> Option<String> {
+    let meta = header_meta(frame)?;
+    if meta.event != Some(Event::New) {
+        return None;
+    }
+    ApprovalAnswer::unique_id(id)
+}
+
+/// A yes to the request `request` (the frame `frame`), as well made as the
+/// service can: the right id, request and digest, signed by its own key.
+fn forged_answer(
+    account: &str,
+    frame: &Envelope,
+    request: &str,
+    answer_id: &str,
+) -> Option<Envelope> {
+    let key = PrivateKey::generate(&mut OsRng, KeyAlg::Ed25519).ok()?;
+    let digest = frame.trailer.payload_digest.as_deref()?;
+    let head = Head {
+        format: entry::FORMAT,
+        account: account.to_owned(),
+        store: Store::Application,
+        unique_id: answer_id.to_owned(),
+        event: Event::New,
+        message_type: ANSWER_MESSAGE_TYPE.into(),
+        previous: None,
+    };
+    let answer = ApprovalAnswer {
+        request: request.to_owned(),
+        digest: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+        device: "the service".into(),
+        approved: true,
+    };
+    entry::seal(&mut OsRng, &head, Some(&answer), &key, &[]).ok()
+}
+
+/// The latest answer in `stored`, its header relabelled as `answer_id`.
+fn replayed_answer(stored: &Sequence, answer_id: &str) -> Option<Envelope> {
+    let mut frame = (1..=stored.len()).rev().find_map(|index| {
+        let frame = stored.frame(index)?;
+        let meta = header_meta(&frame)?;
+        (meta.event == Some(Event::New) && meta.unique_id?.starts_with(ANSWER_PREFIX))
+            .then_some(frame)
+    })?;
+    let mut meta = header_meta(&frame)?;
+    meta.unique_id = Some(answer_id.to_owned());
+    frame.header.content_meta_data = serde_json::to_vec(&meta).ok();
+    Some(frame)
 }
 
 /// An entry in the account's format, signed by a key the service made.

@@ -3,6 +3,7 @@
 //! module per area.
 
 mod account;
+mod approval;
 mod blocks;
 mod daemon;
 mod doctor;

@@ -33,7 +33,13 @@
 //! 5. OpenPGP entries are written by administrators only (their
 //!    certificates go into every device's gpg keyring).
 //! 6. Only an administrator switches an SSH identity's confirmation off.
-//! 7. A store holds only its own kinds of record, under their own names
+//! 7. Records filed under a device's name (`usage/<device>/…`,
+//!    `ssh-accepted/<device>`, `approval/<device>/…`) are written by that
+//!    device; an answer to a device's approval request
+//!    (`approval-answer/<device>/…`) by another device, never the asking
+//!    one (nor the bare administrator key, which no person holds at a
+//!    screen).
+//! 8. A store holds only its own kinds of record, under their own names
 //!    (`ssh/…` is an SSH identity and nothing else is), and each record
 //!    must read as its kind. An SSH identity's public key must be the one
 //!    its private key derives (it feeds authorized_keys and
@@ -46,9 +52,10 @@ use mesh_protocol::account::{
     self, AccessCapability, CatalogedDevice, ConnectionDevice, PinRecord, Role, Store, message_type,
 };
 use mesh_protocol::application::{
-    MAX_SSH_ACCEPTED, MAX_USAGE_BATCH, OPENPGP_MESSAGE_TYPE, OPENPGP_PREFIX, OpenpgpEntry,
-    SSH_ACCEPTED_MESSAGE_TYPE, SSH_ACCEPTED_PREFIX, SSH_MESSAGE_TYPE, SSH_PREFIX, SshAccepted,
-    SshIdentity, USAGE_MESSAGE_TYPE, USAGE_PREFIX, UsageBatch,
+    ANSWER_MESSAGE_TYPE, ANSWER_PREFIX, APPROVAL_MESSAGE_TYPE, APPROVAL_PREFIX, ApprovalAnswer,
+    ApprovalRequest, MAX_APPROVAL_FIELD, MAX_SSH_ACCEPTED, MAX_USAGE_BATCH, OPENPGP_MESSAGE_TYPE,
+    OPENPGP_PREFIX, OpenpgpEntry, SSH_ACCEPTED_MESSAGE_TYPE, SSH_ACCEPTED_PREFIX, SSH_MESSAGE_TYPE,
+    SSH_PREFIX, SshAccepted, SshIdentity, USAGE_MESSAGE_TYPE, USAGE_PREFIX, UsageBatch,
 };
 use mesh_protocol::entry::{self, EntryError, Head, Ledger, Live, Verified};
 use mesh_protocol::envelope::Event;
@@ -72,7 +79,12 @@ enum Signer {
     /// The account's administrator key.
     Admin,
     /// A device the Device catalog holds, or once held.
-    Device { roles: Vec<Role>, revoked: bool },
+    Device {
+        /// Its UDF.
+        udf: String,
+        roles: Vec<Role>,
+        revoked: bool,
+    },
 }
 
 impl Signer {
@@ -123,13 +135,19 @@ fn kind(store: Store, message_type: &str, id: &str) -> Result<(), String> {
             SSH_MESSAGE_TYPE => id.starts_with(SSH_PREFIX),
             SSH_ACCEPTED_MESSAGE_TYPE => id.starts_with(SSH_ACCEPTED_PREFIX),
             USAGE_MESSAGE_TYPE => id.starts_with(USAGE_PREFIX),
+            APPROVAL_MESSAGE_TYPE => id.starts_with(APPROVAL_PREFIX),
+            ANSWER_MESSAGE_TYPE => id.starts_with(ANSWER_PREFIX),
             OPENPGP_MESSAGE_TYPE => id.starts_with(OPENPGP_PREFIX),
-            CATALOG_ENTRY => {
-                !id.starts_with(SSH_PREFIX)
-                    && !id.starts_with(OPENPGP_PREFIX)
-                    && !id.starts_with(SSH_ACCEPTED_PREFIX)
-                    && !id.starts_with(USAGE_PREFIX)
-            }
+            CATALOG_ENTRY => [
+                SSH_PREFIX,
+                OPENPGP_PREFIX,
+                SSH_ACCEPTED_PREFIX,
+                USAGE_PREFIX,
+                APPROVAL_PREFIX,
+                ANSWER_PREFIX,
+            ]
+            .iter()
+            .all(|prefix| !id.starts_with(prefix)),
             _ => false,
         },
         Store::Credential => message_type == CATALOG_ENTRY,
@@ -142,6 +160,19 @@ fn kind(store: Store, message_type: &str, id: &str) -> Result<(), String> {
             "{store} does not hold {message_type} records named {id:?}"
         ))
     }
+}
+
+/// The device a record is filed under by name (its uses, what servers
+/// took its keys, its approval requests): only that device writes it.
+fn filed_under(id: &str) -> Option<&str> {
+    if let Some(device) = id.strip_prefix(SSH_ACCEPTED_PREFIX) {
+        return Some(device);
+    }
+    [USAGE_PREFIX, APPROVAL_PREFIX].iter().find_map(|prefix| {
+        id.strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(device, _)| device)
+    })
 }
 
 /// Check that a record reads as its kind, and what the rules keep of it.
@@ -219,6 +250,24 @@ fn record(store: Store, verified: &Verified) -> Result<Summary, String> {
                 return Err("its device or size is not the one it is filed under".into());
             }
         }
+        APPROVAL_MESSAGE_TYPE => {
+            let request: ApprovalRequest = verified.record().ok_or_else(damaged)?;
+            if !head
+                .unique_id
+                .starts_with(&format!("{APPROVAL_PREFIX}{}/", request.device))
+                || !request.bounded()
+            {
+                return Err("its device or size is not the one it is filed under".into());
+            }
+        }
+        ANSWER_MESSAGE_TYPE => {
+            let answer: ApprovalAnswer = verified.record().ok_or_else(damaged)?;
+            if ApprovalAnswer::unique_id(&answer.request).as_deref() != Some(&head.unique_id)
+                || answer.digest.len() > MAX_APPROVAL_FIELD
+            {
+                return Err("it answers another request than the one it is filed under".into());
+            }
+        }
         CATALOG_ENTRY => {
             let entry: CatalogEntry = verified.record().ok_or_else(damaged)?;
             if entry.name != head.unique_id {
@@ -281,6 +330,32 @@ fn rule(
     }
     if head.message_type == OPENPGP_MESSAGE_TYPE && !admin {
         return Err("only an administrator writes OpenPGP keys".into());
+    }
+    let udf = match signer {
+        Signer::Device { udf, .. } => Some(udf.as_str()),
+        Signer::Admin => None,
+    };
+    if let Some(owner) = filed_under(&head.unique_id)
+        && head.event != Event::Delete
+        && udf != Some(owner)
+    {
+        return Err("a device writes records only under its own name".into());
+    }
+    if let Some(asker) = head
+        .unique_id
+        .strip_prefix(ANSWER_PREFIX)
+        .and_then(|rest| rest.split('/').next())
+        && (udf.is_none() || udf == Some(asker))
+    {
+        return Err("only another device answers a device's request".into());
+    }
+    if head.message_type == ANSWER_MESSAGE_TYPE
+        && head.event != Event::Delete
+        && verified
+            .record::<ApprovalAnswer>()
+            .is_some_and(|answer| Some(answer.device.as_str()) != udf)
+    {
+        return Err("an answer names another device than its signer".into());
     }
     if head.event == Event::Delete {
         return Ok(Summary::default());
@@ -398,6 +473,7 @@ impl Account {
             let revoked = !devices.live().contains_key(&device.device_udf);
             signers.keys.push(key);
             signers.who.push(Signer::Device {
+                udf: device.device_udf.clone(),
                 roles: connection.roles,
                 revoked,
             });
@@ -531,10 +607,20 @@ impl Account {
 
     /// Every live entry of a store, opened and checked.
     pub(super) fn open_live(&self, store: Store) -> Result<Vec<(String, Verified)>, AccountError> {
+        self.open_live_where(store, |_| true)
+    }
+
+    /// [`Account::open_live`] for the objects `keep` picks only (the
+    /// others, secrets among them, stay sealed).
+    pub(super) fn open_live_where(
+        &self,
+        store: Store,
+        keep: impl Fn(&Live<Summary>) -> bool,
+    ) -> Result<Vec<(String, Verified)>, AccountError> {
         let activation = self.activation()?;
         let address = self.remote()?.account();
         let mut out = Vec::new();
-        for (name, live) in self.live(store) {
+        for (name, live) in self.live(store).into_iter().filter(|(_, l)| keep(l)) {
             let verified = self
                 .replicas
                 .frame(store, live.index)

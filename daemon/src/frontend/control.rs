@@ -262,6 +262,9 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         Request::UsageLog => Ok(Response::Usage {
             uses: view.usage.clone()?,
         }),
+        Request::ApprovalList => Ok(Response::Approvals {
+            requests: view.approvals.clone()?.waiting.clone(),
+        }),
         Request::SshGet { name } => view
             .ssh
             .clone()?
@@ -423,6 +426,7 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
         }
         Request::SshSet { name, hosts } => run(Command::SshSet { name, hosts }).await,
         Request::SshDelete { name } => run(Command::SshDelete { name }).await,
+        Request::Approve { id, approved } => run(Command::AnswerApproval { id, approved }).await,
         Request::OpenpgpCreate {
             user_id,
             algorithm,

@@ -56,6 +56,8 @@ pub struct Agent {
     pub learned: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
     /// Where each signature is reported (the usage log).
     pub usage: super::UsageLog,
+    /// The account's other devices, asked to confirm when nobody is here.
+    pub approvals: Option<super::approval::Remote>,
 }
 
 /// Why a connection was closed.
@@ -200,6 +202,22 @@ fn for_bound_host(
     let mut out = first;
     out.extend(for_host(rest, Some(host), &agent.known_hosts));
     out
+}
+
+/// A host as a person knows it: its first name in known_hosts, with its
+/// host key's fingerprint.
+fn host_label(host: &ssh_key::public::KeyData, known_hosts: &[PathBuf]) -> String {
+    let fingerprint = host.fingerprint(ssh_key::HashAlg::Sha256);
+    let names = known_hosts
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .fold(Names::default(), |names, text| {
+            names.merged(Names::of(&text, host))
+        });
+    match names.first_plain() {
+        Some(name) => format!("{name} ({fingerprint})"),
+        None => fingerprint.to_string(),
+    }
 }
 
 /// The answer to one request.
@@ -382,7 +400,19 @@ async fn sign(
             id.comment,
             id.fingerprint()
         );
-        if !agent.askpass.confirm(&prompt).await {
+        let question = || crate::account::Question {
+            operation: "ssh".into(),
+            key: id.comment.clone(),
+            fingerprint: id.fingerprint(),
+            host: bindings
+                .destination()
+                .map(|host| host_label(host, &agent.known_hosts)),
+            user: ssh_agent::login_user(&request.data, &id.public),
+            program: client.program.clone(),
+            expires_in: std::time::Duration::ZERO,
+        };
+        let remote = agent.approvals.as_ref();
+        if !super::approval::confirm(&agent.askpass, remote, &prompt, question).await {
             tracing::info!(fingerprint = %id.fingerprint(), "use of key denied");
             return Response::Failure;
         }
@@ -440,6 +470,7 @@ mod tests {
             known_hosts: Vec::new(),
             learned: None,
             usage: None,
+            approvals: None,
         }
     }
 

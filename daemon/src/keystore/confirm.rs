@@ -52,6 +52,11 @@ impl Askpass {
         Askpass { program, headless }
     }
 
+    /// Whether there is nobody to ask here.
+    pub fn is_headless(&self) -> bool {
+        self.headless.is_some()
+    }
+
     /// Ask; true only on a yes.
     pub async fn confirm(&self, prompt: &str) -> bool {
         if let Some(reason) = self.headless {

@@ -70,6 +70,12 @@ impl Names {
         self
     }
 
+    /// The first name written in the clear (hashed names cannot be read
+    /// back), for showing a person where a key is used.
+    pub fn first_plain(&self) -> Option<&str> {
+        self.plain.first().map(String::as_str)
+    }
+
     /// Whether it has no name.
     pub fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.hashed.is_empty()

@@ -435,6 +435,12 @@ impl Bindings {
     }
 }
 
+/// The user a sign request for `key` logs in as, when it is an SSH
+/// user-authentication request.
+pub fn login_user(data: &[u8], key: &KeyData) -> Option<String> {
+    UserAuth::parse(data, key).map(|request| request.user)
+}
+
 /// Whether some constraint allows the hop `from` -> `to` (as `user`).
 fn permitted(
     constraints: &[DestinationConstraint],
