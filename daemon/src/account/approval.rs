@@ -71,12 +71,12 @@ fn bounded(mut text: String) -> String {
     text
 }
 
-fn digest_text(digest: &[u8]) -> String {
+pub(super) fn digest_text(digest: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }
 
 impl Account {
-    fn own_udf(&self) -> Result<String, AccountError> {
+    pub(super) fn own_udf(&self) -> Result<String, AccountError> {
         self.device
             .as_ref()
             .map(|d| d.udf().to_string())

@@ -769,3 +769,183 @@ async fn an_answer_for_another_request_is_not_taken() {
     );
     assert_eq!(second.handle.view().status.status, Standing::Pending);
 }
+
+#[tokio::test]
+async fn only_another_device_answers_an_approval_request() {
+    use mesh_protocol::application::{
+        ANSWER_MESSAGE_TYPE, APPROVAL_MESSAGE_TYPE, ApprovalAnswer, ApprovalRequest,
+    };
+    use mesh_protocol::envelope::Event;
+
+    let service = service();
+    let laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    let phone_dir = tempfile::tempdir().expect("tempdir");
+    let paths = device_paths(phone_dir.path());
+    let phone = Device::open(
+        tempfile::tempdir().expect("tempdir"),
+        &paths,
+        connector(&service, false, None),
+    );
+    join_as(&laptop, &phone, vec![Role::Device]).await;
+    let question = super::Question {
+        operation: "ssh".into(),
+        key: "work".into(),
+        fingerprint: "SHA256:x".into(),
+        host: Some("example.com".into()),
+        user: Some("alice".into()),
+        program: None,
+        expires_in: Duration::from_secs(60),
+    };
+    let asked = phone
+        .run(Command::AskApproval(Box::new(question)))
+        .await
+        .expect("asked");
+    let Response::Approvals { requests } = asked else {
+        panic!("{asked:?}")
+    };
+    let id = requests[0].id.clone();
+
+    // The phone, running other code, answers its own request, and files
+    // a request under the laptop's name.
+    let mut phone_raw = Account::open(Settings {
+        paths: paths.clone(),
+        keyring: Some("file".into()),
+        session_bus: false,
+        connector: connector(&service, false, None),
+    })
+    .expect("the phone's account");
+    let app_key = phone_raw
+        .store_key(Store::Application)
+        .expect("a key")
+        .public();
+    let phone_udf = phone_raw.own_udf().expect("a device");
+    let digest = phone_raw
+        .open_live(Store::Application)
+        .expect("opened")
+        .into_iter()
+        .find(|(name, _)| *name == id)
+        .map(|(_, v)| super::approval::digest_text(&v.digest))
+        .expect("the request");
+    let own_yes = ApprovalAnswer {
+        request: id.clone(),
+        digest,
+        device: phone_udf,
+        approved: true,
+    };
+    let answer_id = ApprovalAnswer::unique_id(&id).expect("an answer id");
+    let envelope = phone_raw
+        .entry(
+            Store::Application,
+            &answer_id,
+            Event::New,
+            ANSWER_MESSAGE_TYPE,
+            Some(&own_yes),
+            &phone_raw.activation().expect("active").sign,
+            &[app_key],
+        )
+        .expect("sealed");
+    write_raw(&mut phone_raw, Store::Application, envelope).await;
+    laptop.run(Command::Sync).await.expect("synced");
+    let laptop_udf = laptop
+        .handle
+        .view()
+        .devices
+        .clone()
+        .expect("listed")
+        .into_iter()
+        .find(|d| d.this)
+        .expect("the laptop")
+        .device;
+    let posing = ApprovalRequest {
+        device: laptop_udf.clone(),
+        operation: "ssh".into(),
+        key: "work".into(),
+        fingerprint: "SHA256:x".into(),
+        host: None,
+        user: None,
+        program: None,
+        asked_ms: 1,
+        expires_ms: u64::MAX,
+    };
+    let envelope = phone_raw
+        .entry(
+            Store::Application,
+            &format!("approval/{laptop_udf}/posing"),
+            Event::New,
+            APPROVAL_MESSAGE_TYPE,
+            Some(&posing),
+            &phone_raw.activation().expect("active").sign,
+            &[app_key],
+        )
+        .expect("sealed");
+    write_raw(&mut phone_raw, Store::Application, envelope).await;
+
+    // Neither applies: the phone's request is still unanswered, and the
+    // laptop is asked about the phone's request only.
+    phone.run(Command::Sync).await.expect("synced");
+    laptop.run(Command::Sync).await.expect("synced");
+    let view = laptop.handle.view();
+    let approvals = view.approvals.clone().expect("read");
+    assert_eq!(
+        approvals
+            .waiting
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    let denied = &view.status.denied;
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(
+        denied[0].contains("only another device answers"),
+        "{denied:?}"
+    );
+    assert!(denied[1].contains("only under its own name"), "{denied:?}");
+    assert!(
+        phone
+            .handle
+            .view()
+            .approvals
+            .clone()
+            .expect("read")
+            .answered
+            .is_empty()
+    );
+    // The phone may not answer through its client either.
+    let own = phone
+        .run(Command::AnswerApproval {
+            id: id.clone(),
+            approved: true,
+        })
+        .await;
+    assert!(matches!(own, Err(AccountError::Forbidden(_))), "{own:?}");
+
+    // The laptop's no reaches the phone.
+    laptop
+        .run(Command::AnswerApproval {
+            id: id.clone(),
+            approved: false,
+        })
+        .await
+        .expect("answered");
+    phone.run(Command::Sync).await.expect("synced");
+    let answered = phone.handle.view().approvals.clone().expect("read");
+    assert_eq!(answered.answered.get(&id), Some(&false));
+    // Withdrawn: the laptop is asked no more.
+    phone
+        .run(Command::WithdrawApproval { id: id.clone() })
+        .await
+        .expect("withdrawn");
+    laptop.run(Command::Sync).await.expect("synced");
+    assert!(
+        laptop
+            .handle
+            .view()
+            .approvals
+            .clone()
+            .expect("read")
+            .waiting
+            .is_empty()
+    );
+}
