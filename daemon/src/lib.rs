@@ -230,12 +230,15 @@ async fn serve(
         askpass: config.askpass.clone(),
         uid,
         // OpenSSH's default UserKnownHostsFile and GlobalKnownHostsFile.
-        known_hosts: vec![
-            config.paths.home.join(".ssh/known_hosts"),
-            config.paths.home.join(".ssh/known_hosts2"),
-            PathBuf::from("/etc/ssh/ssh_known_hosts"),
-            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
-        ],
+        known_hosts: frontend::ssh_agent::KnownHosts {
+            files: vec![
+                config.paths.home.join(".ssh/known_hosts"),
+                config.paths.home.join(".ssh/known_hosts2"),
+                PathBuf::from("/etc/ssh/ssh_known_hosts"),
+                PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+            ],
+            account: Some(handle.clone()),
+        },
         learned: Some(learned),
         usage: Some(usage.clone()),
         approvals: Some(frontend::approval::Remote {

@@ -90,6 +90,11 @@ pub struct UsageBatch {
     pub uses: Vec<Usage>,
 }
 
+/// The Credential catalog entry that holds a known_hosts file the account
+/// syncs: the SSH agent matches keys' host scopes against the names it
+/// gives a host key too, on every device with the `web` right.
+pub const KNOWN_HOSTS_ENTRY: &str = "ssh:known_hosts";
+
 /// The message type of a device's request that another device of the
 /// account approve a use of a key it was asked to confirm with nobody at
 /// it (unique id `approval/<device UDF>/<random>`). No secret.

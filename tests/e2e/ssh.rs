@@ -839,6 +839,40 @@ fn the_key_for_a_host_logs_in_first_where_openssh_agent_runs_out_of_tries() {
 }
 
 #[test]
+fn a_key_for_a_host_named_in_the_accounts_known_hosts_logs_in_first() {
+    let (_host, _service, laptop) = account();
+    let sshd = Sshd::start_with(&laptop, "MaxAuthTries 2\n");
+    let keys = ten_keys(&laptop, &sshd);
+    import_all(&laptop, &keys);
+    // The key is for build.example, a name this device's known_hosts
+    // does not have: it is offered to no host that names itself.
+    laptop.mesh(&["ssh", "set", "k9", "--host", "build.example"]);
+    let before = sshd
+        .login(&laptop, &laptop.ssh_auth_sock())
+        .output()
+        .expect("ssh runs");
+    assert!(!before.status.success(), "{}", stdout(&before));
+    // The account's known_hosts (its Credential catalog) names the
+    // server's host key build.example.
+    let synced: String = fs::read_to_string(sshd.known_hosts())
+        .expect("known_hosts")
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(_, key)| format!("build.example {key}\n"))
+        .collect();
+    laptop.catalog_put("credential", "ssh:known_hosts", &synced);
+    let after = sshd
+        .login(&laptop, &laptop.ssh_auth_sock())
+        .output()
+        .expect("ssh runs");
+    assert!(
+        after.status.success() && stdout(&after).contains("logged-in"),
+        "{}",
+        stderr(&after)
+    );
+}
+
+#[test]
 fn a_key_a_server_took_on_one_device_is_offered_it_first_on_another() {
     let (_host, service, laptop) = account();
     let desktop = TestEnv::device(&service);

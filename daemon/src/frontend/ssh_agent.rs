@@ -31,6 +31,7 @@ use crate::keystore::confirm::Askpass;
 use crate::keystore::ssh::{Identity, Keyring};
 use mesh_protocol::agent::known_hosts::Names;
 use mesh_protocol::agent::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
+use mesh_protocol::application::KNOWN_HOSTS_ENTRY;
 
 /// How many agent connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -47,9 +48,9 @@ pub struct Agent {
     pub askpass: Askpass,
     /// The only uid whose clients are served.
     pub uid: u32,
-    /// The known_hosts files that name the hosts a connection is bound
-    /// to (the user's, then the system's), for keys scoped to hosts.
-    pub known_hosts: Vec<PathBuf>,
+    /// What names the hosts a connection is bound to, for keys scoped to
+    /// hosts.
+    pub known_hosts: KnownHosts,
     /// Where what the agent learns goes (to the account, which shares it
     /// with the other devices): `(host key, key)` SHA-256 fingerprints of
     /// a key a server took.
@@ -151,6 +152,39 @@ async fn answer(
     Ok(out)
 }
 
+/// Where the names of hosts come from: known_hosts files, and the one the
+/// account syncs in its Credential catalog (entry
+/// [`KNOWN_HOSTS_ENTRY`], for devices with the `web` right), so that a
+/// key scoped to `github.com` finds GitHub on a device that never
+/// connected there before.
+#[derive(Debug, Clone, Default)]
+pub struct KnownHosts {
+    /// The files (the user's, then the system's); one that is not there
+    /// names nothing.
+    pub files: Vec<PathBuf>,
+    /// The account, whose view holds the synced one.
+    pub account: Option<crate::account::Handle>,
+}
+
+impl KnownHosts {
+    /// Every name `host` has.
+    pub fn names(&self, host: &ssh_key::public::KeyData) -> Names {
+        let mut names = Names::default();
+        for path in &self.files {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                names = names.merged(Names::of(&text, host));
+            }
+        }
+        if let Some(account) = &self.account
+            && let Ok(credential) = &account.view().credential
+            && let Some(text) = credential.get(KNOWN_HOSTS_ENTRY)
+        {
+            names = names.merged(Names::of(text, host));
+        }
+        names
+    }
+}
+
 /// The identities in the order a connection bound to `host` should try
 /// them: those scoped to one of its names first, those scoped to no host
 /// after, those scoped to other hosts not at all (so `ssh` finds the right
@@ -159,7 +193,7 @@ async fn answer(
 fn for_host(
     identities: Vec<Arc<Identity>>,
     host: Option<&ssh_key::public::KeyData>,
-    known_hosts: &[PathBuf],
+    known_hosts: &KnownHosts,
 ) -> Vec<Arc<Identity>> {
     let Some(host) = host else {
         return identities;
@@ -167,13 +201,7 @@ fn for_host(
     if identities.iter().all(|id| id.hosts.is_empty()) {
         return identities;
     }
-    let mut names = Names::default();
-    for path in known_hosts {
-        // (A file that is not there names nothing.)
-        if let Ok(text) = std::fs::read_to_string(path) {
-            names = names.merged(Names::of(&text, host));
-        }
-    }
+    let names = known_hosts.names(host);
     let (scoped, unscoped): (Vec<_>, Vec<_>) =
         identities.into_iter().partition(|id| !id.hosts.is_empty());
     let mut out: Vec<Arc<Identity>> = scoped
@@ -206,15 +234,9 @@ fn for_bound_host(
 
 /// A host as a person knows it: its first name in known_hosts, with its
 /// host key's fingerprint.
-fn host_label(host: &ssh_key::public::KeyData, known_hosts: &[PathBuf]) -> String {
+fn host_label(host: &ssh_key::public::KeyData, known_hosts: &KnownHosts) -> String {
     let fingerprint = host.fingerprint(ssh_key::HashAlg::Sha256);
-    let names = known_hosts
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .fold(Names::default(), |names, text| {
-            names.merged(Names::of(&text, host))
-        });
-    match names.first_plain() {
+    match known_hosts.names(host).first_plain() {
         Some(name) => format!("{name} ({fingerprint})"),
         None => fingerprint.to_string(),
     }
@@ -467,7 +489,7 @@ mod tests {
             keys: Arc::new(Keyring::default()),
             askpass: Askpass::from_env(|_| None),
             uid: 1000,
-            known_hosts: Vec::new(),
+            known_hosts: KnownHosts::default(),
             learned: None,
             usage: None,
             approvals: None,
