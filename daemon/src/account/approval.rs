@@ -111,6 +111,11 @@ impl Account {
     ) -> Result<Response, AccountError> {
         let store_key = self.store_key(Store::Application)?.public();
         let device = self.own_udf()?;
+        if self.devices()?.iter().all(|(_, d)| d.device_udf == device) {
+            return Err(AccountError::Input(
+                "no other device in the account to ask".into(),
+            ));
+        }
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
         let id = format!("{APPROVAL_PREFIX}{device}/{}", digest_text(&nonce));
