@@ -1003,6 +1003,42 @@ mod tests {
     }
 
     #[test]
+    fn a_certified_identity_stands_beside_the_key_and_masks_nothing() {
+        let mesh = key(Algorithm::Ed25519);
+        let public = mesh.public_key().key_data().clone();
+        let ring = Keyring::default();
+        ring.set_mesh(vec![identity(&mesh)]);
+        let mut certified = identity(&mesh);
+        certified.cert = Some(b"a certificate".to_vec());
+        certified.confirm = true;
+        assert!(ring.add(certified, anywhere));
+        // Both served: the Mesh's key as it was, and the certificate.
+        let ids = ring.identities();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].cert.is_none() && !ids[0].confirm);
+        assert_eq!(ids[1].blob(), b"a certificate");
+        assert!(ring.find(&public).is_some_and(|id| id.cert.is_none()));
+        assert!(ring.find_cert(b"a certificate").is_some());
+        assert!(ring.find_cert(b"another").is_none());
+        // Removing the key by its public half leaves the certificate;
+        // removing the certificate leaves the Mesh key unmasked.
+        assert!(!ring.remove(&public, anywhere));
+        assert!(ring.remove_cert(b"a certificate", anywhere));
+        assert!(!ring.remove_cert(b"a certificate", anywhere));
+        assert_eq!(listed(&ring), vec![public.clone()]);
+        assert!(ring.find(&public).is_some());
+        // A plain copy and a certified one are two identities.
+        let mut certified = identity(&mesh);
+        certified.cert = Some(b"a certificate".to_vec());
+        assert!(ring.add(certified, anywhere));
+        assert!(ring.add(identity(&mesh), anywhere));
+        assert_eq!(ring.counts(), (1, 2));
+        assert!(ring.remove(&public, anywhere));
+        assert_eq!(ring.counts(), (1, 1));
+        assert!(ring.find_cert(b"a certificate").is_some());
+    }
+
+    #[test]
     fn expired_keys_disappear() {
         let ring = Keyring::default();
         let mut id = identity(&key(Algorithm::Ed25519));

@@ -840,6 +840,101 @@ mod tests {
         let plain = blob(include_str!("testdata/host-key.pub"));
         assert!(HostKey::decode(plain, NOW).is_some_and(|h| h.cert.is_none()));
     }
+    #[test]
+    fn certificates_are_read_whatever_their_validity() {
+        let forever = blob(include_str!("testdata/host-cert-forever.pub"));
+        let cert = Cert::read(&forever).expect("read");
+        assert_eq!(cert.kind, Cert::HOST);
+        assert_eq!(cert.valid_before, u64::MAX);
+        assert_eq!(cert.blob, forever);
+        // Expired, it is still a certificate (validity is for its user).
+        let expired = blob(include_str!("testdata/host-cert-expired.pub"));
+        assert!(Cert::read(&expired).is_some());
+        // Nothing may follow it.
+        let mut longer = forever.clone();
+        longer.push(0);
+        assert!(Cert::read(&longer).is_none());
+        // A plain key is no certificate.
+        assert!(Cert::read(&blob(include_str!("testdata/host-key.pub"))).is_none());
+    }
+
+    /// A message: its type, then SSH strings.
+    fn message(kind: u8, strings: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![kind];
+        for s in strings {
+            s.encode(&mut out).expect("encode");
+        }
+        out
+    }
+
+    #[test]
+    fn requests_naming_a_certificate_are_read_here() {
+        let cert = blob(include_str!("testdata/host-cert-forever.pub"));
+        let mut sign = message(13, &[&cert, b"data"]);
+        sign.extend_from_slice(&4u32.to_be_bytes());
+        match decode(&sign) {
+            Ok(Decoded::Cert(request)) => match *request {
+                CertRequest::Sign {
+                    cert: named,
+                    data,
+                    flags,
+                } => assert_eq!((named, data, flags), (cert.clone(), b"data".to_vec(), 4)),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        let remove = message(18, &[&cert]);
+        assert!(matches!(
+            decode(&remove),
+            Ok(Decoded::Cert(request)) if matches!(*request, CertRequest::Remove { .. })
+        ));
+        // Cut short, or with bytes after: malformed.
+        for bad in [&sign[..sign.len() - 1], &[sign.as_slice(), &[0]].concat()] {
+            assert!(decode(bad).is_err());
+        }
+        assert!(decode(&[remove.as_slice(), &[0]].concat()).is_err());
+        // An add naming another type than the certificate's (an Ed25519
+        // certificate), or with no key after it.
+        // (A key of its own: which key the certificate is for is the
+        // agent's to check.)
+        let ssh_key::private::KeypairData::Ed25519(pair) = host().key_data().clone() else {
+            unreachable!()
+        };
+        let pk = pair.public.0;
+        let sk = [pair.private.to_bytes(), pk].concat();
+        let add = |name: &[u8]| message(17, &[name, &cert, &pk, &sk, b"comment"]);
+        assert!(matches!(
+            decode(&add(b"ssh-ed25519-cert-v01@openssh.com")),
+            Ok(Decoded::Cert(request)) if matches!(*request, CertRequest::Add { .. })
+        ));
+        assert!(decode(&add(b"ecdsa-sha2-nistp256-cert-v01@openssh.com")).is_err());
+        let add = message(17, &[b"ssh-ed25519-cert-v01@openssh.com", &cert]);
+        assert!(decode(&add).is_err());
+        // Its plain key's requests go to ssh-agent-lib.
+        let key = blob(include_str!("testdata/host-key.pub"));
+        let mut sign = message(13, &[&key, b"data"]);
+        sign.extend_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(decode(&sign), Ok(Decoded::Request(_))));
+    }
+
+    #[test]
+    fn the_identities_answer_is_what_ssh_agent_lib_writes_for_keys() {
+        let key =
+            ssh_key::PublicKey::from_openssh(include_str!("testdata/host-key.pub")).expect("key");
+        let answer = ssh_agent_lib::proto::Response::IdentitiesAnswer(vec![
+            ssh_agent_lib::proto::Identity {
+                credential: ssh_agent_lib::proto::PublicCredential::Key(key.key_data().clone()),
+                comment: "a key".into(),
+            },
+        ]);
+        let mut theirs = Vec::new();
+        answer.encode(&mut theirs).expect("encode");
+        let mut ours = Vec::new();
+        let blob = blob(include_str!("testdata/host-key.pub"));
+        encode_identities([(blob, "a key")].into_iter(), &mut ours).expect("encode");
+        assert_eq!(ours, theirs);
+    }
+
     use rand_core::OsRng;
     use ssh_agent_lib::proto::extension::KeySpec;
     use ssh_agent_lib::ssh_encoding::Encode as _;
