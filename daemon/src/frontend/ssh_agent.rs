@@ -263,6 +263,7 @@ async fn respond(
             PublicCredential::Key(public) => {
                 status(keys.remove(&public, |id| bindings.permits(&id.destinations, None)))
             }
+            // (A certificate is read by `ssh_agent::decode`, never here.)
             PublicCredential::Cert(_) => Response::Failure,
         },
         Request::RemoveAllIdentities => status(keys.remove_all()),
