@@ -293,6 +293,195 @@ fn ssh_add_gives_the_same_outcomes_with_meshd_as_with_openssh_agent() {
     );
 }
 
+/// A user certificate for `key` (written beside it as `<key>-cert.pub`,
+/// and copied to `pubs/`), from the CA `ca`, for the user [`Sshd::login`]
+/// logs in as; `validity` as `ssh-keygen -V` takes it (none: forever).
+fn certify(env: &TestEnv, ca: &Path, key: &Path, validity: Option<&str>) -> PathBuf {
+    let name = key.file_name().and_then(|n| n.to_str()).expect("a name");
+    let mut cmd = env.command("ssh-keygen");
+    cmd.args(["-q", "-s"])
+        .arg(ca)
+        .args(["-I", &format!("{name}-id"), "-n", &Sshd::user()]);
+    if let Some(validity) = validity {
+        cmd.args(["-V", validity]);
+    }
+    run_ok(cmd.arg(key.with_extension("pub")));
+    let cert = key.with_file_name(format!("{name}-cert.pub"));
+    fs::copy(
+        &cert,
+        env.root().join("pubs").join(format!("{name}-cert.pub")),
+    )
+    .expect("copy");
+    cert
+}
+
+/// The differential script for certificates: `ssh-add` of keys with a
+/// `-cert.pub` beside them (valid forever, for an hour, expired), listed,
+/// used to log in to an sshd that trusts only the CA, used to sign,
+/// constrained, locked and removed; each step's outcome recorded.
+fn certificate_script(env: &TestEnv, sock: &Path, sshd: &Sshd, keys: &[PathBuf; 3]) -> Vec<String> {
+    let [forever, timed, expired] = keys;
+    let pubs = env.root().join("pubs");
+    let cert_of = |key: &Path| {
+        let name = key.file_name().and_then(|n| n.to_str()).expect("a name");
+        pubs.join(format!("{name}-cert.pub"))
+    };
+    let mut log = Vec::new();
+    let ssh_add = |args: &[&str], paths: &[&Path]| {
+        let mut cmd = env.command("ssh-add");
+        cmd.env("SSH_AUTH_SOCK", sock).args(args).args(paths);
+        cmd.output().expect("ssh-add runs")
+    };
+    let step = |label: &str, args: &[&str], paths: &[&Path]| outcome(label, &ssh_add(args, paths));
+    let login = |label: &str| {
+        let out = sshd.login(env, sock).output().expect("ssh runs");
+        format!(
+            "{label}: exit {:?} {}",
+            out.status.code(),
+            stdout(&out).trim()
+        )
+    };
+    let signs =
+        |label: &str, name: &str| format!("{label}: signed {}", agent_signs(env, sock, name));
+    answer(env, "0", "");
+    for (key, what) in [(forever, "forever"), (timed, "for an hour")] {
+        log.push(step(&format!("add key valid {what}"), &[], &[key]));
+        log.push(step("list", &["-l"], &[]));
+        log.push(step("list keys", &["-L"], &[]));
+        if key == forever {
+            // (Not the RSA key: OpenSSH 9's `ssh-add -T` asks for an
+            // ssh-rsa SHA-1 signature, which meshd refuses.)
+            log.push(step("test the certificate", &["-T"], &[&cert_of(key)]));
+        }
+        log.push(login("log in with the certificate"));
+        let name = key.file_name().and_then(|n| n.to_str()).expect("a name");
+        log.push(signs("sign with the certificate", &format!("{name}-cert")));
+        log.push(signs("sign with the key", name));
+        log.push(step("remove the certificate", &["-d"], &[&cert_of(key)]));
+        log.push(step("list without the certificate", &["-l"], &[]));
+        log.push(login("log in without the certificate"));
+        log.push(signs(
+            "sign with the removed certificate",
+            &format!("{name}-cert"),
+        ));
+        log.push(step("add again", &[], &[key]));
+        log.push(step("remove key and certificate", &["-d"], &[key]));
+        log.push(step("list after removing both", &["-l"], &[]));
+    }
+    log.push(step("add key with an expired certificate", &[], &[expired]));
+    log.push(step("list with the expired certificate", &["-l"], &[]));
+    log.push(login("log in with the expired certificate"));
+    log.push(step("remove all", &["-D"], &[]));
+
+    // Constraints apply to the certified identity as to the key.
+    log.push(step("add with confirmation", &["-c"], &[forever]));
+    log.push(signs("confirmed yes", "forever-cert"));
+    answer(env, "1", "");
+    log.push(signs("confirmed no", "forever-cert"));
+    log.push(login("log in, confirmation refused"));
+    answer(env, "0", "");
+    log.push(step("remove all again", &["-D"], &[]));
+    log.push(step("add with a lifetime", &["-t", "2"], &[timed]));
+    log.push(step("list with a lifetime", &["-l"], &[]));
+    let cert_blob = fs::read_to_string(cert_of(timed)).expect("cert");
+    let cert_blob = cert_blob
+        .split_whitespace()
+        .nth(1)
+        .expect("blob")
+        .to_owned();
+    wait_until("the certificate's lifetime ends", || {
+        !stdout(&ssh_add(&["-L"], &[])).contains(&cert_blob)
+    });
+    log.push(step("list after the lifetime", &["-l"], &[]));
+    let hosts = sshd.known_hosts();
+    let hosts_arg = hosts.to_str().expect("utf-8 path");
+    log.push(step(
+        "add for this host",
+        &["-H", hosts_arg, "-h", "127.0.0.1"],
+        &[forever],
+    ));
+    log.push(step("list constrained", &["-l"], &[]));
+    // (OpenSSH's client before 10.3 fails here with either agent: it
+    // takes an agent's certificate for one loaded without its key and
+    // asks for the wrong signature, OpenSSH bz3752; the frame-level unit
+    // tests cover the log-in a fixed client asks for.)
+    log.push(login("log in constrained to this host"));
+    log.push(signs("sign locally constrained", "forever-cert"));
+    log.push(step(
+        "add for another user",
+        &["-H", hosts_arg, "-h", "nobody@127.0.0.1"],
+        &[forever],
+    ));
+    log.push(login("log in as a user the certificate is not for"));
+    log.push(step("remove all constrained", &["-D"], &[]));
+
+    // Locked, the certified identity is hidden and unusable.
+    log.push(step("add before locking", &[], &[forever]));
+    answer(env, "0", "lock-secret");
+    log.push(step("lock", &["-x"], &[]));
+    log.push(step("list locked", &["-l"], &[]));
+    log.push(login("log in locked"));
+    log.push(step(
+        "remove the certificate locked",
+        &["-d"],
+        &[&cert_of(forever)],
+    ));
+    log.push(step("unlock", &["-X"], &[]));
+    answer(env, "0", "");
+    log.push(step("list unlocked", &["-L"], &[]));
+    log.push(step("remove all at the end", &["-D"], &[]));
+    log.push(step("list at the end", &["-l"], &[]));
+    log
+}
+
+#[test]
+fn ssh_add_of_certificates_gives_the_same_outcomes_with_meshd_as_with_openssh_agent() {
+    let env = askpass_home();
+    let sshd = Sshd::start(&env);
+    let ca = keygen(&env, "user-ca", &["-t", "ed25519"]);
+    // Only the CA is trusted: nothing logs in but a certificate.
+    sshd.reconfigure(&format!(
+        "TrustedUserCAKeys {}
+",
+        ca.with_extension("pub").display()
+    ));
+    let keys = [
+        keygen(&env, "forever", &["-t", "ed25519"]),
+        keygen(&env, "timed", &["-t", "rsa", "-b", "3072"]),
+        keygen(&env, "expired", &["-t", "ecdsa"]),
+    ];
+    certify(&env, &ca, &keys[0], None);
+    certify(&env, &ca, &keys[1], Some("-5m:+1h"));
+    certify(&env, &ca, &keys[2], Some("-2h:-1h"));
+    let openssh = OpensshAgent::start(&env);
+    let theirs = certificate_script(&env, openssh.socket(), &sshd, &keys);
+    env.mesh(&["daemon", "start"]);
+    let ours = certificate_script(&env, &env.ssh_auth_sock(), &sshd, &keys);
+    for (theirs, ours) in theirs.iter().zip(&ours) {
+        assert_eq!(theirs, ours, "OpenSSH's agent and meshd differ");
+    }
+    assert_eq!(theirs.len(), ours.len());
+    // The script did exercise what it claims to.
+    let all = ours.join("\n");
+    for expected in [
+        "Certificate added:",
+        "(ED25519-CERT)",
+        "(RSA-CERT)",
+        "(ECDSA-CERT)",
+        "log in with the certificate: exit Some(0) logged-in",
+        "log in without the certificate: exit Some(255)",
+        "sign with the certificate: signed true",
+        "sign with the removed certificate: signed false",
+        "log in with the expired certificate: exit Some(255)",
+        "confirmed yes: signed true",
+        "confirmed no: signed false",
+        "log in as a user the certificate is not for: exit Some(255)",
+        "log in locked: exit Some(255)",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}
+
 /// An account on a fresh service, with `first` as its administrator.
 fn account() -> (TestEnv, MeshService, TestEnv) {
     let host = TestEnv::new();

@@ -657,6 +657,17 @@ impl Sshd {
         .expect("known_hosts");
     }
 
+    /// The user [`Sshd::login`] logs in as: the current one.
+    pub fn user() -> String {
+        std::env::var("USER").unwrap_or_else(|_| {
+            if rustix::process::geteuid().is_root() {
+                "root".into()
+            } else {
+                panic!("set USER")
+            }
+        })
+    }
+
     /// Let these public keys (OpenSSH lines) log in.
     pub fn authorize(&self, lines: &str) {
         fs::write(self.dir.join("authorized_keys"), lines).expect("authorized_keys");
@@ -671,13 +682,7 @@ impl Sshd {
     /// with keys only from `SSH_AUTH_SOCK` and nothing read from the
     /// user's own ~/.ssh.
     pub fn login(&self, env: &TestEnv, auth_sock: &Path) -> Command {
-        let user = std::env::var("USER").unwrap_or_else(|_| {
-            if rustix::process::geteuid().is_root() {
-                "root".into()
-            } else {
-                panic!("set USER")
-            }
-        });
+        let user = Sshd::user();
         let mut cmd = env.command("ssh");
         cmd.env("SSH_AUTH_SOCK", auth_sock)
             .args(["-F", "/dev/null", "-p", &self.port.to_string()])

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use ssh_agent_lib::proto::extension::{QueryResponse, RestrictDestination};
 use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, KeyConstraint, PrivateCredential,
-    PublicCredential, Request, Response, SignRequest,
+    PublicCredential, Request, Response,
 };
 use ssh_agent_lib::ssh_encoding::Encode as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 use crate::keystore::confirm::Askpass;
 use crate::keystore::ssh::{Identity, Keyring};
 use mesh_protocol::agent::known_hosts::Names;
-use mesh_protocol::agent::ssh_agent::{self, Bindings, Decoded, MAX_FRAME};
+use mesh_protocol::agent::ssh_agent::{self, Bindings, CertRequest, Decoded, MAX_FRAME};
 use mesh_protocol::application::KNOWN_HOSTS_ENTRY;
 
 /// How many agent connections may be open at once.
@@ -129,11 +129,14 @@ async fn answer(
     bindings: &mut Bindings,
     client: &super::Client,
 ) -> Result<Vec<u8>, ConnectionError> {
-    let response = match ssh_agent::decode(body) {
+    let reply = match ssh_agent::decode(body) {
         Ok(Decoded::Request(request)) => respond(*request, agent, bindings, client).await,
+        Ok(Decoded::Cert(request)) => {
+            Reply::Response(respond_cert(*request, agent, bindings, client).await)
+        }
         Ok(Decoded::Unknown(command)) => {
             tracing::debug!(command, "unknown agent message");
-            Response::Failure
+            Reply::Response(Response::Failure)
         }
         Err(err) => {
             tracing::warn!(
@@ -141,12 +144,20 @@ async fn answer(
                 error = %err,
                 "an agent request could not be read; answered FAILURE"
             );
-            Response::Failure
+            Reply::Response(Response::Failure)
         }
     };
     let mut out = Vec::with_capacity(64);
     0u32.encode(&mut out)?;
-    response.encode(&mut out)?;
+    match reply {
+        Reply::Response(response) => response.encode(&mut out)?,
+        Reply::Identities(identities) => {
+            ssh_agent::encode_identities(
+                identities.iter().map(|id| (id.blob(), id.comment.as_str())),
+                &mut out,
+            )?;
+        }
+    }
     let body_len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
     out[..4].copy_from_slice(&body_len.to_be_bytes());
     Ok(out)
@@ -183,6 +194,15 @@ impl KnownHosts {
         }
         names
     }
+}
+
+/// An answer to a request.
+enum Reply {
+    /// As ssh-agent-lib encodes it.
+    Response(Response),
+    /// SSH2_AGENT_IDENTITIES_ANSWER, encoded here: ssh-agent-lib's
+    /// cannot carry every certificate (see [`ssh_agent::Cert`]).
+    Identities(Vec<Arc<Identity>>),
 }
 
 /// The identities in the order a connection bound to `host` should try
@@ -248,31 +268,34 @@ async fn respond(
     agent: &Agent,
     bindings: &mut Bindings,
     client: &super::Client,
-) -> Response {
+) -> Reply {
     let keys = &agent.keys;
-    match request {
-        Request::RequestIdentities => Response::IdentitiesAnswer(
-            for_bound_host(
+    Reply::Response(match request {
+        Request::RequestIdentities => {
+            return Reply::Identities(for_bound_host(
                 keys.identities()
                     .into_iter()
                     .filter(|id| bindings.permits(&id.destinations, None))
                     .collect(),
                 bindings.destination(),
                 agent,
-            )
-            .iter()
-            .map(|id| ssh_agent_lib::proto::Identity {
-                credential: PublicCredential::Key(id.public.clone()),
-                comment: id.comment.clone(),
-            })
-            .collect(),
-        ),
-        Request::SignRequest(request) => sign(request, agent, bindings, client).await,
-        Request::AddIdentity(identity) => add(identity, Vec::new(), keys, bindings),
+            ));
+        }
+        Request::SignRequest(request) => {
+            // (A certificate is read by `ssh_agent::decode`, never here.)
+            let PublicCredential::Key(public) = &request.credential else {
+                return Reply::Response(Response::Failure);
+            };
+            match keys.find(public) {
+                Some(id) => sign(id, request.data, request.flags, agent, bindings, client).await,
+                None => Response::Failure,
+            }
+        }
+        Request::AddIdentity(identity) => add(identity, Vec::new(), None, keys, bindings),
         Request::AddIdConstrained(AddIdentityConstrained {
             identity,
             constraints,
-        }) => add(identity, constraints, keys, bindings),
+        }) => add(identity, constraints, None, keys, bindings),
         // As in OpenSSH, any connection may remove what it can see, and
         // `ssh-add -D` works from anywhere: removal takes capability away
         // and never gives any back (a masked Mesh key stays masked).
@@ -280,6 +303,7 @@ async fn respond(
             PublicCredential::Key(public) => {
                 status(keys.remove(&public, |id| bindings.permits(&id.destinations, None)))
             }
+            // (A certificate is read by `ssh_agent::decode`, never here.)
             PublicCredential::Cert(_) => Response::Failure,
         },
         Request::RemoveAllIdentities => status(keys.remove_all()),
@@ -297,6 +321,33 @@ async fn respond(
         | Request::RemoveSmartcardKey(_)
         | Request::AddSmartcardKeyConstrained(_) => Response::Failure,
         Request::Extension(extension) => self::extension(extension, keys, bindings),
+    })
+}
+
+/// The answer to a request naming a certificate: a certified identity is
+/// added, used and removed as a key is, by its certificate blob.
+async fn respond_cert(
+    request: CertRequest,
+    agent: &Agent,
+    bindings: &Bindings,
+    client: &super::Client,
+) -> Response {
+    let keys = &agent.keys;
+    match request {
+        CertRequest::Add { cert, add: request } => add(
+            request.identity,
+            request.constraints,
+            Some(*cert),
+            keys,
+            bindings,
+        ),
+        CertRequest::Sign { cert, data, flags } => match keys.find_cert(&cert) {
+            Some(id) => sign(id, data, flags, agent, bindings, client).await,
+            None => Response::Failure,
+        },
+        CertRequest::Remove { cert } => {
+            status(keys.remove_cert(&cert, |id| bindings.permits(&id.destinations, None)))
+        }
     }
 }
 
@@ -346,14 +397,17 @@ fn extension(extension: Extension, keys: &Keyring, bindings: &mut Bindings) -> R
     }
 }
 
+/// Add a key, or with `cert` a certified identity of it (the certificate
+/// must be for this key, as OpenSSH requires).
 fn add(
     identity: AddIdentity,
     constraints: Vec<KeyConstraint>,
+    cert: Option<ssh_agent::Cert>,
     keys: &Keyring,
     bindings: &Bindings,
 ) -> Response {
+    // (A certificate is read by `ssh_agent::decode`, never here.)
     let PrivateCredential::Key { privkey, comment } = &identity.credential else {
-        tracing::info!("refusing to add a certificate: not supported");
         return Response::Failure;
     };
     let mut id = match Identity::new(privkey, comment.clone()) {
@@ -363,6 +417,16 @@ fn add(
             return Response::Failure;
         }
     };
+    if let Some(cert) = cert {
+        if cert.key != id.public {
+            tracing::info!(
+                fingerprint = %id.fingerprint(),
+                "refusing a certificate for another key"
+            );
+            return Response::Failure;
+        }
+        id.cert = Some(cert.blob);
+    }
     for constraint in constraints {
         match constraint {
             KeyConstraint::Lifetime(seconds) => {
@@ -385,30 +449,32 @@ fn add(
         }
     }
     let fingerprint = id.fingerprint();
+    let certified = id.cert.is_some();
     let added = keys.add(id, |old| bindings.permits(&old.destinations, None));
     if added {
-        tracing::info!(%fingerprint, "key added");
+        tracing::info!(%fingerprint, certified, "key added");
     } else {
-        tracing::info!(%fingerprint, "key not added: locked, or its copy out of sight");
+        tracing::info!(
+            %fingerprint,
+            certified,
+            "key not added: locked, or its copy out of sight"
+        );
     }
     status(added)
 }
 
+/// Sign `data` with an identity the agent serves, under its constraints.
 async fn sign(
-    request: SignRequest,
+    id: Arc<Identity>,
+    data: Vec<u8>,
+    flags: u32,
     agent: &Agent,
     bindings: &Bindings,
     client: &super::Client,
 ) -> Response {
-    let PublicCredential::Key(public) = &request.credential else {
-        return Response::Failure;
-    };
-    let Some(id) = agent.keys.find(public) else {
-        return Response::Failure;
-    };
     let mut destination = String::new();
     if !id.destinations.is_empty() {
-        match bindings.check_use(&id.destinations, &request.data, &id.public) {
+        match bindings.check_use(&id.destinations, &data, &id.public, id.cert.as_deref()) {
             Ok(user) => destination = format!(" for user \"{user}\" on a listed host"),
             Err(err) => {
                 tracing::warn!(error = %err, "refusing a destination-constrained key");
@@ -429,7 +495,7 @@ async fn sign(
             host: bindings
                 .destination()
                 .map(|host| host_label(host, &agent.known_hosts)),
-            user: ssh_agent::login_user(&request.data, &id.public),
+            user: ssh_agent::login_user(&data, &id.public, id.cert.as_deref()),
             program: client.program.clone(),
             expires_in: std::time::Duration::ZERO,
         };
@@ -440,15 +506,15 @@ async fn sign(
         }
     }
     // A server that took this key, to offer it first there next time.
-    let accepted = bindings.accepted_by(&request.data, &id.public);
+    let accepted = bindings.accepted_by(&data, &id.public, id.cert.as_deref());
     let result = if id.is_rsa() {
         // Milliseconds of big-number work: off the event loop.
-        let (id, data, flags) = (Arc::clone(&id), request.data, request.flags);
+        let id = Arc::clone(&id);
         tokio::task::spawn_blocking(move || id.sign(&data, flags))
             .await
             .unwrap_or(Err(crate::keystore::ssh::KeyError::Sign))
     } else {
-        id.sign(&request.data, request.flags)
+        id.sign(&data, flags)
     };
     match result {
         Ok(signature) => {
@@ -482,6 +548,7 @@ async fn sign(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_agent_lib::proto::SignRequest;
     use ssh_key::{Algorithm, PrivateKey};
 
     fn agent() -> Agent {
@@ -762,6 +829,311 @@ mod tests {
         .await;
         assert!(reaped.is_ok(), "the reaper slept on");
         reaper.abort();
+    }
+
+    /// A user certificate of the Ed25519 `key`, signed by `ca`, valid
+    /// until `valid_before` (`u64::MAX`: forever, what ssh-keygen writes
+    /// without `-V`, which ssh-key cannot build), as ssh-keygen lays it
+    /// out.
+    fn certificate(ca: &PrivateKey, key: &PrivateKey, valid_before: u64) -> Vec<u8> {
+        use signature::Signer as _;
+        let mut out = Vec::new();
+        let ssh_key::public::KeyData::Ed25519(public) = key.public_key().key_data() else {
+            panic!("an Ed25519 key")
+        };
+        "ssh-ed25519-cert-v01@openssh.com"
+            .encode(&mut out)
+            .expect("encodes");
+        [7u8; 32].as_slice().encode(&mut out).expect("nonce");
+        public.0.as_slice().encode(&mut out).expect("key");
+        1u64.encode(&mut out).expect("serial");
+        1u32.encode(&mut out).expect("a user certificate");
+        "key id".encode(&mut out).expect("key id");
+        let mut principals = Vec::new();
+        "user".encode(&mut principals).expect("principal");
+        principals.encode(&mut out).expect("principals");
+        0u64.encode(&mut out).expect("valid after");
+        valid_before.encode(&mut out).expect("valid before");
+        let mut extensions = Vec::new();
+        "permit-pty".encode(&mut extensions).expect("extension");
+        "".encode(&mut extensions).expect("extension");
+        [0u8; 0]
+            .as_slice()
+            .encode(&mut out)
+            .expect("critical options");
+        extensions.encode(&mut out).expect("extensions");
+        [0u8; 0].as_slice().encode(&mut out).expect("reserved");
+        ca.public_key()
+            .key_data()
+            .encode_prefixed(&mut out)
+            .expect("ca");
+        let signature: ssh_key::Signature = ca.try_sign(&out).expect("signs");
+        signature.encode_prefixed(&mut out).expect("signature");
+        out
+    }
+
+    /// `ssh-add` of a key with its certificate: the certified form, as
+    /// ssh-add sends it (the certificate, then the Ed25519 key's private
+    /// fields), with raw constraint bytes.
+    fn add_cert_request(cert: &[u8], key: &PrivateKey, constraints: &[u8]) -> Vec<u8> {
+        let ssh_key::private::KeypairData::Ed25519(pair) = key.key_data() else {
+            panic!("an Ed25519 key")
+        };
+        let mut out = vec![if constraints.is_empty() { 17 } else { 25 }];
+        "ssh-ed25519-cert-v01@openssh.com"
+            .encode(&mut out)
+            .expect("encodes");
+        cert.encode(&mut out).expect("cert");
+        pair.public.0.as_slice().encode(&mut out).expect("pk");
+        let mut secret = pair.private.to_bytes().to_vec();
+        secret.extend_from_slice(&pair.public.0);
+        secret.encode(&mut out).expect("sk");
+        "key-cert".encode(&mut out).expect("comment");
+        out.extend_from_slice(constraints);
+        out
+    }
+
+    fn sign_cert_request(cert: &[u8]) -> Vec<u8> {
+        let mut out = vec![13];
+        cert.encode(&mut out).expect("cert");
+        b"data".as_slice().encode(&mut out).expect("data");
+        0u32.encode(&mut out).expect("flags");
+        out
+    }
+
+    fn remove_cert_request(cert: &[u8]) -> Vec<u8> {
+        let mut out = vec![18];
+        cert.encode(&mut out).expect("cert");
+        out
+    }
+
+    /// The blobs and comments of an identities answer, read by hand
+    /// (ssh-agent-lib cannot read a certificate valid forever).
+    fn identities(frame: &[u8]) -> Vec<(Vec<u8>, String)> {
+        use ssh_agent_lib::ssh_encoding::Decode as _;
+        let mut r = &frame[4..];
+        assert_eq!(u8::decode(&mut r).expect("type"), 12, "{frame:?}");
+        let n = u32::decode(&mut r).expect("count");
+        let out = (0..n)
+            .map(|_| {
+                (
+                    Vec::<u8>::decode(&mut r).expect("blob"),
+                    String::decode(&mut r).expect("comment"),
+                )
+            })
+            .collect();
+        assert!(r.is_empty());
+        out
+    }
+
+    fn blob(key: &PrivateKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        key.public_key().key_data().encode(&mut out).expect("blob");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_certified_key_is_added_listed_used_and_removed_by_its_certificate() {
+        let (ca, user) = (key(), key());
+        let in_an_hour = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("now")
+            .as_secs()
+            + 3600;
+        for valid_before in [in_an_hour, u64::MAX] {
+            let agent = agent();
+            let mut local = Bindings::default();
+            let cert = certificate(&ca, &user, valid_before);
+            // `ssh-add key`: the key, then its certified form.
+            assert_eq!(
+                ask(&agent, &mut local, &add_request(&user, Vec::new())).await,
+                SUCCESS
+            );
+            let add = add_cert_request(&cert, &user, &[]);
+            assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+            // Two identities, as in OpenSSH: the key and the certificate.
+            let listed = identities(&ask(&agent, &mut local, &[11]).await);
+            assert_eq!(
+                listed,
+                [
+                    (blob(&user), "copy".to_owned()),
+                    (cert.clone(), "key-cert".to_owned())
+                ]
+            );
+            // Asked by the certificate, the key signs.
+            let Response::SignResponse(signature) =
+                decoded(&ask(&agent, &mut local, &sign_cert_request(&cert)).await)
+            else {
+                panic!("a signature")
+            };
+            use signature::Verifier as _;
+            user.public_key()
+                .key_data()
+                .verify(b"data", &signature)
+                .expect("the key's signature");
+            // Adding it again replaces it.
+            assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+            assert_eq!(identities(&ask(&agent, &mut local, &[11]).await).len(), 2);
+            // Locked, it is out of sight and out of use.
+            let lock = body(&Request::Lock("pw".into()));
+            assert_eq!(ask(&agent, &mut local, &lock).await, SUCCESS);
+            assert!(identities(&ask(&agent, &mut local, &[11]).await).is_empty());
+            assert_eq!(
+                ask(&agent, &mut local, &sign_cert_request(&cert)).await,
+                FAILURE
+            );
+            assert_eq!(
+                ask(&agent, &mut local, &remove_cert_request(&cert)).await,
+                FAILURE
+            );
+            let unlock = body(&Request::Unlock("pw".into()));
+            assert_eq!(ask(&agent, &mut local, &unlock).await, SUCCESS);
+            // Removed by its certificate, the certified identity goes; the
+            // key stays.
+            let remove = remove_cert_request(&cert);
+            assert_eq!(ask(&agent, &mut local, &remove).await, SUCCESS);
+            assert_eq!(ask(&agent, &mut local, &remove).await, FAILURE);
+            assert_eq!(
+                identities(&ask(&agent, &mut local, &[11]).await),
+                [(blob(&user), "copy".to_owned())]
+            );
+            assert_eq!(
+                ask(&agent, &mut local, &sign_cert_request(&cert)).await,
+                FAILURE
+            );
+            assert!(matches!(
+                decoded(&ask(&agent, &mut local, &sign_request(&user)).await),
+                Response::SignResponse(_)
+            ));
+            // And the other way round: removing the key leaves the
+            // certificate; `ssh-add -D` takes both.
+            assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+            assert_eq!(
+                ask(&agent, &mut local, &remove_request(&user)).await,
+                SUCCESS
+            );
+            assert_eq!(
+                identities(&ask(&agent, &mut local, &[11]).await),
+                [(cert.clone(), "key-cert".to_owned())]
+            );
+            assert_eq!(
+                ask(&agent, &mut local, &add_request(&user, Vec::new())).await,
+                SUCCESS
+            );
+            assert_eq!(ask(&agent, &mut local, &[19]).await, SUCCESS);
+            assert!(identities(&ask(&agent, &mut local, &[11]).await).is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_refused_for_another_key_or_forged() {
+        let (ca, user, other) = (key(), key(), key());
+        let agent = agent();
+        let mut local = Bindings::default();
+        let cert = certificate(&ca, &user, u64::MAX);
+        // The certificate of one key with the private key of another.
+        let add = add_cert_request(&cert, &other, &[]);
+        assert_eq!(ask(&agent, &mut local, &add).await, FAILURE);
+        // A byte changed in what the authority signed.
+        let mut forged = cert.clone();
+        let at = forged.len() / 2;
+        forged[at] ^= 1;
+        let add = add_cert_request(&forged, &user, &[]);
+        assert_eq!(ask(&agent, &mut local, &add).await, FAILURE);
+        // Cut short.
+        let add = add_cert_request(&cert, &user, &[]);
+        assert_eq!(
+            ask(&agent, &mut local, &add[..add.len() - 3]).await,
+            FAILURE
+        );
+        assert!(identities(&ask(&agent, &mut local, &[11]).await).is_empty());
+        // The connection goes on.
+        assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+    }
+
+    #[tokio::test]
+    async fn constraints_apply_to_a_certified_key() {
+        let (ca, user, host) = (key(), key(), key());
+        let cert = certificate(&ca, &user, u64::MAX);
+        // `ssh-add -c`: asked each time; here askpass says no.
+        let mut agent = agent();
+        agent.askpass = Askpass::from_env(|var| match var {
+            "SSH_ASKPASS" => Some("/bin/false".into()),
+            "DISPLAY" => Some(":0".into()),
+            _ => None,
+        });
+        let mut local = Bindings::default();
+        let add = add_cert_request(&cert, &user, &[2]);
+        assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+        assert_eq!(
+            ask(&agent, &mut local, &sign_cert_request(&cert)).await,
+            FAILURE
+        );
+        // `ssh-add -t 0`... a lifetime that has ended: gone.
+        let agent = self::agent();
+        let add = add_cert_request(&cert, &user, &[1, 0, 0, 0, 0]);
+        assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+        assert!(identities(&ask(&agent, &mut local, &[11]).await).is_empty());
+        assert_eq!(agent.keys.reap(), None);
+        assert_eq!(agent.keys.counts(), (0, 0));
+        // `ssh-add -h host`: out of sight on a connection to another host,
+        // and not for signing anything but a log-in there.
+        let mut constraint = Vec::new();
+        let KeyConstraint::Extension(extension) = only_to(&host) else {
+            unreachable!()
+        };
+        KeyConstraint::Extension(extension)
+            .encode(&mut constraint)
+            .expect("encodes");
+        let add = add_cert_request(&cert, &user, &constraint);
+        assert_eq!(ask(&agent, &mut local, &add).await, SUCCESS);
+        assert_eq!(identities(&ask(&agent, &mut local, &[11]).await).len(), 1);
+        assert_eq!(
+            ask(&agent, &mut local, &sign_cert_request(&cert)).await,
+            FAILURE,
+            "local use of a destination-constrained key signs no log-in"
+        );
+        // On a connection `ssh` bound to that host, the log-in it asks
+        // for, offering the certificate, is signed; offering the plain
+        // key instead, it is not.
+        let mut there = Bindings::default();
+        let bind = session_bind(&host, b"session there", false);
+        assert_eq!(ask(&agent, &mut there, &bind).await, SUCCESS);
+        let login = |algorithm: &str, offered: &[u8]| {
+            let mut data = Vec::new();
+            b"session there".as_slice().encode(&mut data).expect("id");
+            50u8.encode(&mut data).expect("userauth request");
+            "git".encode(&mut data).expect("user");
+            "ssh-connection".encode(&mut data).expect("service");
+            "publickey-hostbound-v00@openssh.com"
+                .encode(&mut data)
+                .expect("method");
+            1u8.encode(&mut data).expect("with a signature");
+            algorithm.encode(&mut data).expect("algorithm");
+            offered.encode(&mut data).expect("key");
+            blob(&host).encode(&mut data).expect("host key");
+            let mut out = vec![13];
+            cert.encode(&mut out).expect("cert");
+            data.encode(&mut out).expect("data");
+            0u32.encode(&mut out).expect("flags");
+            out
+        };
+        let signed = login("ssh-ed25519-cert-v01@openssh.com", &cert);
+        assert!(matches!(
+            decoded(&ask(&agent, &mut there, &signed).await),
+            Response::SignResponse(_)
+        ));
+        let plain = login("ssh-ed25519", &blob(&user));
+        assert_eq!(ask(&agent, &mut there, &plain).await, FAILURE);
+        let mut elsewhere = Bindings::default();
+        let bind = session_bind(&key(), b"session elsewhere", false);
+        assert_eq!(ask(&agent, &mut elsewhere, &bind).await, SUCCESS);
+        assert!(identities(&ask(&agent, &mut elsewhere, &[11]).await).is_empty());
+        assert_eq!(
+            ask(&agent, &mut elsewhere, &remove_cert_request(&cert)).await,
+            FAILURE
+        );
+        assert_eq!(agent.keys.counts(), (0, 1));
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The agent's keys: the Mesh's SSH identities and those added with
-//! `ssh-add`, ready to sign.
+//! `ssh-add` (keys, and keys with their OpenSSH certificates: certified
+//! identities), ready to sign.
 //!
 //! Private keys live here and nowhere else in the agent. Each is parsed
 //! and checked once into the form its algorithm signs with (an Ed25519
@@ -218,6 +219,11 @@ pub fn generate_rsa(bits: u32) -> Result<KeypairData, KeyError> {
 pub struct Identity {
     /// The public key, as the agent protocol carries it.
     pub public: KeyData,
+    /// For a certified identity (`ssh-add` of a key with its
+    /// `-cert.pub`), the certificate blob: listed, and asked for, in the
+    /// key's stead. It and the plain key are two identities, as in
+    /// OpenSSH's agent; the signature is the key's either way.
+    pub cert: Option<Vec<u8>>,
     /// The comment `ssh-add -l` shows.
     pub comment: String,
     /// Ask through askpass before each signature.
@@ -247,6 +253,7 @@ impl Identity {
         Ok(Identity {
             public: KeyData::try_from(keypair).map_err(|_| KeyError::Invalid("public"))?,
             signer: Signer::new(keypair)?,
+            cert: None,
             comment,
             confirm: false,
             expires: None,
@@ -265,7 +272,38 @@ impl Identity {
         matches!(self.signer, Signer::Rsa(_))
     }
 
-    /// The OpenSSH fingerprint, `SHA256:...`.
+    /// What the agent lists it by: the certificate blob, or the public
+    /// key's.
+    pub fn blob(&self) -> Vec<u8> {
+        match &self.cert {
+            Some(cert) => cert.clone(),
+            None => {
+                let mut out = Vec::new();
+                // (Encoding into a Vec cannot fail.)
+                let _ = self.public.encode(&mut out);
+                out
+            }
+        }
+    }
+
+    /// Whether it is the plain identity of `public`.
+    fn is_key(&self, public: &KeyData) -> bool {
+        self.cert.is_none() && &self.public == public
+    }
+
+    /// Whether it is the certified identity with this certificate blob.
+    fn is_cert(&self, cert: &[u8]) -> bool {
+        self.cert.as_deref() == Some(cert)
+    }
+
+    /// Whether it is the same identity as `other` (the same key, and the
+    /// same certificate or none).
+    fn same(&self, other: &Identity) -> bool {
+        self.public == other.public && self.cert == other.cert
+    }
+
+    /// The OpenSSH fingerprint, `SHA256:...` (a certificate's is its
+    /// key's, as OpenSSH prints it).
     pub fn fingerprint(&self) -> String {
         self.public.fingerprint(HashAlg::Sha256).to_string()
     }
@@ -353,9 +391,10 @@ impl State {
         self.masked.iter().any(|m| m == public)
     }
 
-    /// The copy `ssh-add` added of a key, if any (expired or not).
+    /// The copy `ssh-add` added of a key, if any (expired or not); not
+    /// a certified identity of it.
     fn added(&self, public: &KeyData) -> Option<&Arc<Identity>> {
-        self.added.iter().find(|id| &id.public == public)
+        self.added.iter().find(|id| id.is_key(public))
     }
 }
 
@@ -423,7 +462,8 @@ impl Keyring {
             .cloned()
             .collect();
         for id in &state.added {
-            if !id.expired(now) && !state.mesh.iter().any(|m| m.public == id.public) {
+            let stands_in = id.cert.is_none() && state.mesh.iter().any(|m| m.public == id.public);
+            if !id.expired(now) && !stands_in {
                 out.push(Arc::clone(id));
             }
         }
@@ -451,7 +491,22 @@ impl Keyring {
             .cloned()
     }
 
-    /// Add a key, or replace the comment and constraints of one already
+    /// The certified identity with this certificate blob, if the agent
+    /// holds it and is not locked.
+    pub fn find_cert(&self, cert: &[u8]) -> Option<Arc<Identity>> {
+        let now = Instant::now();
+        let state = self.state();
+        if state.lock.is_some() {
+            return None;
+        }
+        state
+            .added
+            .iter()
+            .find(|id| id.is_cert(cert) && !id.expired(now))
+            .cloned()
+    }
+
+    /// Add a key (or a certified key), or replace the comment and constraints of one already
     /// added, keeping its place. Refused when locked, and, as OpenSSH
     /// does, when the copy it would replace is not `visible` on the
     /// asking connection. A constrained copy of a Mesh key masks it.
@@ -463,23 +518,24 @@ impl Keyring {
                 return false;
             }
             if state
-                .added(&identity.public)
+                .added
+                .iter()
+                .find(|old| old.same(&identity))
                 .is_some_and(|old| !visible(old))
             {
                 return false;
             }
+            // (A certified identity is not the Mesh's key: it masks
+            // nothing.)
             if identity.is_constrained()
+                && identity.cert.is_none()
                 && !state.is_masked(&identity.public)
                 && state.mesh.iter().any(|m| m.public == identity.public)
             {
                 state.masked.push(identity.public.clone());
             }
             let identity = Arc::new(identity);
-            match state
-                .added
-                .iter_mut()
-                .find(|id| id.public == identity.public)
-            {
+            match state.added.iter_mut().find(|id| id.same(&identity)) {
                 Some(slot) => *slot = identity,
                 None => state.added.push(identity),
             }
@@ -495,11 +551,25 @@ impl Keyring {
     /// key stays: it leaves with `mesh ssh delete`; and a masked one stays
     /// masked.
     pub fn remove(&self, public: &KeyData, visible: impl FnOnce(&Identity) -> bool) -> bool {
+        self.remove_where(|id| id.is_key(public), visible)
+    }
+
+    /// Forget a certified identity, as [`Keyring::remove`] does a key
+    /// (the plain key, if added, stays, as in OpenSSH).
+    pub fn remove_cert(&self, cert: &[u8], visible: impl FnOnce(&Identity) -> bool) -> bool {
+        self.remove_where(|id| id.is_cert(cert), visible)
+    }
+
+    fn remove_where(
+        &self,
+        which: impl Fn(&Identity) -> bool,
+        visible: impl FnOnce(&Identity) -> bool,
+    ) -> bool {
         let mut state = self.state();
         if state.lock.is_some() {
             return false;
         }
-        let Some(at) = state.added.iter().position(|id| &id.public == public) else {
+        let Some(at) = state.added.iter().position(|id| which(id)) else {
             return false;
         };
         if !state.added.get(at).is_some_and(|id| visible(id)) {
@@ -930,6 +1000,42 @@ mod tests {
         // A new key has no old copy to be seen.
         assert!(ring.add(identity(&key(Algorithm::Ed25519)), |_| false));
         assert!(ring.remove(&public, anywhere));
+    }
+
+    #[test]
+    fn a_certified_identity_stands_beside_the_key_and_masks_nothing() {
+        let mesh = key(Algorithm::Ed25519);
+        let public = mesh.public_key().key_data().clone();
+        let ring = Keyring::default();
+        ring.set_mesh(vec![identity(&mesh)]);
+        let mut certified = identity(&mesh);
+        certified.cert = Some(b"a certificate".to_vec());
+        certified.confirm = true;
+        assert!(ring.add(certified, anywhere));
+        // Both served: the Mesh's key as it was, and the certificate.
+        let ids = ring.identities();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].cert.is_none() && !ids[0].confirm);
+        assert_eq!(ids[1].blob(), b"a certificate");
+        assert!(ring.find(&public).is_some_and(|id| id.cert.is_none()));
+        assert!(ring.find_cert(b"a certificate").is_some());
+        assert!(ring.find_cert(b"another").is_none());
+        // Removing the key by its public half leaves the certificate;
+        // removing the certificate leaves the Mesh key unmasked.
+        assert!(!ring.remove(&public, anywhere));
+        assert!(ring.remove_cert(b"a certificate", anywhere));
+        assert!(!ring.remove_cert(b"a certificate", anywhere));
+        assert_eq!(listed(&ring), vec![public.clone()]);
+        assert!(ring.find(&public).is_some());
+        // A plain copy and a certified one are two identities.
+        let mut certified = identity(&mesh);
+        certified.cert = Some(b"a certificate".to_vec());
+        assert!(ring.add(certified, anywhere));
+        assert!(ring.add(identity(&mesh), anywhere));
+        assert_eq!(ring.counts(), (1, 2));
+        assert!(ring.remove(&public, anywhere));
+        assert_eq!(ring.counts(), (1, 1));
+        assert!(ring.find_cert(b"a certificate").is_some());
     }
 
     #[test]

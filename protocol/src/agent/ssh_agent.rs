@@ -13,8 +13,8 @@
 //! end of a forwarding may use the key to go further, not to log in to
 //! itself).
 
-use ssh_agent_lib::proto::Request;
 use ssh_agent_lib::proto::extension::{DestinationConstraint, HostTuple, SessionBind};
+use ssh_agent_lib::proto::{AddIdentityConstrained, Request};
 use ssh_agent_lib::ssh_encoding::Decode as _;
 use ssh_key::public::KeyData;
 
@@ -28,8 +28,43 @@ pub const MAX_FRAME: usize = 256 * 1024;
 pub enum Decoded {
     /// A request we understand.
     Request(Box<Request>),
+    /// A request naming an OpenSSH certificate, read here (see [`Cert`]).
+    Cert(Box<CertRequest>),
     /// A message type we do not know: answer FAILURE, keep the connection.
     Unknown(u8),
+}
+
+/// A request that names an OpenSSH certificate (PROTOCOL.agent; the
+/// private form of a certified key is OpenSSH's `sshkey_private_serialize`
+/// of it: the certificate, then the key's private fields).
+#[derive(Debug)]
+pub enum CertRequest {
+    /// SSH_AGENTC_ADD_IDENTITY or SSH_AGENTC_ADD_ID_CONSTRAINED of a
+    /// certificate and its private key: the certificate (its authority's
+    /// signature checked), and the request as it would add the plain key,
+    /// its public fields taken from the certificate, the rest as sent.
+    /// Whether the private key is the certificate's key is the caller's
+    /// to check (the private half may carry a public key of its own).
+    Add {
+        /// The certificate.
+        cert: Box<Cert>,
+        /// The key, comment and constraints (none for ADD_IDENTITY).
+        add: Box<AddIdentityConstrained>,
+    },
+    /// SSH_AGENTC_SIGN_REQUEST naming a certificate blob.
+    Sign {
+        /// The certificate blob as sent.
+        cert: Vec<u8>,
+        /// What to sign.
+        data: Vec<u8>,
+        /// The sign-request flags.
+        flags: u32,
+    },
+    /// SSH_AGENTC_REMOVE_IDENTITY naming a certificate blob.
+    Remove {
+        /// The certificate blob as sent.
+        cert: Vec<u8>,
+    },
 }
 
 /// Decode one frame's body (without its length prefix). An error means
@@ -39,7 +74,17 @@ pub enum Decoded {
 /// P-521 key in four that ssh-keygen makes, one in 256 for P-256 and
 /// P-384) is a minimal mpint, which OpenSSH reads and ssh-key does not:
 /// it is widened to the field's length first ([`widen_ecdsa_scalar`]).
+///
+/// A request naming a certificate is read here, not by ssh-agent-lib
+/// ([`CertRequest`]).
 pub fn decode(body: &[u8]) -> Result<Decoded, ssh_agent_lib::proto::Error> {
+    if let Some(request) = cert_request(body) {
+        return request
+            .map(|request| Decoded::Cert(Box::new(request)))
+            .ok_or(ssh_agent_lib::proto::Error::SshKey(
+                ssh_key::Error::FormatEncoding,
+            ));
+    }
     let widened = widen_ecdsa_scalar(body);
     let body = widened.as_deref().map_or(body, |w| w.as_slice());
     match Request::decode(&mut &body[..]) {
@@ -51,19 +96,123 @@ pub fn decode(body: &[u8]) -> Result<Decoded, ssh_agent_lib::proto::Error> {
     }
 }
 
+/// SSH2_AGENT_IDENTITIES_ANSWER.
+const IDENTITIES_ANSWER: u8 = 12;
+
+/// Encode SSH2_AGENT_IDENTITIES_ANSWER (draft-miller-ssh-agent,
+/// "Requesting a list of keys"): each identity's blob, a key's or a
+/// certificate's as it was added, and its comment. Here rather than by
+/// ssh-agent-lib, whose answer cannot carry every certificate (see
+/// [`Cert`]); byte for byte what it writes for keys.
+pub fn encode_identities<B: AsRef<[u8]>, S: AsRef<str>>(
+    identities: impl ExactSizeIterator<Item = (B, S)>,
+    out: &mut Vec<u8>,
+) -> Result<(), ssh_agent_lib::ssh_encoding::Error> {
+    use ssh_agent_lib::ssh_encoding::Encode as _;
+    IDENTITIES_ANSWER.encode(out)?;
+    u32::try_from(identities.len())
+        .map_err(|_| ssh_agent_lib::ssh_encoding::Error::Overflow)?
+        .encode(out)?;
+    for (blob, comment) in identities {
+        blob.as_ref().encode(out)?;
+        comment.as_ref().encode(out)?;
+    }
+    Ok(())
+}
+
 /// SSH_AGENTC_ADD_IDENTITY and SSH_AGENTC_ADD_ID_CONSTRAINED.
 const ADD_IDENTITY: [u8; 2] = [17, 25];
+/// SSH_AGENTC_SIGN_REQUEST.
+const SIGN_REQUEST: u8 = 13;
+/// SSH_AGENTC_REMOVE_IDENTITY.
+const REMOVE_IDENTITY: u8 = 18;
+
+/// The request a body names a certificate in: `None` if it names none
+/// (not an add, sign or remove, or one of a plain key: ssh-agent-lib
+/// reads it), `Some(None)` if it does and is malformed.
+fn cert_request(body: &[u8]) -> Option<Option<CertRequest>> {
+    let is_cert = |name: &[u8]| name.ends_with(CERT_SUFFIX.as_bytes());
+    let (&kind, rest) = body.split_first()?;
+    if kind == SIGN_REQUEST || kind == REMOVE_IDENTITY {
+        let (blob, rest) = string(rest)?;
+        let (name, _) = string(blob)?;
+        if !is_cert(name) {
+            return None;
+        }
+        let cert = blob.to_vec();
+        if kind == REMOVE_IDENTITY {
+            return Some(rest.is_empty().then_some(CertRequest::Remove { cert }));
+        }
+        let sign = || {
+            let (data, rest) = string(rest)?;
+            let flags = u32::from_be_bytes(rest.try_into().ok()?);
+            Some(CertRequest::Sign {
+                cert,
+                data: data.to_vec(),
+                flags,
+            })
+        };
+        return Some(sign());
+    }
+    if !ADD_IDENTITY.contains(&kind) {
+        return None;
+    }
+    let (name, rest) = string(rest)?;
+    if !is_cert(name) {
+        return None;
+    }
+    Some(add_cert(kind, name, rest))
+}
+
+/// An add of a certificate (`name` is the algorithm the message names,
+/// `rest` what follows it), as [`CertRequest::Add`].
+fn add_cert(kind: u8, name: &[u8], rest: &[u8]) -> Option<CertRequest> {
+    use ssh_agent_lib::ssh_encoding::Encode as _;
+    let (blob, rest) = string(rest)?;
+    let cert = Cert::read(blob)?;
+    // The message names the certificate's type (OpenSSH:
+    // SSH_ERR_KEY_CERT_MISMATCH otherwise, the curve included).
+    let plain = std::str::from_utf8(name).ok()?.strip_suffix(CERT_SUFFIX)?;
+    if !same_family(plain, &cert.key) {
+        return None;
+    }
+    // The plain key's add: its name and the public fields its private
+    // form carries (Ed25519: none, its private half has its own; ECDSA:
+    // curve and point; RSA: n and e), then the private fields as sent.
+    let mut body = zeroize::Zeroizing::new(Vec::with_capacity(rest.len() + blob.len() + 1));
+    body.push(kind);
+    match &cert.key {
+        KeyData::Ed25519(_) => cert.key.algorithm().as_str().encode(&mut *body).ok()?,
+        KeyData::Ecdsa(_) => cert.key.encode(&mut *body).ok()?,
+        KeyData::Rsa(rsa) => {
+            cert.key.algorithm().as_str().encode(&mut *body).ok()?;
+            rsa.n.encode(&mut *body).ok()?;
+            rsa.e.encode(&mut *body).ok()?;
+        }
+        _ => return None,
+    }
+    body.extend_from_slice(rest);
+    let Ok(Decoded::Request(request)) = decode(&body) else {
+        return None;
+    };
+    let add = match *request {
+        Request::AddIdentity(identity) => AddIdentityConstrained {
+            identity,
+            constraints: Vec::new(),
+        },
+        Request::AddIdConstrained(add) => add,
+        _ => return None,
+    };
+    Some(CertRequest::Add {
+        cert: Box::new(cert),
+        add: Box::new(add),
+    })
+}
 
 /// An add-identity message whose ECDSA scalar is shorter than its curve's
 /// field, with the scalar left-padded with zeros to the field's length;
 /// `None` for any other message (left as it is).
 pub fn widen_ecdsa_scalar(body: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-    /// One SSH string: its length and bytes, and what follows.
-    fn string(at: &[u8]) -> Option<(&[u8], &[u8])> {
-        let (len, rest) = at.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-        (rest.len() >= len).then(|| rest.split_at(len))
-    }
     let (kind, rest) = body.split_first()?;
     if !ADD_IDENTITY.contains(kind) {
         return None;
@@ -175,10 +324,7 @@ struct HostKey {
     cert: Option<HostCert>,
 }
 
-/// What the agent reads of an OpenSSH host certificate (PROTOCOL.certkeys).
-/// Read here rather than by ssh-key, which cannot represent a certificate
-/// valid forever (`valid before` 2^64-1, what ssh-keygen writes by
-/// default) and refuses it.
+/// What the agent keeps of an OpenSSH host certificate (PROTOCOL.certkeys).
 #[derive(Debug, Clone)]
 struct HostCert {
     /// The authority that signed it.
@@ -191,12 +337,68 @@ impl HostCert {
     /// Read a certificate blob: `Some((its key, the certificate))` for a
     /// host certificate its authority signed, valid at `now`.
     fn read(blob: &[u8], now: u64) -> Option<(KeyData, HostCert)> {
+        let cert = Cert::read(blob)?;
+        if cert.kind != Cert::HOST || now < cert.valid_after || now >= cert.valid_before {
+            return None;
+        }
+        Some((
+            cert.key,
+            HostCert {
+                ca: cert.ca,
+                principals: cert.principals,
+            },
+        ))
+    }
+}
+
+/// The suffix of a certificate's algorithm name (PROTOCOL.certkeys).
+const CERT_SUFFIX: &str = "-cert-v01@openssh.com";
+
+/// An OpenSSH certificate (PROTOCOL.certkeys), as the agent reads it:
+/// the blob whole (the agent lists a certified identity by it and finds
+/// it by it, byte for byte, as OpenSSH's `sshkey_equal` compares
+/// certificates) and the fields the agent uses. Read here rather than by
+/// ssh-key, which cannot represent a certificate valid forever (`valid
+/// before` 2^64-1, what ssh-keygen writes without `-V`) and refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cert {
+    /// The certificate as it came.
+    pub blob: Vec<u8>,
+    /// The certified key.
+    pub key: KeyData,
+    /// [`Cert::USER`] or [`Cert::HOST`].
+    pub kind: u32,
+    /// The names it is for (none: any).
+    pub principals: Vec<String>,
+    /// Valid from then (seconds since the epoch)...
+    pub valid_after: u64,
+    /// ... until just before then; `u64::MAX` is forever.
+    pub valid_before: u64,
+    /// The authority that signed it.
+    pub ca: KeyData,
+}
+
+impl Cert {
+    /// SSH2_CERT_TYPE_USER.
+    pub const USER: u32 = 1;
+    /// SSH2_CERT_TYPE_HOST.
+    pub const HOST: u32 = 2;
+    /// OpenSSH's limit on principals (`SSHKEY_CERT_MAX_PRINCIPALS`).
+    pub const MAX_PRINCIPALS: usize = 256;
+
+    /// Read a certificate blob, as OpenSSH's `cert_parse` does: a user or
+    /// host certificate of an Ed25519, ECDSA or RSA key, with well-formed
+    /// options and extensions, signed by its authority, nothing after it.
+    /// Validity is not checked here (OpenSSH checks it where a
+    /// certificate is relied on, not where one is read).
+    pub fn read(blob: &[u8]) -> Option<Cert> {
         use signature::Verifier as _;
         use ssh_agent_lib::ssh_encoding::Encode as _;
         let mut r = blob;
         let algorithm = String::decode(&mut r).ok()?;
-        let plain = algorithm.strip_suffix("-cert-v01@openssh.com")?;
-        let _nonce = Vec::<u8>::decode(&mut r).ok()?;
+        let plain = algorithm.strip_suffix(CERT_SUFFIX)?;
+        let (_nonce, rest) = string(r)?;
+        r = rest;
         // The key's own fields, as its plain blob has them after the name.
         let fields = match plain {
             "ssh-ed25519" => 1,
@@ -207,36 +409,67 @@ impl HostCert {
         let mut key_blob = Vec::new();
         plain.encode(&mut key_blob).ok()?;
         for _ in 0..fields {
-            Vec::<u8>::decode(&mut r).ok()?.encode(&mut key_blob).ok()?;
+            let (field, rest) = string(r)?;
+            r = rest;
+            field.encode(&mut key_blob).ok()?;
         }
         let key = KeyData::decode(&mut key_blob.as_slice()).ok()?;
         let _serial = u64::decode(&mut r).ok()?;
         let kind = u32::decode(&mut r).ok()?;
-        let _key_id = String::decode(&mut r).ok()?;
-        let principals_blob = Vec::<u8>::decode(&mut r).ok()?;
+        let (_key_id, rest) = string(r)?;
+        let (principals_blob, rest) = string(rest)?;
+        r = rest;
         let valid_after = u64::decode(&mut r).ok()?;
         let valid_before = u64::decode(&mut r).ok()?;
-        let _critical = Vec::<u8>::decode(&mut r).ok()?;
-        let _extensions = Vec::<u8>::decode(&mut r).ok()?;
-        let _reserved = Vec::<u8>::decode(&mut r).ok()?;
-        let ca_blob = Vec::<u8>::decode(&mut r).ok()?;
-        let signed = blob.get(..blob.len() - r.len())?;
-        let signature = Vec::<u8>::decode(&mut r).ok()?;
-        /// SSH2_CERT_TYPE_HOST.
-        const HOST: u32 = 2;
-        if !r.is_empty() || kind != HOST || now < valid_after || now >= valid_before {
+        let (critical, rest) = string(r)?;
+        let (extensions, rest) = string(rest)?;
+        let (_reserved, rest) = string(rest)?;
+        let (ca_blob, rest) = string(rest)?;
+        let signed = blob.get(..blob.len() - rest.len())?;
+        let (signature, rest) = string(rest)?;
+        if !rest.is_empty() || (kind != Cert::USER && kind != Cert::HOST) {
             return None;
         }
-        let ca = KeyData::decode(&mut ca_blob.as_slice()).ok()?;
-        let signature = ssh_key::Signature::decode(&mut signature.as_slice()).ok()?;
-        ca.verify(signed, &signature).ok()?;
-        let mut principals = Vec::new();
-        let mut rest = principals_blob.as_slice();
-        while !rest.is_empty() {
-            principals.push(String::decode(&mut rest).ok()?);
+        // Options and extensions are pairs of strings.
+        for mut list in [critical, extensions] {
+            while !list.is_empty() {
+                let (_name, rest) = string(list)?;
+                let (_data, rest) = string(rest)?;
+                list = rest;
+            }
         }
-        Some((key, HostCert { ca, principals }))
+        let mut principals = Vec::new();
+        let mut list = principals_blob;
+        while !list.is_empty() {
+            if principals.len() >= Cert::MAX_PRINCIPALS {
+                return None;
+            }
+            let (principal, rest) = string(list)?;
+            principals.push(String::from_utf8(principal.to_vec()).ok()?);
+            list = rest;
+        }
+        let ca = KeyData::decode(&mut &ca_blob[..]).ok()?;
+        let signature = ssh_key::Signature::decode(&mut &signature[..]).ok()?;
+        ca.verify(signed, &signature).ok()?;
+        Some(Cert {
+            blob: blob.to_vec(),
+            key,
+            kind,
+            principals,
+            valid_after,
+            valid_before,
+            ca,
+        })
     }
+}
+
+/// One SSH string: its bytes, and what follows; `None` if cut short.
+/// (A slice of the input: nothing is allocated for a length read from
+/// the wire.)
+fn string(at: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = at.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 impl HostKey {
@@ -402,9 +635,11 @@ impl Bindings {
     /// session bound last on this connection, naming that session's host
     /// key (ssh asks for the signature only after the server said it
     /// would take the key). `None` for anything else.
-    pub fn accepted_by(&self, data: &[u8], key: &KeyData) -> Option<KeyData> {
+    /// `cert` is the certificate blob when the identity is a certified
+    /// one (the request then offers the certificate).
+    pub fn accepted_by(&self, data: &[u8], key: &KeyData, cert: Option<&[u8]>) -> Option<KeyData> {
         let last = self.hops.last()?;
-        let request = UserAuth::parse(data, key)?;
+        let request = UserAuth::parse(data, key, cert)?;
         (request.session_id == last.session_id
             && request.host_key.as_deref() == Some(last.host_key.blob.as_slice()))
         .then(|| last.host_key.key.clone())
@@ -413,15 +648,18 @@ impl Bindings {
     /// Check a sign request for a key with these constraints: it must be
     /// a user-authentication request for the session bound last, to the
     /// host of that session, as a user the constraints allow. Returns the
-    /// user it logs in as.
+    /// user it logs in as. `cert` is the certificate blob when the
+    /// identity is a certified one (the request then offers the
+    /// certificate).
     pub fn check_use(
         &self,
         constraints: &[DestinationConstraint],
         data: &[u8],
         key: &KeyData,
+        cert: Option<&[u8]>,
     ) -> Result<String, UseError> {
         let last = self.hops.last().ok_or(UseError::Unbound)?;
-        let request = UserAuth::parse(data, key).ok_or(UseError::NotUserAuth)?;
+        let request = UserAuth::parse(data, key, cert).ok_or(UseError::NotUserAuth)?;
         self.allows(constraints, Some(&request.user))?;
         if request.session_id != last.session_id {
             return Err(UseError::OtherSession);
@@ -435,10 +673,10 @@ impl Bindings {
     }
 }
 
-/// The user a sign request for `key` logs in as, when it is an SSH
-/// user-authentication request.
-pub fn login_user(data: &[u8], key: &KeyData) -> Option<String> {
-    UserAuth::parse(data, key).map(|request| request.user)
+/// The user a sign request for `key` (or its certificate `cert`) logs in
+/// as, when it is an SSH user-authentication request.
+pub fn login_user(data: &[u8], key: &KeyData, cert: Option<&[u8]>) -> Option<String> {
+    UserAuth::parse(data, key, cert).map(|request| request.user)
 }
 
 /// Whether some constraint allows the hop `from` -> `to` (as `user`).
@@ -506,8 +744,10 @@ struct UserAuth {
 impl UserAuth {
     /// Parse the data of a sign request; `None` unless it is exactly a
     /// public-key authentication request with a signature, for the
-    /// "ssh-connection" service, with this key.
-    fn parse(data: &[u8], key: &KeyData) -> Option<UserAuth> {
+    /// "ssh-connection" service, with this key (with this certificate of
+    /// it, for a certified identity: the same blob, an algorithm of its
+    /// type, as OpenSSH's `sshkey_equal` and `sshkey_type_from_name`).
+    fn parse(data: &[u8], key: &KeyData, cert: Option<&[u8]>) -> Option<UserAuth> {
         /// SSH_MSG_USERAUTH_REQUEST.
         const USERAUTH_REQUEST: u8 = 50;
         let mut reader = data;
@@ -519,13 +759,23 @@ impl UserAuth {
         let has_signature = u8::decode(&mut reader).ok()?;
         let algorithm = String::decode(&mut reader).ok()?;
         let blob = Vec::<u8>::decode(&mut reader).ok()?;
-        let offered = KeyData::decode(&mut blob.as_slice()).ok()?;
+        let offered = match cert {
+            Some(cert) => {
+                blob == cert
+                    && algorithm
+                        .strip_suffix(CERT_SUFFIX)
+                        .is_some_and(|plain| same_family(plain, key))
+            }
+            None => {
+                KeyData::decode(&mut blob.as_slice()).ok().as_ref() == Some(key)
+                    && same_family(&algorithm, key)
+            }
+        };
         if session_id.is_empty()
             || kind != USERAUTH_REQUEST
             || has_signature != 1
             || service != "ssh-connection"
-            || &offered != key
-            || !same_family(&algorithm, key)
+            || !offered
         {
             return None;
         }
@@ -596,6 +846,101 @@ mod tests {
         let plain = blob(include_str!("testdata/host-key.pub"));
         assert!(HostKey::decode(plain, NOW).is_some_and(|h| h.cert.is_none()));
     }
+    #[test]
+    fn certificates_are_read_whatever_their_validity() {
+        let forever = blob(include_str!("testdata/host-cert-forever.pub"));
+        let cert = Cert::read(&forever).expect("read");
+        assert_eq!(cert.kind, Cert::HOST);
+        assert_eq!(cert.valid_before, u64::MAX);
+        assert_eq!(cert.blob, forever);
+        // Expired, it is still a certificate (validity is for its user).
+        let expired = blob(include_str!("testdata/host-cert-expired.pub"));
+        assert!(Cert::read(&expired).is_some());
+        // Nothing may follow it.
+        let mut longer = forever.clone();
+        longer.push(0);
+        assert!(Cert::read(&longer).is_none());
+        // A plain key is no certificate.
+        assert!(Cert::read(&blob(include_str!("testdata/host-key.pub"))).is_none());
+    }
+
+    /// A message: its type, then SSH strings.
+    fn message(kind: u8, strings: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![kind];
+        for s in strings {
+            s.encode(&mut out).expect("encode");
+        }
+        out
+    }
+
+    #[test]
+    fn requests_naming_a_certificate_are_read_here() {
+        let cert = blob(include_str!("testdata/host-cert-forever.pub"));
+        let mut sign = message(13, &[&cert, b"data"]);
+        sign.extend_from_slice(&4u32.to_be_bytes());
+        match decode(&sign) {
+            Ok(Decoded::Cert(request)) => match *request {
+                CertRequest::Sign {
+                    cert: named,
+                    data,
+                    flags,
+                } => assert_eq!((named, data, flags), (cert.clone(), b"data".to_vec(), 4)),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        let remove = message(18, &[&cert]);
+        assert!(matches!(
+            decode(&remove),
+            Ok(Decoded::Cert(request)) if matches!(*request, CertRequest::Remove { .. })
+        ));
+        // Cut short, or with bytes after: malformed.
+        for bad in [&sign[..sign.len() - 1], &[sign.as_slice(), &[0]].concat()] {
+            assert!(decode(bad).is_err());
+        }
+        assert!(decode(&[remove.as_slice(), &[0]].concat()).is_err());
+        // An add naming another type than the certificate's (an Ed25519
+        // certificate), or with no key after it.
+        // (A key of its own: which key the certificate is for is the
+        // agent's to check.)
+        let ssh_key::private::KeypairData::Ed25519(pair) = host().key_data().clone() else {
+            unreachable!()
+        };
+        let pk = pair.public.0;
+        let sk = [pair.private.to_bytes(), pk].concat();
+        let add = |name: &[u8]| message(17, &[name, &cert, &pk, &sk, b"comment"]);
+        assert!(matches!(
+            decode(&add(b"ssh-ed25519-cert-v01@openssh.com")),
+            Ok(Decoded::Cert(request)) if matches!(*request, CertRequest::Add { .. })
+        ));
+        assert!(decode(&add(b"ecdsa-sha2-nistp256-cert-v01@openssh.com")).is_err());
+        let add = message(17, &[b"ssh-ed25519-cert-v01@openssh.com", &cert]);
+        assert!(decode(&add).is_err());
+        // Its plain key's requests go to ssh-agent-lib.
+        let key = blob(include_str!("testdata/host-key.pub"));
+        let mut sign = message(13, &[&key, b"data"]);
+        sign.extend_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(decode(&sign), Ok(Decoded::Request(_))));
+    }
+
+    #[test]
+    fn the_identities_answer_is_what_ssh_agent_lib_writes_for_keys() {
+        let key =
+            ssh_key::PublicKey::from_openssh(include_str!("testdata/host-key.pub")).expect("key");
+        let answer = ssh_agent_lib::proto::Response::IdentitiesAnswer(vec![
+            ssh_agent_lib::proto::Identity {
+                credential: ssh_agent_lib::proto::PublicCredential::Key(key.key_data().clone()),
+                comment: "a key".into(),
+            },
+        ]);
+        let mut theirs = Vec::new();
+        answer.encode(&mut theirs).expect("encode");
+        let mut ours = Vec::new();
+        let blob = blob(include_str!("testdata/host-key.pub"));
+        encode_identities([(blob, "a key")].into_iter(), &mut ours).expect("encode");
+        assert_eq!(ours, theirs);
+    }
+
     use rand_core::OsRng;
     use ssh_agent_lib::proto::extension::KeySpec;
     use ssh_agent_lib::ssh_encoding::Encode as _;
@@ -679,21 +1024,22 @@ mod tests {
         assert!(!to_a.permits(&constraints, Some("root")));
         let data = userauth(b"sid-a", "git", &user_key, Some(a.public_key().key_data()));
         assert_eq!(
-            to_a.check_use(&constraints, &data, &user_key).as_deref(),
+            to_a.check_use(&constraints, &data, &user_key, None)
+                .as_deref(),
             Ok("git")
         );
         let as_root = userauth(b"sid-a", "root", &user_key, Some(a.public_key().key_data()));
         assert_eq!(
-            to_a.check_use(&constraints, &as_root, &user_key),
+            to_a.check_use(&constraints, &as_root, &user_key, None),
             Err(UseError::Refused)
         );
         let stale = userauth(b"sid-old", "git", &user_key, None);
         assert_eq!(
-            to_a.check_use(&constraints, &stale, &user_key),
+            to_a.check_use(&constraints, &stale, &user_key, None),
             Err(UseError::OtherSession)
         );
         assert_eq!(
-            to_a.check_use(&constraints, b"not a request", &user_key),
+            to_a.check_use(&constraints, b"not a request", &user_key, None),
             Err(UseError::NotUserAuth)
         );
         // No second binding after one for authentication.
@@ -733,14 +1079,14 @@ mod tests {
         assert!(!via_a.permits(&a_then_b, Some("u")));
         let to_a_itself = userauth(b"sid-a", "u", &user_key, Some(a.public_key().key_data()));
         assert_eq!(
-            via_a.check_use(&a_then_b, &to_a_itself, &user_key),
+            via_a.check_use(&a_then_b, &to_a_itself, &user_key, None),
             Err(UseError::ForwardingHop)
         );
         let mut direct = Bindings::default();
         assert!(direct.bind(&bind(&a, b"sid-a", false), NOW).is_ok());
         assert_eq!(
             direct
-                .check_use(&a_then_b, &to_a_itself, &user_key)
+                .check_use(&a_then_b, &to_a_itself, &user_key, None)
                 .as_deref(),
             Ok("u"),
             "the same request on a connection bound for authentication"
