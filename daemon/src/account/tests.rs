@@ -520,13 +520,7 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
     );
 
     // ... so the phone runs other code, with its own keys.
-    let mut phone_raw = Account::open(Settings {
-        paths: paths.clone(),
-        keyring: Some("file".into()),
-        session_bus: false,
-        connector: connector(&service, false, None),
-    })
-    .expect("the phone's account");
+    let mut phone_raw = raw_account(&service, paths.clone());
     let app_key = phone_raw
         .store_key(Store::Application)
         .expect("a key")
@@ -629,6 +623,18 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
     assert!(laptop.handle.certificates().borrow().openpgp.is_empty());
 }
 
+/// A second `Account` on a device's directory, outside its task: what
+/// the device running other code can do.
+fn raw_account(service: &Arc<Service>, paths: Paths) -> Account {
+    Account::open(Settings {
+        paths,
+        keyring: Some("file".into()),
+        session_bus: false,
+        connector: connector(service, false, None),
+    })
+    .expect("the device's account")
+}
+
 /// A device's own directory, so that a second `Account` can open it.
 fn device_paths(dir: &Path) -> Paths {
     Paths {
@@ -664,13 +670,7 @@ async fn revocation_rotates_the_store_keys() {
         .expect("accepted");
     tablet.run(Command::ConnectStatus).await.expect("polled");
     // Every store key the phone holds before it is revoked.
-    let phone_raw = Account::open(Settings {
-        paths: phone_paths,
-        keyring: Some("file".into()),
-        session_bus: false,
-        connector: connector(&service, false, None),
-    })
-    .expect("the phone's account");
+    let phone_raw = raw_account(&service, phone_paths);
     let held: Vec<String> = phone_raw
         .activation()
         .expect("active")
@@ -695,13 +695,7 @@ async fn revocation_rotates_the_store_keys() {
         .expect("written after the revocation");
 
     // The new entry is sealed to no key the phone ever held.
-    let laptop_raw = Account::open(Settings {
-        paths: device_paths(data_dir(&laptop)),
-        keyring: Some("file".into()),
-        session_bus: false,
-        connector: connector(&service, false, None),
-    })
-    .expect("the laptop's account");
+    let laptop_raw = raw_account(&service, device_paths(data_dir(&laptop)));
     let written = laptop_raw.live(Store::Credential)["git:https://example.com"].index;
     let frame = laptop_raw
         .replicas
@@ -808,13 +802,7 @@ async fn only_another_device_answers_an_approval_request() {
 
     // The phone, running other code, answers its own request, and files
     // a request under the laptop's name.
-    let mut phone_raw = Account::open(Settings {
-        paths: paths.clone(),
-        keyring: Some("file".into()),
-        session_bus: false,
-        connector: connector(&service, false, None),
-    })
-    .expect("the phone's account");
+    let mut phone_raw = raw_account(&service, paths.clone());
     let app_key = phone_raw
         .store_key(Store::Application)
         .expect("a key")
