@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
-use crate::keystore::gpg::{GpgKeyError, GpgKeyring, hash_algorithm};
+use crate::keystore::gpg::{GenkeyError, GpgKey, GpgKeyError, GpgKeyring, hash_algorithm};
+use crate::keystore::transfer::{self, Transfer, TransferError};
 
 /// How many gpg connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -69,6 +70,27 @@ pub fn calibrated_s2k_count() -> u64 {
     (scaled / 1024 * 1024).clamp(FLOOR, CEILING)
 }
 
+/// The largest `(genkey ...)` GENKEY takes (gpg-agent's MAXLEN_KEYPARAM).
+pub const MAX_KEYPARAM: usize = 1024;
+
+/// The longest passphrase taken (gpg-agent's MAX_PASSPHRASE_LEN).
+pub const MAX_PASSPHRASE: usize = 255;
+
+/// Where keys made or imported through gpg go: into the account, once
+/// gpg has written their certificate, by the task [`settle`] runs.
+pub struct Adds {
+    /// Why this device may not add keys to the account, if it may not.
+    pub refusal: Box<dyn Fn() -> Option<&'static str> + Send + Sync>,
+    /// Wakes the task that hands the pending keys to the account.
+    pub settle: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl std::fmt::Debug for Adds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adds").finish_non_exhaustive()
+    }
+}
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Server {
@@ -85,6 +107,8 @@ pub struct Server {
     pub askpass: crate::keystore::confirm::Askpass,
     /// Where each signature and decryption is reported (the usage log).
     pub usage: super::UsageLog,
+    /// Where keys gpg makes or imports go; `None`: nowhere, refused.
+    pub adds: Option<Adds>,
 }
 
 /// Accept gpg connections until the future is dropped.
@@ -92,9 +116,129 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>) {
     let uid = server.uid;
     crate::server::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
         let server = Arc::clone(&server);
-        async move { drive(stream, &server).await }
+        async move {
+            let result = drive(stream, &server).await;
+            // gpg has finished: the certificates of the keys it made or
+            // imported are in its keyring by now.
+            if let Some(adds) = &server.adds
+                && !server.keys.unstored().is_empty()
+            {
+                let _ = adds.settle.send(());
+            }
+            result
+        }
     })
     .await;
+}
+
+/// Hand the keys gpg made or imported to the account, each with its
+/// certificate, each time a connection that added one ends: gpg writes
+/// the certificate (user IDs, self-signatures) to its keyring only after
+/// the agent has the keys, so it is read back from there (`gpg
+/// --export`). A key whose certificate is not there yet waits for the
+/// next wake; it is served meanwhile. Ends when every sender is gone.
+pub async fn settle(
+    keys: Arc<GpgKeyring>,
+    account: crate::account::Handle,
+    home: PathBuf,
+    mut wake: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use sequoia_openpgp::parse::Parse as _;
+    while wake.recv().await.is_some() {
+        while wake.try_recv().is_ok() {}
+        let unstored = keys.unstored();
+        if unstored.is_empty() {
+            continue;
+        }
+        let Some(keyring) = crate::host::gpg::export(&home).await else {
+            continue;
+        };
+        let Ok(certs) = sequoia_openpgp::cert::CertParser::from_bytes(&keyring) else {
+            continue;
+        };
+        for cert in certs.flatten() {
+            let Some((cert, grips)) = with_secrets(cert, &unstored) else {
+                continue;
+            };
+            let name = name_for(&account, &cert);
+            let fingerprint = cert.fingerprint().to_hex();
+            match account
+                .run(crate::account::Command::OpenpgpPut {
+                    cert: Box::new(cert),
+                    name: Some(name.clone()),
+                })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%name, %fingerprint, "a key made or imported by gpg is in the Mesh");
+                    keys.mark_stored(&grips);
+                }
+                Err(e) => {
+                    tracing::warn!(%fingerprint, error = %e, "cannot put a key gpg made or imported in the Mesh");
+                }
+            }
+        }
+    }
+}
+
+/// `cert` with the secrets of the pending keys it has, and their grips;
+/// `None` if it has none of them.
+fn with_secrets(
+    cert: sequoia_openpgp::Cert,
+    pending: &[(Keygrip, sequoia_openpgp::packet::key::SecretKeyMaterial)],
+) -> Option<(sequoia_openpgp::Cert, Vec<Keygrip>)> {
+    use sequoia_openpgp::Packet;
+    let primary = cert.fingerprint();
+    let mut packets: Vec<Packet> = Vec::new();
+    let mut grips = Vec::new();
+    for ka in cert.keys() {
+        let key = ka.key();
+        let Some(grip) = crate::keystore::gpg::grip_of(key.mpis()) else {
+            continue;
+        };
+        let Some((_, secret)) = pending.iter().find(|(g, _)| *g == grip) else {
+            continue;
+        };
+        let (with, _) = key
+            .clone()
+            .role_into_unspecified()
+            .add_secret(secret.clone());
+        packets.push(if key.fingerprint() == primary {
+            with.role_into_primary().into()
+        } else {
+            with.role_into_subordinate().into()
+        });
+        grips.push(grip);
+    }
+    if grips.is_empty() {
+        return None;
+    }
+    match cert.insert_packets(packets) {
+        Ok((cert, _)) => Some((cert, grips)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot add secrets to a certificate");
+            None
+        }
+    }
+}
+
+/// The name for a certificate in the account: the one it has there,
+/// else its email address unless another certificate has that name,
+/// else its fingerprint.
+fn name_for(account: &crate::account::Handle, cert: &sequoia_openpgp::Cert) -> String {
+    let fingerprint = cert.fingerprint().to_hex();
+    let view = account.view();
+    let rows: &[_] = view.openpgp.as_deref().unwrap_or_default();
+    if let Some((row, _)) = rows.iter().find(|(row, _)| row.fingerprint == fingerprint) {
+        return row.name.clone();
+    }
+    cert.userids()
+        .find_map(|u| u.userid().email().ok().flatten().map(str::to_owned))
+        .filter(|email| {
+            mesh_protocol::application::valid_name(email)
+                && !rows.iter().any(|(row, _)| &row.name == email)
+        })
+        .unwrap_or(fingerprint)
 }
 
 /// The connection driver: greet, then feed the session each line read
@@ -141,6 +285,19 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
                     Session::passphrase_answer(passphrase.as_ref().map(|p| p.as_bytes()), data);
                 stream.write_all(&Zeroizing::new(answer)).await?;
             }
+            Step::AskImportPassphrase { prompt } => {
+                let passphrase = server.askpass.passphrase(&prompt).await;
+                let answer = session.import_with(passphrase.as_ref().map(|p| p.as_bytes()));
+                stream.write_all(&answer).await?;
+            }
+            Step::Generate(params) => {
+                let made = tokio::task::spawn_blocking(move || {
+                    crate::keystore::gpg::generate(&params, "made by gpg".into())
+                })
+                .await
+                .unwrap_or(Err(GenkeyError::Failed));
+                stream.write_all(&session.generated(made)).await?;
+            }
             Step::Close(bytes) => {
                 stream.write_all(&bytes).await?;
                 return Ok(());
@@ -166,6 +323,15 @@ pub enum Step {
         /// Answer as D lines (`--data`) rather than hex in the OK line.
         data: bool,
     },
+    /// Ask the user (askpass) for the passphrase of the key being
+    /// imported, then answer with [`Session::import_with`].
+    AskImportPassphrase {
+        /// The question.
+        prompt: String,
+    },
+    /// Make a key as `(genkey ...)` says (slow for RSA: off the async
+    /// threads), then answer with [`Session::generated`].
+    Generate(Sexp),
 }
 
 /// An inquiry gpg is answering.
@@ -186,6 +352,28 @@ enum Asked {
     /// `INQUIRE PASSPHRASE` (GET_PASSPHRASE in loopback mode): answer
     /// as D lines or as hex.
     Passphrase { data: bool },
+    /// `INQUIRE KEYDATA` (IMPORT_KEY): the wrapped key.
+    KeyData { force: bool },
+    /// `INQUIRE PASSPHRASE` in loopback mode, for the key being imported.
+    ImportPassphrase,
+    /// `INQUIRE KEYPARAM` (GENKEY): then ask NEWPASSWD, or not.
+    KeyParam { new_passphrase: bool },
+    /// `INQUIRE NEWPASSWD` (GENKEY --inq-passwd).
+    NewPassphrase,
+}
+
+impl Asked {
+    /// The most an answer may hold.
+    fn limit(self) -> usize {
+        match self {
+            Asked::Ciphertext => MAX_INQUIRY,
+            Asked::KeyData { .. } => transfer::MAX_KEYDATA,
+            Asked::KeyParam { .. } => MAX_KEYPARAM,
+            Asked::Passphrase { .. } | Asked::ImportPassphrase | Asked::NewPassphrase => {
+                MAX_PASSPHRASE
+            }
+        }
+    }
 }
 
 /// One gpg connection's protocol state.
@@ -199,6 +387,14 @@ pub struct Session<'a> {
     loopback: bool,
     /// The process at the other end, for the usage log.
     client: super::Client,
+    /// KEYWRAP_KEY --import: the AES key IMPORT_KEY's key is wrapped with.
+    import_wrap: Option<Zeroizing<[u8; 16]>>,
+    /// SETKEYDESC: what to ask the passphrase of an imported key with.
+    description: Option<String>,
+    /// A key IMPORT_KEY read, waiting for its passphrase.
+    importing: Option<Transfer>,
+    /// GENKEY's parameters, waiting for the NEWPASSWD answer.
+    genkey: Option<Sexp>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -219,6 +415,10 @@ impl<'a> Session<'a> {
             inquiry: None,
             loopback: false,
             client: super::Client::default(),
+            import_wrap: None,
+            description: None,
+            importing: None,
+            genkey: None,
         }
     }
 
@@ -268,7 +468,29 @@ impl<'a> Session<'a> {
             }
             "GET_PASSPHRASE" => self.get_passphrase(&args),
             "CLEAR_PASSPHRASE" => ok(),
-            "NOP" | "CANCEL" | "UPDATESTARTUPTTY" | "SETKEYDESC" | "KILLAGENT" => ok(),
+            "SETKEYDESC" => {
+                let bytes = assuan::plus_decode(args.trim().as_bytes()).unwrap_or_default();
+                self.description = Some(String::from_utf8_lossy(&bytes).into_owned());
+                ok()
+            }
+            "NOP" | "CANCEL" | "UPDATESTARTUPTTY" | "KILLAGENT" => ok(),
+            "KEYWRAP_KEY" => self.keywrap_key(&args),
+            // `gpg --quick-add-key` first checks the primary key's
+            // passphrase; the Mesh's keys have none to check.
+            "PASSWD" if args.split_whitespace().any(|w| w == "--verify") => {
+                match args
+                    .split_whitespace()
+                    .rfind(|a| !a.starts_with("--"))
+                    .and_then(keygrip::from_hex)
+                {
+                    Some(grip) if self.server.keys.get(&grip).is_some() => ok(),
+                    Some(_) => fail(code::NO_SECKEY),
+                    None => fail(code::ASS_PARAMETER),
+                }
+            }
+            "PASSWD" => fail(code::NOT_SUPPORTED),
+            "IMPORT_KEY" => self.import_key(&args),
+            "GENKEY" => self.genkey(&args),
             "BYE" => Step::Close(assuan::ok("closing connection")),
             "GETINFO" => self.getinfo(&args),
             "HAVEKEY" => self.havekey(&args),
@@ -541,7 +763,7 @@ impl<'a> Session<'a> {
         match line {
             Line::Nothing => Step::Wait,
             Line::Data(bytes) => {
-                if inquiry.ciphertext.len() + bytes.len() > MAX_INQUIRY {
+                if inquiry.ciphertext.len() + bytes.len() > inquiry.asked.limit() {
                     inquiry.too_large = true;
                 } else {
                     inquiry.ciphertext.extend_from_slice(&bytes);
@@ -549,23 +771,52 @@ impl<'a> Session<'a> {
                 Step::Wait
             }
             Line::Cancel => {
-                self.inquiry = None;
+                self.end_inquiry();
                 Step::Reply(assuan::err(code::ASS_CANCELED))
             }
             Line::Command { .. } => {
-                self.inquiry = None;
+                self.end_inquiry();
                 Step::Reply(assuan::err(code::ASS_SYNTAX))
             }
             Line::End => {
                 let inquiry = self.inquiry.take().unwrap_or_default();
                 match inquiry.asked {
                     Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry)),
-                    Asked::Passphrase { .. } if inquiry.too_large => {
+                    _ if inquiry.too_large => {
+                        self.end_inquiry();
                         Step::Reply(assuan::err(code::TOO_LARGE))
                     }
                     Asked::Passphrase { data } => {
                         Step::Reply(Self::passphrase_answer(Some(&inquiry.ciphertext), data))
                     }
+                    Asked::KeyData { force } => self.keydata(&inquiry.ciphertext, force),
+                    Asked::ImportPassphrase => {
+                        Step::Reply(self.import_with(Some(&inquiry.ciphertext)))
+                    }
+                    Asked::KeyParam { new_passphrase } => {
+                        let Some(params) =
+                            crate::keystore::gpg::parse_keyparam(&inquiry.ciphertext)
+                        else {
+                            return Step::Reply(assuan::err(code::INV_SEXP));
+                        };
+                        if new_passphrase {
+                            self.genkey = Some(params);
+                            self.inquiry = Some(Inquiry {
+                                asked: Asked::NewPassphrase,
+                                ..Inquiry::default()
+                            });
+                            return Step::Reply(assuan::inquire("NEWPASSWD"));
+                        }
+                        Step::Generate(params)
+                    }
+                    // The Mesh keeps its keys sealed with the account's
+                    // keys; a passphrase of gpg's would be a second lock
+                    // that the other devices could not open. It is
+                    // dropped (wiped) unused.
+                    Asked::NewPassphrase => match self.genkey.take() {
+                        Some(params) => Step::Generate(params),
+                        None => Step::Reply(assuan::err(code::ASS_PARAMETER)),
+                    },
                 }
             }
         }
@@ -605,6 +856,191 @@ impl<'a> Session<'a> {
     }
 }
 
+impl Session<'_> {
+    /// Forget what a broken-off inquiry was for.
+    fn end_inquiry(&mut self) {
+        self.inquiry = None;
+        self.importing = None;
+        self.genkey = None;
+    }
+
+    /// Why keys may not be added here, if they may not.
+    fn refusal(&self) -> Option<&'static str> {
+        match &self.server.adds {
+            None => Some("keys cannot be added to the Mesh here"),
+            Some(adds) => (adds.refusal)(),
+        }
+    }
+
+    /// KEYWRAP_KEY `--import|--export [--clear]`: a fresh AES-128 key for
+    /// IMPORT_KEY to unwrap with. Export is not offered: the Mesh's keys
+    /// leave it only through `mesh`.
+    fn keywrap_key(&mut self, args: &str) -> Step {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        if words.contains(&"--import") {
+            if words.contains(&"--clear") {
+                self.import_wrap = None;
+                return Step::Reply(assuan::ok(""));
+            }
+            let mut key = Zeroizing::new([0u8; 16]);
+            if openssl::rand::rand_bytes(&mut key[..]).is_err() {
+                return Step::Reply(assuan::err(code::NOT_SUPPORTED));
+            }
+            let mut out = Zeroizing::new(assuan::data_lines(&key[..]));
+            out.extend(assuan::ok(""));
+            self.import_wrap = Some(key);
+            return Step::Reply(out.to_vec());
+        }
+        if words.contains(&"--export") {
+            return Step::Reply(assuan::err(code::NOT_SUPPORTED));
+        }
+        Step::Reply(assuan::err(code::ASS_PARAMETER))
+    }
+
+    /// IMPORT_KEY `[--unattended] [--force] [--timestamp=<iso>]
+    /// [<cache nonce>]`: ask for the wrapped key (INQUIRE KEYDATA).
+    fn import_key(&mut self, args: &str) -> Step {
+        if let Some(why) = self.refusal() {
+            tracing::warn!("gpg key import refused: {why}");
+            return Step::Reply(assuan::err(code::FORBIDDEN));
+        }
+        if self.import_wrap.is_none() {
+            return Step::Reply(assuan::err(code::MISSING_KEY));
+        }
+        let force = args.split_whitespace().any(|w| w == "--force");
+        self.inquiry = Some(Inquiry {
+            asked: Asked::KeyData { force },
+            ..Inquiry::default()
+        });
+        Step::Reply(assuan::inquire("KEYDATA"))
+    }
+
+    /// The wrapped key has come: unwrap and read it, then ask for its
+    /// passphrase if it has one.
+    fn keydata(&mut self, wrapped: &[u8], force: bool) -> Step {
+        let Some(kek) = &self.import_wrap else {
+            return Step::Reply(assuan::err(code::MISSING_KEY));
+        };
+        if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
+            return Step::Reply(assuan::err(code::INV_LENGTH));
+        }
+        let Ok(kek) = openssl::aes::AesKey::new_decrypt(&kek[..]) else {
+            return Step::Reply(assuan::err(code::INV_LENGTH));
+        };
+        let mut plain = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
+        // RFC 3394 with its default IV, as Libgcrypt's AESWRAP.
+        if openssl::aes::unwrap_key(&kek, None, &mut plain, wrapped).is_err() {
+            return Step::Reply(assuan::err(code::BAD_SECKEY));
+        }
+        let read = match transfer::decode(&plain) {
+            Ok(read) => read,
+            Err(e) => return Step::Reply(transfer_err(&e)),
+        };
+        // Refused early, before a passphrase is asked for nothing.
+        match crate::keystore::gpg::grip_of(read.public()) {
+            None => return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM)),
+            Some(grip) if !force && self.server.keys.get(&grip).is_some() => {
+                return Step::Reply(assuan::err(code::EEXIST));
+            }
+            Some(_) => {}
+        }
+        if !read.protected() {
+            self.importing = Some(read);
+            return Step::Reply(self.import_with(Some(b"")));
+        }
+        self.importing = Some(read);
+        if self.loopback {
+            self.inquiry = Some(Inquiry {
+                asked: Asked::ImportPassphrase,
+                ..Inquiry::default()
+            });
+            let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_PASSPHRASE.to_string());
+            ask.extend(assuan::inquire("PASSPHRASE"));
+            return Step::Reply(ask);
+        }
+        let prompt = self
+            .description
+            .clone()
+            .unwrap_or_else(|| "Passphrase of the OpenPGP secret key to import:".to_owned());
+        Step::AskImportPassphrase { prompt }
+    }
+
+    /// Open the key being imported with `passphrase` (`None`: none could
+    /// be asked for) and serve it until it is in the Mesh.
+    pub fn import_with(&mut self, passphrase: Option<&[u8]>) -> Vec<u8> {
+        let Some(read) = self.importing.take() else {
+            return assuan::err(code::ASS_PARAMETER);
+        };
+        let Some(passphrase) = passphrase else {
+            return assuan::err(code::NO_PIN_ENTRY);
+        };
+        let (public, secret) = match read.open(passphrase) {
+            Ok(opened) => opened,
+            Err(e) => return transfer_err(&e),
+        };
+        // The secret must be the public key's: checked as it is parsed.
+        match GpgKey::from_mpis(&public, &secret, "imported by gpg".to_owned()) {
+            Ok(key) => {
+                tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg imported a secret key");
+                self.server.keys.add_pending(key, secret.into());
+                assuan::ok("")
+            }
+            Err(GpgKeyError::Unsupported) => assuan::err(code::UNSUPPORTED_ALGORITHM),
+            Err(_) => assuan::err(code::BAD_SECKEY),
+        }
+    }
+
+    /// GENKEY `[--no-protection] [--preset] [--timestamp=<iso>]
+    /// [--inq-passwd] [--passwd-nonce=<s>] [<cache nonce>]`: ask for the
+    /// parameters (INQUIRE KEYPARAM).
+    fn genkey(&mut self, args: &str) -> Step {
+        if let Some(why) = self.refusal() {
+            tracing::warn!("gpg key generation refused: {why}");
+            return Step::Reply(assuan::err(code::FORBIDDEN));
+        }
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let new_passphrase = words.contains(&"--inq-passwd") && !words.contains(&"--no-protection");
+        self.inquiry = Some(Inquiry {
+            asked: Asked::KeyParam { new_passphrase },
+            ..Inquiry::default()
+        });
+        let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_KEYPARAM.to_string());
+        ask.extend(assuan::inquire("KEYPARAM"));
+        Step::Reply(ask)
+    }
+
+    /// GENKEY's answer: the new key's public key, as READKEY gives it.
+    pub fn generated(
+        &mut self,
+        made: Result<(GpgKey, sequoia_openpgp::packet::key::SecretKeyMaterial), GenkeyError>,
+    ) -> Vec<u8> {
+        match made {
+            Ok((key, secret)) => {
+                tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg made a key");
+                let mut out = assuan::data_lines(&key.public);
+                out.extend(assuan::ok(""));
+                self.server.keys.add_pending(key, secret);
+                out
+            }
+            Err(GenkeyError::Malformed) => assuan::err(code::INV_SEXP),
+            Err(GenkeyError::Unsupported) => assuan::err(code::UNSUPPORTED_ALGORITHM),
+            Err(_) => assuan::err(code::NOT_SUPPORTED),
+        }
+    }
+}
+
+/// The ERR for a transferred key not taken.
+fn transfer_err(e: &TransferError) -> Vec<u8> {
+    match e {
+        TransferError::Unsupported(what) => {
+            tracing::warn!("gpg import of an unsupported key refused: {what}");
+            assuan::err(code::UNSUPPORTED_ALGORITHM)
+        }
+        TransferError::BadPassphrase => assuan::err(code::BAD_PASSPHRASE),
+        _ => assuan::err(code::BAD_SECKEY),
+    }
+}
+
 /// D lines with these bytes, then OK.
 fn data(bytes: &[u8]) -> Step {
     let mut out = assuan::data_lines(bytes);
@@ -640,6 +1076,7 @@ mod tests {
             uid: 1000,
             askpass: crate::keystore::confirm::Askpass::from_env(|_| None),
             usage: None,
+            adds: None,
         };
         (server, sign, encrypt)
     }

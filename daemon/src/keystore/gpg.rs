@@ -101,7 +101,8 @@ impl GpgKey {
         secret.map(|secret| GpgKey::from_mpis(public, secret, label))
     }
 
-    fn from_mpis(
+    /// A key from its public and secret values.
+    pub fn from_mpis(
         public: &Mpis,
         secret: &SecretKeyMaterial,
         label: String,
@@ -334,38 +335,269 @@ fn public_ecc(curve: &str, flags: Option<&str>, q: &[u8]) -> Vec<u8> {
     Sexp::list([Sexp::atom("public-key"), Sexp::List(ecc)]).encode()
 }
 
-/// Every OpenPGP key the agent holds, by keygrip; replaced whole when
-/// the Mesh's certificates change.
-#[derive(Debug, Default)]
+/// The keygrip of a public key of a kind the agent serves.
+pub fn grip_of(public: &Mpis) -> Option<Keygrip> {
+    match public {
+        Mpis::EdDSA { curve, q } if *curve == PgpCurve::Ed25519 => {
+            Some(keygrip::ecc(Curve::Ed25519, q.value()))
+        }
+        Mpis::ECDH { curve, q, .. } if *curve == PgpCurve::Cv25519 => {
+            Some(keygrip::ecc(Curve::Curve25519, q.value()))
+        }
+        Mpis::ECDSA { curve, q } | Mpis::ECDH { curve, q, .. } if *curve == PgpCurve::NistP256 => {
+            Some(keygrip::ecc(Curve::NistP256, q.value()))
+        }
+        Mpis::RSA { n, .. } => Some(keygrip::rsa(n.value())),
+        _ => None,
+    }
+}
+
+/// A key gpg made (GENKEY) or imported (IMPORT_KEY) through this agent,
+/// served at once and waiting for its certificate, which gpg writes to
+/// its keyring only afterwards, to go into the Mesh with it.
+pub struct Pending {
+    /// The key as served.
+    pub key: Arc<GpgKey>,
+    /// Its secret values, to put into the certificate.
+    pub secret: Secret,
+    /// Already handed to the account (it stays served until the account's
+    /// keys include it).
+    pub stored: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("key", &self.key)
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every OpenPGP key the agent holds, by keygrip: the Mesh's, replaced
+/// whole when its certificates change, and the [`Pending`] ones.
+#[derive(Default)]
 pub struct GpgKeyring {
     keys: Mutex<BTreeMap<Keygrip, Arc<GpgKey>>>,
+    pending: Mutex<BTreeMap<Keygrip, Pending>>,
+}
+
+impl std::fmt::Debug for GpgKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpgKeyring")
+            .field("keys", &self.grips().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GpgKeyring {
     /// The key with this grip.
     pub fn get(&self, grip: &Keygrip) -> Option<Arc<GpgKey>> {
-        self.keys
+        let mesh = self
+            .keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(grip)
-            .cloned()
+            .cloned();
+        mesh.or_else(|| {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(grip)
+                .map(|p| Arc::clone(&p.key))
+        })
+    }
+
+    /// Whether the Mesh's keys (not the pending ones) include this grip.
+    pub fn in_mesh(&self, grip: &Keygrip) -> bool {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(grip)
     }
 
     /// Every keygrip held, in order.
     pub fn grips(&self) -> Vec<Keygrip> {
-        self.keys
+        let mut grips: std::collections::BTreeSet<Keygrip> = self
+            .keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .copied()
+            .collect();
+        grips.extend(
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .copied(),
+        );
+        grips.into_iter().collect()
+    }
+
+    /// Replace the Mesh's keys; the pending keys they now include are
+    /// pending no more.
+    pub fn set(&self, keys: Vec<GpgKey>) {
+        let map: BTreeMap<Keygrip, Arc<GpgKey>> =
+            keys.into_iter().map(|k| (k.grip, Arc::new(k))).collect();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|grip, _| !map.contains_key(grip));
+        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Serve a key made or imported through gpg until the Mesh has it.
+    pub fn add_pending(&self, key: GpgKey, secret: Secret) {
+        let key = Arc::new(key);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.grip,
+                Pending {
+                    key,
+                    secret,
+                    stored: false,
+                },
+            );
+    }
+
+    /// The pending keys not yet handed to the account: grip and secret.
+    pub fn unstored(&self) -> Vec<(Keygrip, Secret)> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, p)| !p.stored)
+            .map(|(grip, p)| (*grip, p.secret.clone()))
             .collect()
     }
 
-    /// Replace every key.
-    pub fn set(&self, keys: Vec<GpgKey>) {
-        let map = keys.into_iter().map(|k| (k.grip, Arc::new(k))).collect();
-        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    /// Note that these pending keys were handed to the account.
+    pub fn mark_stored(&self, grips: &[Keygrip]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for grip in grips {
+            if let Some(p) = pending.get_mut(grip) {
+                p.stored = true;
+            }
+        }
     }
+}
+
+/// Why GENKEY makes no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenkeyError {
+    /// Not a `(genkey ...)` this agent understands.
+    #[error("malformed key parameters")]
+    Malformed,
+    /// A key kind not served here.
+    #[error("unsupported key type")]
+    Unsupported,
+    /// Generation failed.
+    #[error("key generation failed")]
+    Failed,
+}
+
+/// Read GENKEY's parameters, which gpg writes half canonical: atoms are
+/// `<length>:<bytes>` or bare tokens, separated by spaces, as in
+/// `(genkey(ecc(curve 7:Ed25519)(flags eddsa comp)))`.
+pub fn parse_keyparam(input: &[u8]) -> Option<Sexp> {
+    fn list(input: &[u8], at: &mut usize, depth: usize) -> Option<Sexp> {
+        if depth > 8 || input.get(*at) != Some(&b'(') {
+            return None;
+        }
+        *at += 1;
+        let mut items = Vec::new();
+        loop {
+            match *input.get(*at)? {
+                b')' => {
+                    *at += 1;
+                    return Some(Sexp::List(items));
+                }
+                b' ' | b'\t' | b'\n' | b'\r' => *at += 1,
+                b'(' => items.push(list(input, at, depth + 1)?),
+                b'0'..=b'9' => {
+                    let start = *at;
+                    while input.get(*at)?.is_ascii_digit() {
+                        *at += 1;
+                    }
+                    if input[*at] == b':' {
+                        let len: usize =
+                            std::str::from_utf8(&input[start..*at]).ok()?.parse().ok()?;
+                        let from = *at + 1;
+                        let bytes = input.get(from..from.checked_add(len)?)?;
+                        items.push(Sexp::atom(bytes));
+                        *at = from + len;
+                    } else {
+                        while input.get(*at).is_some_and(|b| is_token(*b)) {
+                            *at += 1;
+                        }
+                        items.push(Sexp::atom(&input[start..*at]));
+                    }
+                }
+                b if is_token(b) => {
+                    let start = *at;
+                    while input.get(*at).is_some_and(|b| is_token(*b)) {
+                        *at += 1;
+                    }
+                    items.push(Sexp::atom(&input[start..*at]));
+                }
+                _ => return None,
+            }
+        }
+    }
+    fn is_token(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-./_:*+=".contains(&b)
+    }
+    let mut at = 0;
+    while input.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    let sexp = list(input, &mut at, 0)?;
+    input[at..]
+        .iter()
+        .all(|b| b.is_ascii_whitespace() || *b == 0)
+        .then_some(sexp)
+}
+
+/// The smallest and largest RSA key GENKEY makes (gpg's own bounds).
+const RSA_BITS: std::ops::RangeInclusive<usize> = 1024..=4096;
+
+/// Make a key as GENKEY's `(genkey ...)` asks: `(ecc (curve Ed25519)
+/// (flags eddsa))`, `(ecc (curve Curve25519) (flags djb-tweak))` or
+/// `(rsa (nbits 3072))`. Slow for RSA: call it off the async threads.
+pub fn generate(params: &Sexp, label: String) -> Result<(GpgKey, Secret), GenkeyError> {
+    use sequoia_openpgp::packet::key::{Key4, SecretParts, UnspecifiedRole};
+    if params.name() != Some(b"genkey") {
+        return Err(GenkeyError::Malformed);
+    }
+    let made = if let Some(ecc) = params.find(b"ecc") {
+        let curve = match ecc.value(b"curve") {
+            Some(b"Ed25519" | b"ed25519") => PgpCurve::Ed25519,
+            Some(b"Curve25519" | b"cv25519") => PgpCurve::Cv25519,
+            Some(_) => return Err(GenkeyError::Unsupported),
+            None => return Err(GenkeyError::Malformed),
+        };
+        Key4::<SecretParts, UnspecifiedRole>::generate_ecc(curve == PgpCurve::Ed25519, curve)
+    } else if let Some(rsa) = params.find(b"rsa") {
+        let bits: usize = rsa
+            .value(b"nbits")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or(GenkeyError::Malformed)?;
+        if !RSA_BITS.contains(&bits) {
+            return Err(GenkeyError::Unsupported);
+        }
+        Key4::<SecretParts, UnspecifiedRole>::generate_rsa(bits)
+    } else {
+        return Err(GenkeyError::Unsupported);
+    };
+    let key = made.map_err(|_| GenkeyError::Failed)?;
+    let secret = key.optional_secret().ok_or(GenkeyError::Failed)?.clone();
+    let served = GpgKey::new(key.mpis(), &secret, label).map_err(|_| GenkeyError::Failed)?;
+    Ok((served, secret))
 }
 
 /// A new certificate's signing and encryption subkeys, as the keystore
