@@ -202,7 +202,7 @@ fn with_secrets(
         let (with, _) = key
             .clone()
             .role_into_unspecified()
-            .add_secret(secret.clone());
+            .add_secret(crate::keystore::gpg::fit_secret(secret, key.mpis()));
         packets.push(if key.fingerprint() == primary {
             with.role_into_primary().into()
         } else {
@@ -352,6 +352,8 @@ enum Asked {
     /// `INQUIRE PASSPHRASE` (GET_PASSPHRASE in loopback mode): answer
     /// as D lines or as hex.
     Passphrase { data: bool },
+    /// `INQUIRE CIPHERTEXT` (PKDECRYPT --kem=PGP).
+    KemCiphertext,
     /// `INQUIRE KEYDATA` (IMPORT_KEY): the wrapped key.
     KeyData { force: bool },
     /// `INQUIRE PASSPHRASE` in loopback mode, for the key being imported.
@@ -366,7 +368,7 @@ impl Asked {
     /// The most an answer may hold.
     fn limit(self) -> usize {
         match self {
-            Asked::Ciphertext => MAX_INQUIRY,
+            Asked::Ciphertext | Asked::KemCiphertext => MAX_INQUIRY,
             Asked::KeyData { .. } => transfer::MAX_KEYDATA,
             Asked::KeyParam { .. } => MAX_KEYPARAM,
             Asked::Passphrase { .. } | Asked::ImportPassphrase | Asked::NewPassphrase => {
@@ -504,7 +506,7 @@ impl<'a> Session<'a> {
             },
             "SETHASH" => self.sethash(&args),
             "PKSIGN" => self.pksign(),
-            "PKDECRYPT" => self.pkdecrypt(),
+            "PKDECRYPT" => self.pkdecrypt(&args),
             "READKEY" => {
                 let grip = args.split_whitespace().rfind(|a| !a.starts_with("--"));
                 match grip.and_then(keygrip::from_hex) {
@@ -555,6 +557,21 @@ impl<'a> Session<'a> {
     fn havekey(&self, args: &str) -> Step {
         let keys = &self.server.keys;
         let mut words = args.split_whitespace().peekable();
+        // `--info <grip>`: how the key is kept. Nothing gpg knows of
+        // protects the Mesh's keys: "clear", as an unprotected key.
+        if words.peek() == Some(&"--info") {
+            return match words.nth(1).and_then(keygrip::from_hex) {
+                None => Step::Reply(assuan::err(code::ASS_PARAMETER)),
+                Some(grip) if keys.get(&grip).is_none() => {
+                    Step::Reply(assuan::err(code::NO_SECKEY))
+                }
+                Some(_) => {
+                    let mut out = assuan::status("KEYFILEINFO", "clear");
+                    out.extend(assuan::ok(""));
+                    Step::Reply(out)
+                }
+            };
+        }
         if let Some(list) = words.peek().and_then(|w| w.strip_prefix("--list")) {
             let limit = match list.strip_prefix('=') {
                 Some(n) => n.parse().unwrap_or(usize::MAX),
@@ -580,18 +597,36 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// KEYINFO `[--[ssh-]list] [--data] [--ssh-fpr[=algo]] [--with-ssh]
+    /// [--need-attr=NAME] [<grip>]`: each key as gpg-agent describes a
+    /// software key without a passphrase. None is one of gpg-agent's SSH
+    /// keys (meshd's SSH agent serves the Mesh's), and none has
+    /// attributes, so `--ssh-list` and `--need-attr` find nothing.
     fn keyinfo(&self, args: &str) -> Step {
-        let line = |grip: &Keygrip| {
-            assuan::status(
-                "KEYINFO",
-                &format!("{} D - - - C - - -", keygrip::to_hex(grip)),
-            )
-        };
         let words: Vec<&str> = args.split_whitespace().collect();
-        if words.contains(&"--list") {
-            let mut out: Vec<u8> = self.server.keys.grips().iter().flat_map(line).collect();
+        let has = |option: &str| words.contains(&option);
+        let need_attr = words.iter().any(|w| w.starts_with("--need-attr"));
+        let describe = |grips: &[Keygrip]| {
+            let infos = grips
+                .iter()
+                .map(|grip| format!("{} D - - - C - - -", keygrip::to_hex(grip)));
+            let mut out = if has("--data") {
+                assuan::data_lines(infos.map(|i| i + "\n").collect::<String>().as_bytes())
+            } else {
+                infos.flat_map(|i| assuan::status("KEYINFO", &i)).collect()
+            };
             out.extend(assuan::ok(""));
-            return Step::Reply(out);
+            Step::Reply(out)
+        };
+        if has("--ssh-list") {
+            return describe(&[]);
+        }
+        if has("--list") {
+            return describe(&if need_attr {
+                Vec::new()
+            } else {
+                self.server.keys.grips()
+            });
         }
         let Some(grip) = words
             .iter()
@@ -600,16 +635,10 @@ impl<'a> Session<'a> {
         else {
             return Step::Reply(assuan::err(code::ASS_PARAMETER));
         };
-        if self.server.keys.get(&grip).is_none() {
+        if need_attr || self.server.keys.get(&grip).is_none() {
             return Step::Reply(assuan::err(code::NOT_FOUND));
         }
-        let mut out = if words.contains(&"--data") {
-            assuan::data_lines(format!("{} D - - - C - - -\n", keygrip::to_hex(&grip)).as_bytes())
-        } else {
-            line(&grip)
-        };
-        out.extend(assuan::ok(""));
-        Step::Reply(out)
+        describe(&[grip])
     }
 
     fn sethash(&mut self, args: &str) -> Step {
@@ -741,7 +770,19 @@ impl<'a> Session<'a> {
 
     /// PKDECRYPT: ask gpg for the ciphertext; the answer comes in
     /// [`Session::inquired`].
-    fn pkdecrypt(&mut self) -> Step {
+    /// PKDECRYPT `[--kem[=PGP|PQC-PGP|CMS]]`: gpg 2.5 sends `--kem=PGP`
+    /// for every ECDH key and leaves the KDF and key unwrapping to the
+    /// agent. Only the OpenPGP ECC KEM is served (no ML-KEM keys here,
+    /// nor gpgsm's CMS).
+    fn pkdecrypt(&mut self, args: &str) -> Step {
+        let kem = match args.split_whitespace().find(|w| w.starts_with("--kem")) {
+            None => false,
+            Some("--kem=PGP") => true,
+            Some("--kem" | "--kem=PQC-PGP" | "--kem=CMS") => {
+                return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
+            }
+            Some(_) => return Step::Reply(assuan::err(code::ASS_PARAMETER)),
+        };
         if self
             .key
             .and_then(|grip| self.server.keys.get(&grip))
@@ -749,7 +790,14 @@ impl<'a> Session<'a> {
         {
             return Step::Reply(assuan::err(code::NO_SECKEY));
         }
-        self.inquiry = Some(Inquiry::default());
+        self.inquiry = Some(Inquiry {
+            asked: if kem {
+                Asked::KemCiphertext
+            } else {
+                Asked::Ciphertext
+            },
+            ..Inquiry::default()
+        });
         let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_INQUIRY.to_string());
         ask.extend(assuan::inquire("CIPHERTEXT"));
         Step::Reply(ask)
@@ -781,7 +829,8 @@ impl<'a> Session<'a> {
             Line::End => {
                 let inquiry = self.inquiry.take().unwrap_or_default();
                 match inquiry.asked {
-                    Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry)),
+                    Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry, false)),
+                    Asked::KemCiphertext => Step::Reply(self.decrypt(&inquiry, true)),
                     _ if inquiry.too_large => {
                         self.end_inquiry();
                         Step::Reply(assuan::err(code::TOO_LARGE))
@@ -822,7 +871,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn decrypt(&self, inquiry: &Inquiry) -> Vec<u8> {
+    fn decrypt(&self, inquiry: &Inquiry, kem: bool) -> Vec<u8> {
         if inquiry.too_large {
             return assuan::err(code::TOO_LARGE);
         }
@@ -832,7 +881,12 @@ impl<'a> Session<'a> {
         let Ok(sexp) = Sexp::parse(&inquiry.ciphertext) else {
             return assuan::err(code::INV_SEXP);
         };
-        match key.decrypt(&sexp) {
+        let value = if kem {
+            key.kem_decrypt(&sexp)
+        } else {
+            key.decrypt(&sexp)
+        };
+        match value {
             Ok(value) => {
                 tracing::info!(key = %key.label, "gpg decryption");
                 if let Some(grip) = &self.key {
@@ -1309,6 +1363,460 @@ mod tests {
             "{answer}"
         );
         driver.await.expect("ends").expect("cleanly");
+    }
+
+    /// `bytes` as gpg sends inquiry data: D lines, each fed alone.
+    fn send_data(session: &mut Session<'_>, bytes: &[u8]) {
+        let mut lines = assuan::data_lines(bytes);
+        lines.truncate(lines.len() - 1);
+        for line in lines.split(|b| *b == b'\n') {
+            let mut line = line.to_vec();
+            line.push(b'\n');
+            let (parsed, _) = assuan::next_line(&line).expect("valid").expect("whole");
+            assert_eq!(session.feed(Ok(parsed)), Step::Wait);
+        }
+    }
+
+    /// The bytes of the D lines of a reply.
+    fn data_of(step: Step) -> Vec<u8> {
+        let Step::Reply(bytes) = step else {
+            panic!("expected a reply, got {step:?}")
+        };
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while let Ok(Some((line, used))) = assuan::next_line(rest) {
+            if let Line::Data(data) = line {
+                out.extend(data);
+            }
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    /// A server that takes keys from gpg (as an administrator device).
+    fn adding_server() -> (Server, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (mut server, _, _) = server();
+        let (settle, wake) = tokio::sync::mpsc::unbounded_channel();
+        server.adds = Some(Adds {
+            refusal: Box::new(|| None),
+            settle,
+        });
+        (server, wake)
+    }
+
+    /// gpg's transfer format for the Ed25519 key with this seed, its
+    /// secret in the clear or, with a passphrase, encrypted as gpg does
+    /// (AES-128 CFB, salted S2K with SHA-1, SHA-1 check).
+    fn transfer(seed: [u8; 32], passphrase: Option<&[u8]>) -> (Keygrip, Vec<u8>) {
+        use openssl::hash::{MessageDigest, hash};
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        let mut q = vec![0x40];
+        q.extend_from_slice(public.as_bytes());
+        let grip = keygrip::ecc(keygrip::Curve::Ed25519, &q);
+        let (skey, protection) = match passphrase {
+            None => (
+                vec![
+                    Sexp::atom("_"),
+                    Sexp::atom(q.clone()),
+                    Sexp::atom("_"),
+                    Sexp::atom(seed),
+                ],
+                Sexp::list([Sexp::atom("protection"), Sexp::atom("none")]),
+            ),
+            Some(passphrase) => {
+                let salt = [4u8; 8];
+                let iv = [6u8; 16];
+                let key =
+                    hash(MessageDigest::sha1(), &[&salt[..], passphrase].concat()).expect("sha1");
+                let mut plain = vec![0x00, 0xff];
+                plain.extend_from_slice(&seed);
+                let check = hash(MessageDigest::sha1(), &plain).expect("sha1");
+                plain.extend_from_slice(&check);
+                let blob = openssl::symm::encrypt(
+                    openssl::symm::Cipher::aes_128_cfb128(),
+                    &key[..16],
+                    Some(&iv),
+                    &plain,
+                )
+                .expect("encrypts");
+                (
+                    vec![
+                        Sexp::atom("_"),
+                        Sexp::atom(q.clone()),
+                        Sexp::atom("e"),
+                        Sexp::atom(blob),
+                    ],
+                    Sexp::list([
+                        Sexp::atom("protection"),
+                        Sexp::atom("sha1"),
+                        Sexp::atom("AES"),
+                        Sexp::atom(iv),
+                        Sexp::atom("1"),
+                        Sexp::atom("SHA1"),
+                        Sexp::atom(salt),
+                        Sexp::atom("96"),
+                    ]),
+                )
+            }
+        };
+        let mut skey_list = vec![Sexp::atom("skey")];
+        skey_list.extend(skey);
+        let sexp = Sexp::list([
+            Sexp::atom("openpgp-private-key"),
+            Sexp::list([Sexp::atom("version"), Sexp::atom("4")]),
+            Sexp::list([Sexp::atom("algo"), Sexp::atom("EDDSA")]),
+            Sexp::list([Sexp::atom("curve"), Sexp::atom("Ed25519")]),
+            Sexp::List(skey_list),
+            Sexp::list([Sexp::atom("csum"), Sexp::atom("0")]),
+            protection,
+        ]);
+        (grip, sexp.encode())
+    }
+
+    /// `plain` zero-padded and wrapped with `kek` as gpg wraps KEYDATA.
+    fn wrap(kek: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut padded = plain.to_vec();
+        padded.resize((plain.len().div_ceil(8) * 8).max(16), 0);
+        let key = openssl::aes::AesKey::new_encrypt(kek).expect("kek");
+        let mut out = vec![0u8; padded.len() + 8];
+        openssl::aes::wrap_key(&key, None, &mut out, &padded).expect("wraps");
+        out
+    }
+
+    /// gpg --import, as gpg 2.2 speaks it: KEYWRAP_KEY, SETKEYDESC,
+    /// IMPORT_KEY with INQUIRE KEYDATA, then the passphrase when the key
+    /// has one (loopback: asked of gpg; otherwise askpass).
+    #[test]
+    fn import_key_unwraps_reads_and_serves_the_key() {
+        let (server, _wake) = adding_server();
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        assert_eq!(
+            reply(say(&mut session, "IMPORT_KEY --unattended\n")),
+            err(code::MISSING_KEY)
+        );
+        let kek = data_of(say(&mut session, "KEYWRAP_KEY --import\n"));
+        assert_eq!(kek.len(), 16);
+
+        let (grip, plain) = transfer([7; 32], None);
+        let hex = keygrip::to_hex(&grip);
+        assert_eq!(
+            reply(say(&mut session, &format!("HAVEKEY {hex}\n"))),
+            err(code::NO_SECKEY)
+        );
+        let import = "IMPORT_KEY --timestamp=20261122T045001 --unattended\n";
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), "OK\n");
+        // Served at once, and gpg signs with it.
+        for (line, answer) in [
+            (format!("HAVEKEY {hex}\n"), "OK\n".to_owned()),
+            (format!("SIGKEY {hex}\n"), "OK\n".to_owned()),
+            (
+                format!("SETHASH 8 {}\n", "AB".repeat(32)),
+                "OK\n".to_owned(),
+            ),
+        ] {
+            assert_eq!(reply(say(&mut session, &line)), answer, "{line}");
+        }
+        assert!(reply(say(&mut session, "PKSIGN\n")).starts_with("D (7:sig-val(5:eddsa"));
+        assert_eq!(server.keys.unstored().len(), 1);
+        // Again: it exists, unless forced.
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::EEXIST));
+        assert_eq!(
+            reply(say(&mut session, "IMPORT_KEY --force\n")),
+            "INQUIRE KEYDATA\n"
+        );
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), "OK\n");
+
+        // Protected, in loopback mode: gpg is asked; a wrong passphrase
+        // is refused.
+        let (grip, plain) = transfer([8; 32], Some(b"open sesame"));
+        reply(say(&mut session, "OPTION pinentry-mode=loopback\n"));
+        for (passphrase, answer) in [
+            ("wrong", err(code::BAD_PASSPHRASE)),
+            ("open sesame", "OK\n".to_owned()),
+        ] {
+            assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+            send_data(&mut session, &wrap(&kek, &plain));
+            assert_eq!(
+                reply(say(&mut session, "END\n")),
+                "S INQUIRE_MAXLEN 255\nINQUIRE PASSPHRASE\n"
+            );
+            send_data(&mut session, passphrase.as_bytes());
+            assert_eq!(reply(say(&mut session, "END\n")), answer);
+        }
+        assert!(server.keys.get(&grip).is_some());
+
+        // Protected, not in loopback mode: askpass, with the description.
+        let (grip, plain) = transfer([9; 32], Some(b"pw"));
+        let mut session = Session::new(&server);
+        let kek = data_of(say(&mut session, "KEYWRAP_KEY --import\n"));
+        reply(say(&mut session, "SETKEYDESC Import+it%0Aplease\n"));
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        match say(&mut session, "END\n") {
+            Step::AskImportPassphrase { prompt } => assert_eq!(prompt, "Import it\nplease"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(session.import_with(Some(b"pw")), b"OK\n");
+        assert!(server.keys.get(&grip).is_some());
+
+        // Damage and other kinds of key.
+        for (plain, code) in [
+            (b"(3:foo)".to_vec(), code::UNSUPPORTED_ALGORITHM),
+            (
+                Sexp::list([
+                    Sexp::atom("openpgp-private-key"),
+                    Sexp::list([Sexp::atom("version"), Sexp::atom("4")]),
+                    Sexp::list([Sexp::atom("algo"), Sexp::atom("DSA")]),
+                ])
+                .encode(),
+                code::UNSUPPORTED_ALGORITHM,
+            ),
+            (b"(19:openpgp-private-key)".to_vec(), code::BAD_SECKEY),
+        ] {
+            assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+            send_data(&mut session, &wrap(&kek, &plain));
+            assert_eq!(reply(say(&mut session, "END\n")), err(code));
+        }
+        // Wrapped with another key; too short.
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&[1; 16], &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::BAD_SECKEY));
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &[1; 16]);
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::INV_LENGTH));
+        // More than gpg-agent takes.
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &[1; transfer::MAX_KEYDATA + 8]);
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::TOO_LARGE));
+        assert_eq!(
+            reply(say(&mut session, "KEYWRAP_KEY --export\n")),
+            err(code::NOT_SUPPORTED)
+        );
+    }
+
+    /// gpg --quick-gen-key, as gpg 2.2 speaks it.
+    #[test]
+    fn genkey_makes_a_key_and_answers_its_public_key() {
+        let (refusing, _, _) = server();
+        let (server, _wake) = adding_server();
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        let generate = |session: &mut Session<'_>, step: Step| match step {
+            Step::Generate(params) => {
+                let made = crate::keystore::gpg::generate(&params, "test".into());
+                String::from_utf8_lossy(&session.generated(made)).into_owned()
+            }
+            other => reply(other),
+        };
+        assert_eq!(
+            reply(say(
+                &mut session,
+                "GENKEY --timestamp=20261122T045819 --inq-passwd\n"
+            )),
+            "S INQUIRE_MAXLEN 1024\nINQUIRE KEYPARAM\n"
+        );
+        assert_eq!(
+            say(
+                &mut session,
+                "D (genkey(ecc(curve 7:Ed25519)(flags eddsa comp)))\n"
+            ),
+            Step::Wait
+        );
+        assert_eq!(reply(say(&mut session, "END\n")), "INQUIRE NEWPASSWD\n");
+        let end = say(&mut session, "END\n");
+        let public = generate(&mut session, end);
+        assert!(
+            public.starts_with("D (10:public-key(3:ecc(5:curve7:Ed25519)(5:flags5:eddsa)(1:q33:"),
+            "{public}"
+        );
+        assert_eq!(server.keys.unstored().len(), 1);
+
+        for (keyparam, starts) in [
+            (
+                "D (genkey(ecc(curve 10:Curve25519)(flags djb-tweak comp)))\n",
+                "D (10:public-key(3:ecc(5:curve10:Curve25519)(5:flags9:djb-tweak)",
+            ),
+            (
+                "D (genkey(ecc(curve 10:NIST P-256)))\n",
+                "D (10:public-key(3:ecc(5:curve10:NIST P-256)(1:q65:",
+            ),
+            (
+                "D (genkey(rsa(nbits 4:2048)))\n",
+                "D (10:public-key(3:rsa(1:n257:",
+            ),
+            (
+                "D (genkey(dsa(nbits 4:2048)))\n",
+                "ERR 67108948 Unsupported algorithm",
+            ),
+            (
+                "D (genkey(ecc(curve 9:secp256k1)))\n",
+                "ERR 67108948 Unsupported algorithm",
+            ),
+            (
+                "D (genkey(rsa(nbits 5:16384)))\n",
+                "ERR 67108948 Unsupported algorithm",
+            ),
+            ("D (genkey(ecc(curve\n", "ERR 67108947 Invalid S-expression"),
+        ] {
+            reply(say(&mut session, "GENKEY --no-protection\n"));
+            assert_eq!(say(&mut session, keyparam), Step::Wait);
+            let end = say(&mut session, "END\n");
+            let answer = generate(&mut session, end);
+            assert!(answer.starts_with(starts), "{keyparam}: {answer}");
+        }
+        assert_eq!(server.keys.unstored().len(), 4);
+
+        // A device that may not add keys says so.
+        let mut session = Session::new(&refusing);
+        assert_eq!(reply(say(&mut session, "GENKEY\n")), err(code::FORBIDDEN));
+        assert_eq!(
+            reply(say(&mut session, "IMPORT_KEY\n")),
+            err(code::FORBIDDEN)
+        );
+    }
+
+    /// gpg 2.5's PKDECRYPT --kem=PGP: ECDH, KDF and key unwrap here.
+    #[test]
+    fn pkdecrypt_kem_pgp_unwraps_the_session_key() {
+        use openssl::hash::{MessageDigest, hash};
+        let (server, _, encrypt) = server();
+        let public = Sexp::parse(&server.keys.get(&encrypt).expect("key").public).expect("sexp");
+        let q = public.find(b"ecc").and_then(|e| e.value(b"q")).expect("q");
+        let ephemeral = x25519_dalek::StaticSecret::from([3u8; 32]);
+        let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(
+            <[u8; 32]>::try_from(&q[1..]).expect("32"),
+        ));
+        let param = b"\x0a+\x06\x01\x04\x01\x97U\x01\x05\x01\x12\x03\x01\x08\x07Anonymous Sender    0123456789abcdef0123";
+        let kek = hash(
+            MessageDigest::sha256(),
+            &[&[0, 0, 0, 1][..], shared.as_bytes(), param].concat(),
+        )
+        .expect("sha256");
+        let session_key = [0x42u8; 40];
+        let wrapped = {
+            let key = openssl::aes::AesKey::new_encrypt(&kek[..16]).expect("kek");
+            let mut out = vec![0u8; 48];
+            openssl::aes::wrap_key(&key, None, &mut out, &session_key).expect("wraps");
+            out
+        };
+        let mut e = vec![0x40];
+        e.extend_from_slice(x25519_dalek::PublicKey::from(&ephemeral).as_bytes());
+        let ciphertext = |wrapped: &[u8]| {
+            let mut s = vec![48u8];
+            s.extend_from_slice(wrapped);
+            Sexp::list([
+                Sexp::atom("enc-val"),
+                Sexp::list([
+                    Sexp::atom("ecc"),
+                    Sexp::list([Sexp::atom("c"), Sexp::atom("7")]),
+                    Sexp::list([Sexp::atom("h"), Sexp::atom("8")]),
+                    Sexp::list([Sexp::atom("e"), Sexp::atom(e.clone())]),
+                    Sexp::list([Sexp::atom("s"), Sexp::atom(s)]),
+                    Sexp::list([Sexp::atom("kdf-params"), Sexp::atom(&param[..])]),
+                ]),
+            ])
+            .encode()
+        };
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        reply(say(
+            &mut session,
+            &format!("SETKEY {}\n", keygrip::to_hex(&encrypt)),
+        ));
+        assert_eq!(
+            reply(say(&mut session, "PKDECRYPT --kem=PGP\n")),
+            "S INQUIRE_MAXLEN 4096\nINQUIRE CIPHERTEXT\n"
+        );
+        send_data(&mut session, &ciphertext(&wrapped));
+        let mut expected = b"(5:value40:".to_vec();
+        expected.extend_from_slice(&session_key);
+        expected.push(b')');
+        assert_eq!(data_of(say(&mut session, "END\n")), expected);
+        // A damaged wrapping is bad data, not a crash.
+        reply(say(&mut session, "PKDECRYPT --kem=PGP\n"));
+        let mut damaged = wrapped.clone();
+        damaged[5] ^= 1;
+        send_data(&mut session, &ciphertext(&damaged));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::INV_DATA));
+        for (line, code) in [
+            ("PKDECRYPT --kem=CMS\n", code::UNSUPPORTED_ALGORITHM),
+            ("PKDECRYPT --kem=PQC-PGP\n", code::UNSUPPORTED_ALGORITHM),
+            ("PKDECRYPT --kem=ROT13\n", code::ASS_PARAMETER),
+        ] {
+            assert_eq!(reply(say(&mut session, line)), err(code), "{line}");
+        }
+    }
+
+    /// KEYINFO and HAVEKEY as gpg 2.4 and tools send them.
+    #[test]
+    fn keyinfo_and_havekey_forms() {
+        let (server, sign, encrypt) = server();
+        let (s, e) = (keygrip::to_hex(&sign), keygrip::to_hex(&encrypt));
+        let mut grips = [s.clone(), e.clone()];
+        grips.sort();
+        let [first, second] = &grips;
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        for (line, answer) in [
+            (
+                "KEYINFO --list\n".to_owned(),
+                format!(
+                    "S KEYINFO {first} D - - - C - - -\nS KEYINFO {second} D - - - C - - -\nOK\n"
+                ),
+            ),
+            (
+                "KEYINFO --list --data\n".to_owned(),
+                format!("D {first} D - - - C - - -%0A{second} D - - - C - - -%0A\nOK\n"),
+            ),
+            (
+                format!("KEYINFO --data {s}\n"),
+                format!("D {s} D - - - C - - -%0A\nOK\n"),
+            ),
+            (
+                format!("KEYINFO --with-ssh --ssh-fpr {s}\n"),
+                format!("S KEYINFO {s} D - - - C - - -\nOK\n"),
+            ),
+            ("KEYINFO --ssh-list\n".to_owned(), "OK\n".to_owned()),
+            (
+                "KEYINFO --list --need-attr=Use-for-ssh\n".to_owned(),
+                "OK\n".to_owned(),
+            ),
+            (
+                format!("KEYINFO --need-attr=Use-for-ssh {s}\n"),
+                err(code::NOT_FOUND),
+            ),
+            (
+                format!("KEYINFO {}\n", "0".repeat(40)),
+                err(code::NOT_FOUND),
+            ),
+            ("KEYINFO\n".to_owned(), err(code::ASS_PARAMETER)),
+            (
+                format!("HAVEKEY --info {e}\n"),
+                "S KEYFILEINFO clear\nOK\n".to_owned(),
+            ),
+            (
+                format!("HAVEKEY --info {}\n", "0".repeat(40)),
+                err(code::NO_SECKEY),
+            ),
+            ("HAVEKEY --info\n".to_owned(), err(code::ASS_PARAMETER)),
+            ("HAVEKEY --list=1\n".to_owned(), err(code::TRUNCATED)),
+            (
+                format!("HAVEKEY {} {e}\n", "0".repeat(40)),
+                "OK\n".to_owned(),
+            ),
+            (format!("PASSWD --verify {s}\n"), "OK\n".to_owned()),
+            (format!("PASSWD {s}\n"), err(code::NOT_SUPPORTED)),
+        ] {
+            assert_eq!(reply(say(&mut session, &line)), answer, "{line}");
+        }
+        let listed = data_of(say(&mut session, "HAVEKEY --list=2\n"));
+        assert_eq!(listed.len(), 40);
     }
 
     #[test]

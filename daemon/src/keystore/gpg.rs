@@ -254,6 +254,89 @@ impl GpgKey {
         Ok(Sexp::list([Sexp::atom("sig-val"), value]).encode())
     }
 
+    /// PKDECRYPT --kem=PGP (gpg 2.5): the session key from `(enc-val (ecc
+    /// (c <cipher>) (h <hash>) (e <ephemeral>) (s <wrapped>) (kdf-params
+    /// <param>)))`: ECDH, the RFC 6637 §7 KDF over the shared X with the
+    /// parameters gpg built, then AES key unwrap (RFC 3394) of `s` after
+    /// its length byte. The `(value ...)` holds what was wrapped (the
+    /// padded session key); gpg does the rest.
+    pub fn kem_decrypt(&self, ciphertext: &Sexp) -> Result<Zeroizing<Vec<u8>>, GpgKeyError> {
+        let ecc = ciphertext
+            .find(b"ecc")
+            .filter(|_| ciphertext.name() == Some(b"enc-val"))
+            .ok_or(GpgKeyError::BadInput)?;
+        let number = |name: &[u8]| {
+            ecc.value(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or(GpgKeyError::BadInput)
+        };
+        let kek_len = match number(b"c")? {
+            7 => 16,
+            8 => 24,
+            9 => 32,
+            _ => return Err(GpgKeyError::BadInput),
+        };
+        let md = match number(b"h")? {
+            8 => MessageDigest::sha256(),
+            9 => MessageDigest::sha384(),
+            10 => MessageDigest::sha512(),
+            _ => return Err(GpgKeyError::BadInput),
+        };
+        let e = ecc.value(b"e").ok_or(GpgKeyError::BadInput)?;
+        let s = ecc.value(b"s").ok_or(GpgKeyError::BadInput)?;
+        let param = ecc.value(b"kdf-params").ok_or(GpgKeyError::BadInput)?;
+        let shared: Zeroizing<Vec<u8>> = match &self.material {
+            Material::Cv25519(secret) => {
+                let point = match e {
+                    [0x40, rest @ ..] if rest.len() == 32 => rest,
+                    rest => rest,
+                };
+                let point: [u8; 32] = point.try_into().map_err(|_| GpgKeyError::BadInput)?;
+                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(point));
+                Zeroizing::new(shared.as_bytes().to_vec())
+            }
+            Material::P256(key) => {
+                let bad = |_| GpgKeyError::BadInput;
+                let group = key.group();
+                let mut ctx = BigNumContext::new_secure().map_err(|_| GpgKeyError::Invalid)?;
+                let theirs = EcPoint::from_bytes(group, e, &mut ctx).map_err(bad)?;
+                let mut shared = EcPoint::new(group).map_err(|_| GpgKeyError::Invalid)?;
+                shared
+                    .mul2(group, &theirs, key.private_key(), &mut ctx)
+                    .map_err(bad)?;
+                let point = Zeroizing::new(
+                    shared
+                        .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+                        .map_err(bad)?,
+                );
+                Zeroizing::new(point.get(1..33).ok_or(GpgKeyError::BadInput)?.to_vec())
+            }
+            Material::Ed25519(_) | Material::Rsa(_) => return Err(GpgKeyError::BadInput),
+        };
+        let mut hasher = openssl::hash::Hasher::new(md).map_err(|_| GpgKeyError::Invalid)?;
+        for part in [&[0, 0, 0, 1][..], &shared, param] {
+            hasher.update(part).map_err(|_| GpgKeyError::Invalid)?;
+        }
+        let digest = Zeroizing::new(hasher.finish().map_err(|_| GpgKeyError::Invalid)?.to_vec());
+        let kek = openssl::aes::AesKey::new_decrypt(&digest[..kek_len])
+            .map_err(|_| GpgKeyError::Invalid)?;
+        let wrapped = match s {
+            [len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+            _ => return Err(GpgKeyError::BadInput),
+        };
+        if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
+            return Err(GpgKeyError::BadInput);
+        }
+        let mut key = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
+        openssl::aes::unwrap_key(&kek, None, &mut key, wrapped)
+            .map_err(|_| GpgKeyError::BadInput)?;
+        let mut encoded = Zeroizing::new(format!("(5:value{}:", key.len()).into_bytes());
+        encoded.extend_from_slice(&key);
+        encoded.push(b')');
+        Ok(encoded)
+    }
+
     /// PKDECRYPT: the `(value ...)` for an `(enc-val ...)`.
     pub fn decrypt(&self, ciphertext: &Sexp) -> Result<Zeroizing<Vec<u8>>, GpgKeyError> {
         if ciphertext.name() != Some(b"enc-val") {
@@ -485,6 +568,26 @@ impl GpgKeyring {
     }
 }
 
+/// `secret` as the secret of a key of `public`'s kind: a P-256 scalar
+/// serves ECDSA and ECDH alike, and GENKEY cannot tell which gpg wants.
+pub fn fit_secret(secret: &Secret, public: &Mpis) -> Secret {
+    let Secret::Unencrypted(unencrypted) = secret else {
+        return secret.clone();
+    };
+    unencrypted.map(|material| {
+        match (material, public) {
+            (SecretKeyMaterial::ECDSA { scalar }, Mpis::ECDH { .. }) => SecretKeyMaterial::ECDH {
+                scalar: scalar.clone(),
+            },
+            (SecretKeyMaterial::ECDH { scalar }, Mpis::ECDSA { .. }) => SecretKeyMaterial::ECDSA {
+                scalar: scalar.clone(),
+            },
+            (other, _) => other.clone(),
+        }
+        .into()
+    })
+}
+
 /// Why GENKEY makes no key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -577,10 +680,13 @@ pub fn generate(params: &Sexp, label: String) -> Result<(GpgKey, Secret), Genkey
         let curve = match ecc.value(b"curve") {
             Some(b"Ed25519" | b"ed25519") => PgpCurve::Ed25519,
             Some(b"Curve25519" | b"cv25519") => PgpCurve::Cv25519,
+            Some(b"NIST P-256" | b"nistp256") => PgpCurve::NistP256,
             Some(_) => return Err(GenkeyError::Unsupported),
             None => return Err(GenkeyError::Malformed),
         };
-        Key4::<SecretParts, UnspecifiedRole>::generate_ecc(curve == PgpCurve::Ed25519, curve)
+        // A P-256 key is the same for ECDSA and ECDH: made as ECDSA, it
+        // takes the certificate's kind when it is stored.
+        Key4::<SecretParts, UnspecifiedRole>::generate_ecc(curve != PgpCurve::Cv25519, curve)
     } else if let Some(rsa) = params.find(b"rsa") {
         let bits: usize = rsa
             .value(b"nbits")
