@@ -638,7 +638,12 @@ fn gpg_with_input(env: &TestEnv, args: &[&str], input: &str) -> std::process::Ou
 
 /// The fingerprint of the first secret key gpg lists in `env`.
 fn first_fingerprint(env: &TestEnv) -> String {
-    let out = run_ok(env.command("gpg").args(["--with-colons", "-K"]));
+    fingerprint_of(env, &[])
+}
+
+/// The fingerprint of the first secret key gpg lists for `query`.
+fn fingerprint_of(env: &TestEnv, query: &[&str]) -> String {
+    let out = run_ok(env.command("gpg").args(["--with-colons", "-K"]).args(query));
     stdout(&out)
         .lines()
         .find_map(|l| l.strip_prefix("fpr:::::::::"))
@@ -813,11 +818,36 @@ fn gpg_makes_keys_in_the_mesh() {
     signs(&laptop, &frank);
     wait_in_mesh(&laptop, &frank);
 
+    // What --full-gen-key asks, from a parameter file: RSA, and a NIST
+    // P-256 encryption subkey (made as an ECDSA key, stored as ECDH).
+    let params = laptop.root().join("grace.params");
+    fs::write(
+        &params,
+        "Key-Type: RSA\nKey-Length: 2048\nKey-Usage: sign,cert\n\
+         Subkey-Type: ECDH\nSubkey-Curve: nistp256\nSubkey-Usage: encrypt\n\
+         Name-Real: Grace\nName-Email: grace@example.com\nExpire-Date: 0\n\
+         %no-protection\n%commit\n",
+    )
+    .expect("parameters");
+    gpg_ok(&laptop, &["--gen-key", params.to_str().expect("utf-8")]);
+    let grace = fingerprint_of(&laptop, &["grace@example.com"]);
+    sign_and_decrypt(&laptop, &grace);
+    wait_in_mesh(&laptop, &grace);
+
     // Another device serves the subkeys: the later one signs there.
     let desktop = TestEnv::device(&service);
     connect_device(&laptop, &desktop, "desktop", "device");
     wait_for_secret_key(&desktop, &frank);
     sign_and_decrypt(&desktop, &frank);
+    // Grace's only signing key is her primary key, which stays with the
+    // administrators; her P-256 subkey decrypts there.
+    wait_for_secret_key(&desktop, &grace);
+    let message = desktop.root().join("to-grace.txt");
+    fs::write(&message, "for grace\n").expect("message");
+    let m = message.to_str().expect("utf-8");
+    let sealed = format!("{m}.gpg");
+    gpg_ok(&desktop, &["-r", &grace, "-e", "-o", &sealed, m]);
+    assert_eq!(stdout(&gpg_ok(&desktop, &["-d", &sealed])), "for grace\n");
 
     // A device that is not an administrator adds no keys.
     let refused = gpg(

@@ -954,10 +954,6 @@ impl Session<'_> {
     /// IMPORT_KEY `[--unattended] [--force] [--timestamp=<iso>]
     /// [<cache nonce>]`: ask for the wrapped key (INQUIRE KEYDATA).
     fn import_key(&mut self, args: &str) -> Step {
-        if let Some(why) = self.refusal() {
-            tracing::warn!("gpg key import refused: {why}");
-            return Step::Reply(assuan::err(code::FORBIDDEN));
-        }
         if self.import_wrap.is_none() {
             return Step::Reply(assuan::err(code::MISSING_KEY));
         }
@@ -993,10 +989,16 @@ impl Session<'_> {
         // Refused early, before a passphrase is asked for nothing.
         match crate::keystore::gpg::grip_of(read.public()) {
             None => return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM)),
+            // A key served already is no news, even where keys may not
+            // be added: gpg says "secret keys unchanged".
             Some(grip) if !force && self.server.keys.get(&grip).is_some() => {
                 return Step::Reply(assuan::err(code::EEXIST));
             }
             Some(_) => {}
+        }
+        if let Some(why) = self.refusal() {
+            tracing::warn!("gpg key import refused: {why}");
+            return Step::Reply(assuan::err(code::FORBIDDEN));
         }
         if !read.protected() {
             self.importing = Some(read);
@@ -1675,10 +1677,15 @@ mod tests {
         // A device that may not add keys says so.
         let mut session = Session::new(&refusing);
         assert_eq!(reply(say(&mut session, "GENKEY\n")), err(code::FORBIDDEN));
+        // It imports no key, but hears that it has those it serves.
+        let kek = data_of(say(&mut session, "KEYWRAP_KEY --import\n"));
+        let (_, plain) = transfer([10; 32], None);
         assert_eq!(
             reply(say(&mut session, "IMPORT_KEY\n")),
-            err(code::FORBIDDEN)
+            "INQUIRE KEYDATA\n"
         );
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::FORBIDDEN));
     }
 
     /// gpg 2.5's PKDECRYPT --kem=PGP: ECDH, KDF and key unwrap here.

@@ -125,7 +125,8 @@ impl Transfer {
 /// removed).
 pub fn decode(bytes: &[u8]) -> Result<Transfer, TransferError> {
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let sexp = Sexp::parse(&bytes[..end]).map_err(|_| TransferError::Malformed)?;
+    let parsed = Wiped(Sexp::parse(&bytes[..end]).map_err(|_| TransferError::Malformed)?);
+    let sexp = &parsed.0;
     if sexp.name() != Some(b"openpgp-private-key") {
         return Err(TransferError::Unsupported("key format".into()));
     }
@@ -368,6 +369,22 @@ impl Protection {
         let at = checked.ok_or(TransferError::BadPassphrase)?;
         plain.truncate(at);
         Ok(plain)
+    }
+}
+
+/// A parsed S-expression holding secrets: its atoms are wiped when it
+/// goes.
+struct Wiped(Sexp);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        fn wipe(sexp: &mut Sexp) {
+            match sexp {
+                Sexp::Atom(bytes) => zeroize::Zeroize::zeroize(bytes),
+                Sexp::List(items) => items.iter_mut().for_each(wipe),
+            }
+        }
+        wipe(&mut self.0);
     }
 }
 
