@@ -871,3 +871,42 @@ fn gpg_makes_keys_in_the_mesh() {
         stderr(&refused)
     );
 }
+
+#[test]
+fn gpg_import_asks_askpass_once_for_a_protected_key() {
+    let (fingerprint, protected) = made_by_real_gpg(
+        "Heidi <heidi@example.com>",
+        ["ed25519", "ed25519", "cv25519"],
+        "correct horse",
+    );
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let mut laptop = TestEnv::device(&service);
+    // Without loopback, meshd asks the user: this askpass logs the
+    // question and types the passphrase.
+    let script = laptop.root().join("askpass");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}/askpass.log\necho 'correct horse'\n",
+            laptop.root().display()
+        ),
+    )
+    .expect("askpass");
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    laptop.set_var("SSH_ASKPASS", &script);
+    laptop.set_var("SSH_ASKPASS_REQUIRE", "force");
+    laptop.set_var("DISPLAY", ":0");
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let file = laptop.root().join("heidi.asc");
+    fs::write(&file, &protected).expect("keys");
+    gpg_ok(&laptop, &["--import", file.to_str().expect("utf-8")]);
+    // Three keys, one question: gpg names the passphrase that opened the
+    // first (its cache nonce) when it hands over the others.
+    let log = fs::read_to_string(laptop.root().join("askpass.log")).expect("askpass asked");
+    assert_eq!(log.matches("OpenPGP secret key").count(), 1, "{log}");
+    wait_in_mesh(&laptop, &fingerprint);
+    wait_for_secret_key(&laptop, &fingerprint);
+    sign_and_decrypt(&laptop, &fingerprint);
+}

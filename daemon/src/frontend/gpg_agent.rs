@@ -276,7 +276,12 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
             }
             buf.extend_from_slice(&chunk[..n]);
         };
-        match session.feed(line) {
+        let mut step = session.feed(line);
+        // Some steps lead to others (a passphrase, then opening the key).
+        while matches!(step, Step::AskImportPassphrase { .. } | Step::Open(_)) {
+            step = advance(&mut session, server, step).await;
+        }
+        match step {
             Step::Wait => {}
             Step::Reply(bytes) => stream.write_all(&bytes).await?,
             Step::AskPassphrase { prompt, data } => {
@@ -285,11 +290,7 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
                     Session::passphrase_answer(passphrase.as_ref().map(|p| p.as_bytes()), data);
                 stream.write_all(&Zeroizing::new(answer)).await?;
             }
-            Step::AskImportPassphrase { prompt } => {
-                let passphrase = server.askpass.passphrase(&prompt).await;
-                let answer = session.import_with(passphrase.as_ref().map(|p| p.as_bytes()));
-                stream.write_all(&answer).await?;
-            }
+            Step::AskImportPassphrase { .. } | Step::Open(_) => {}
             Step::Generate(params) => {
                 let made = tokio::task::spawn_blocking(move || {
                     crate::keystore::gpg::generate(&params, "made by gpg".into())
@@ -303,6 +304,22 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Take an import one step on: ask for its passphrase, or open the key
+/// (the S2K hashes for about 100 ms: not on the async threads).
+async fn advance(session: &mut Session<'_>, server: &Server, step: Step) -> Step {
+    match step {
+        Step::AskImportPassphrase { prompt } => {
+            let passphrase = server.askpass.passphrase(&prompt).await;
+            session.with_passphrase(passphrase.map(|p| Zeroizing::new(p.as_bytes().to_vec())))
+        }
+        Step::Open(opening) => match tokio::task::spawn_blocking(move || opening.run()).await {
+            Ok(opened) => session.opened(opened),
+            Err(_) => Step::Reply(assuan::err(code::BAD_SECKEY)),
+        },
+        other => other,
     }
 }
 
@@ -324,11 +341,14 @@ pub enum Step {
         data: bool,
     },
     /// Ask the user (askpass) for the passphrase of the key being
-    /// imported, then answer with [`Session::import_with`].
+    /// imported, then go on with [`Session::with_passphrase`].
     AskImportPassphrase {
         /// The question.
         prompt: String,
     },
+    /// Open the key being imported (slow: the S2K), then go on with
+    /// [`Session::opened`].
+    Open(Opening),
     /// Make a key as `(genkey ...)` says (slow for RSA: off the async
     /// threads), then answer with [`Session::generated`].
     Generate(Sexp),
@@ -395,6 +415,11 @@ pub struct Session<'a> {
     description: Option<String>,
     /// A key IMPORT_KEY read, waiting for its passphrase.
     importing: Option<Transfer>,
+    /// The cache nonce IMPORT_KEY named.
+    import_nonce: Option<String>,
+    /// The passphrase that opened the last imported key, and the nonce
+    /// gpg was given for it: this connection's only cache.
+    import_cache: Option<(String, Zeroizing<Vec<u8>>)>,
     /// GENKEY's parameters, waiting for the NEWPASSWD answer.
     genkey: Option<Sexp>,
 }
@@ -420,6 +445,8 @@ impl<'a> Session<'a> {
             import_wrap: None,
             description: None,
             importing: None,
+            import_nonce: None,
+            import_cache: None,
             genkey: None,
         }
     }
@@ -840,7 +867,7 @@ impl<'a> Session<'a> {
                     }
                     Asked::KeyData { force } => self.keydata(&inquiry.ciphertext, force),
                     Asked::ImportPassphrase => {
-                        Step::Reply(self.import_with(Some(&inquiry.ciphertext)))
+                        self.with_passphrase(Some(inquiry.ciphertext.clone()))
                     }
                     Asked::KeyParam { new_passphrase } => {
                         let Some(params) =
@@ -958,6 +985,10 @@ impl Session<'_> {
             return Step::Reply(assuan::err(code::MISSING_KEY));
         }
         let force = args.split_whitespace().any(|w| w == "--force");
+        self.import_nonce = args
+            .split_whitespace()
+            .find(|w| !w.starts_with("--"))
+            .map(str::to_owned);
         self.inquiry = Some(Inquiry {
             asked: Asked::KeyData { force },
             ..Inquiry::default()
@@ -1001,10 +1032,22 @@ impl Session<'_> {
             return Step::Reply(assuan::err(code::FORBIDDEN));
         }
         if !read.protected() {
-            self.importing = Some(read);
-            return Step::Reply(self.import_with(Some(b"")));
+            return self.opened(Opening::new(read, Zeroizing::new(Vec::new()), true).run());
+        }
+        // The passphrase of the key before, if gpg names it (the keys of
+        // one certificate usually share one).
+        if let Some((nonce, passphrase)) = &self.import_cache
+            && self.import_nonce.as_deref() == Some(nonce.as_str())
+        {
+            return Step::Open(Opening::new(read, passphrase.clone(), true));
         }
         self.importing = Some(read);
+        self.ask_import_passphrase()
+    }
+
+    /// Ask for the passphrase of the key being imported: of gpg in
+    /// loopback mode, else of the user.
+    fn ask_import_passphrase(&mut self) -> Step {
         if self.loopback {
             self.inquiry = Some(Inquiry {
                 asked: Asked::ImportPassphrase,
@@ -1021,29 +1064,58 @@ impl Session<'_> {
         Step::AskImportPassphrase { prompt }
     }
 
-    /// Open the key being imported with `passphrase` (`None`: none could
-    /// be asked for) and serve it until it is in the Mesh.
-    pub fn import_with(&mut self, passphrase: Option<&[u8]>) -> Vec<u8> {
+    /// The passphrase for the key being imported has come (`None`: none
+    /// could be asked for).
+    pub fn with_passphrase(&mut self, passphrase: Option<Zeroizing<Vec<u8>>>) -> Step {
         let Some(read) = self.importing.take() else {
-            return assuan::err(code::ASS_PARAMETER);
+            return Step::Reply(assuan::err(code::ASS_PARAMETER));
         };
-        let Some(passphrase) = passphrase else {
-            return assuan::err(code::NO_PIN_ENTRY);
-        };
-        let (public, secret) = match read.open(passphrase) {
+        match passphrase {
+            None => Step::Reply(assuan::err(code::NO_PIN_ENTRY)),
+            Some(passphrase) => Step::Open(Opening::new(read, passphrase, false)),
+        }
+    }
+
+    /// The key being imported is open (or not): serve it until it is in
+    /// the Mesh. A passphrase that opened it is kept for the next key of
+    /// this connection under a nonce gpg is told (`S CACHE_NONCE`); a
+    /// kept one that does not is followed by a question.
+    pub fn opened(&mut self, opened: Opened) -> Step {
+        let Opened {
+            transfer: read,
+            passphrase,
+            kept,
+            result,
+        } = opened;
+        let (public, secret) = match result {
             Ok(opened) => opened,
-            Err(e) => return transfer_err(&e),
+            Err(TransferError::BadPassphrase) if kept => {
+                self.importing = Some(read);
+                return self.ask_import_passphrase();
+            }
+            Err(e) => return Step::Reply(transfer_err(&e)),
         };
         // The secret must be the public key's: checked as it is parsed.
-        match GpgKey::from_mpis(&public, &secret, "imported by gpg".to_owned()) {
-            Ok(key) => {
-                tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg imported a secret key");
-                self.server.keys.add_pending(key, secret.into());
-                assuan::ok("")
+        let key = match GpgKey::from_mpis(&public, &secret, "imported by gpg".to_owned()) {
+            Ok(key) => key,
+            Err(GpgKeyError::Unsupported) => {
+                return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
             }
-            Err(GpgKeyError::Unsupported) => assuan::err(code::UNSUPPORTED_ALGORITHM),
-            Err(_) => assuan::err(code::BAD_SECKEY),
+            Err(_) => return Step::Reply(assuan::err(code::BAD_SECKEY)),
+        };
+        tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg imported a secret key");
+        self.server.keys.add_pending(key, secret.into());
+        let mut out = Vec::new();
+        if read.protected() && !kept {
+            let mut nonce = [0u8; 12];
+            if openssl::rand::rand_bytes(&mut nonce).is_ok() {
+                let nonce: String = nonce.iter().map(|b| format!("{b:02X}")).collect();
+                out.extend(assuan::status("CACHE_NONCE", &nonce));
+                self.import_cache = Some((nonce, passphrase));
+            }
         }
+        out.extend(assuan::ok(""));
+        Step::Reply(out)
     }
 
     /// GENKEY `[--no-protection] [--preset] [--timestamp=<iso>]
@@ -1081,6 +1153,72 @@ impl Session<'_> {
             Err(GenkeyError::Malformed) => assuan::err(code::INV_SEXP),
             Err(GenkeyError::Unsupported) => assuan::err(code::UNSUPPORTED_ALGORITHM),
             Err(_) => assuan::err(code::NOT_SUPPORTED),
+        }
+    }
+}
+
+/// A key to open with a passphrase, off the async threads.
+pub struct Opening {
+    transfer: Transfer,
+    passphrase: Zeroizing<Vec<u8>>,
+    kept: bool,
+}
+
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opening").finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Opening {
+    /// The same opening (for comparing [`Step`]s in tests).
+    fn eq(&self, other: &Opening) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Opening {}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("opened", &self.result.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Opening`] done.
+pub struct Opened {
+    transfer: Transfer,
+    passphrase: Zeroizing<Vec<u8>>,
+    kept: bool,
+    result: Result<
+        (
+            sequoia_openpgp::crypto::mpi::PublicKey,
+            sequoia_openpgp::crypto::mpi::SecretKeyMaterial,
+        ),
+        TransferError,
+    >,
+}
+
+impl Opening {
+    /// `kept`: the passphrase is the one kept from the key before.
+    fn new(transfer: Transfer, passphrase: Zeroizing<Vec<u8>>, kept: bool) -> Opening {
+        Opening {
+            transfer,
+            passphrase,
+            kept,
+        }
+    }
+
+    /// Open the key (slow for a protected key).
+    pub fn run(self) -> Opened {
+        let result = self.transfer.open(&self.passphrase);
+        Opened {
+            transfer: self.transfer,
+            passphrase: self.passphrase,
+            kept: self.kept,
+            result,
         }
     }
 }
@@ -1395,6 +1533,18 @@ mod tests {
         out
     }
 
+    /// What the session answers once the key is opened, as the driver
+    /// would have it opened.
+    fn opened(session: &mut Session<'_>, step: Step) -> String {
+        match step {
+            Step::Open(opening) => {
+                let next = session.opened(opening.run());
+                opened(session, next)
+            }
+            other => reply(other),
+        }
+    }
+
     /// A server that takes keys from gpg (as an administrator device).
     fn adding_server() -> (Server, tokio::sync::mpsc::UnboundedReceiver<()>) {
         let (mut server, _, _) = server();
@@ -1535,12 +1685,14 @@ mod tests {
         assert_eq!(reply(say(&mut session, "END\n")), "OK\n");
 
         // Protected, in loopback mode: gpg is asked; a wrong passphrase
-        // is refused.
+        // is refused; the right one is kept for the next key, under a
+        // nonce gpg is told.
         let (grip, plain) = transfer([8; 32], Some(b"open sesame"));
         reply(say(&mut session, "OPTION pinentry-mode=loopback\n"));
+        let mut nonce = String::new();
         for (passphrase, answer) in [
             ("wrong", err(code::BAD_PASSPHRASE)),
-            ("open sesame", "OK\n".to_owned()),
+            ("open sesame", "S CACHE_NONCE ".to_owned()),
         ] {
             assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
             send_data(&mut session, &wrap(&kek, &plain));
@@ -1549,9 +1701,38 @@ mod tests {
                 "S INQUIRE_MAXLEN 255\nINQUIRE PASSPHRASE\n"
             );
             send_data(&mut session, passphrase.as_bytes());
-            assert_eq!(reply(say(&mut session, "END\n")), answer);
+            let end = say(&mut session, "END\n");
+            let answered = opened(&mut session, end);
+            assert!(answered.starts_with(&answer), "{answered}");
+            nonce = answered
+                .trim_start_matches("S CACHE_NONCE ")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
         }
+        assert_eq!(nonce.len(), 24);
         assert!(server.keys.get(&grip).is_some());
+        // The next key with the same passphrase: not asked again.
+        let (grip, plain) = transfer([11; 32], Some(b"open sesame"));
+        let with_nonce = format!("IMPORT_KEY --unattended {nonce}\n");
+        assert_eq!(reply(say(&mut session, &with_nonce)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        let end = say(&mut session, "END\n");
+        assert_eq!(opened(&mut session, end), "OK\n");
+        assert!(server.keys.get(&grip).is_some());
+        // With another passphrase: the kept one fails, gpg is asked.
+        let (_, plain) = transfer([12; 32], Some(b"other"));
+        assert_eq!(reply(say(&mut session, &with_nonce)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        let end = say(&mut session, "END\n");
+        assert_eq!(
+            opened(&mut session, end),
+            "S INQUIRE_MAXLEN 255\nINQUIRE PASSPHRASE\n"
+        );
+        send_data(&mut session, b"other");
+        let end = say(&mut session, "END\n");
+        assert!(opened(&mut session, end).starts_with("S CACHE_NONCE "));
 
         // Protected, not in loopback mode: askpass, with the description.
         let (grip, plain) = transfer([9; 32], Some(b"pw"));
@@ -1564,7 +1745,8 @@ mod tests {
             Step::AskImportPassphrase { prompt } => assert_eq!(prompt, "Import it\nplease"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(session.import_with(Some(b"pw")), b"OK\n");
+        let step = session.with_passphrase(Some(Zeroizing::new(b"pw".to_vec())));
+        assert!(opened(&mut session, step).ends_with("OK\n"));
         assert!(server.keys.get(&grip).is_some());
 
         // Damage and other kinds of key.
