@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
-use crate::keystore::gpg::{GenkeyError, GpgKey, GpgKeyError, GpgKeyring, hash_algorithm};
+use crate::keystore::gpg::{GenkeyError, GpgKeyError, GpgKeyring, ImportError, hash_algorithm};
 use crate::keystore::transfer::{self, Transfer, TransferError};
 
 /// How many gpg connections may be open at once.
@@ -121,7 +121,7 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>) {
             // gpg has finished: the certificates of the keys it made or
             // imported are in its keyring by now.
             if let Some(adds) = &server.adds
-                && !server.keys.unstored().is_empty()
+                && server.keys.has_unstored()
             {
                 let _ = adds.settle.send(());
             }
@@ -146,8 +146,7 @@ pub async fn settle(
     use sequoia_openpgp::parse::Parse as _;
     while wake.recv().await.is_some() {
         while wake.try_recv().is_ok() {}
-        let unstored = keys.unstored();
-        if unstored.is_empty() {
+        if !keys.has_unstored() {
             continue;
         }
         let Some(keyring) = crate::host::gpg::export(&home).await else {
@@ -157,7 +156,7 @@ pub async fn settle(
             continue;
         };
         for cert in certs.flatten() {
-            let Some((cert, grips)) = with_secrets(cert, &unstored) else {
+            let Some((cert, grips)) = keys.with_secrets(cert) else {
                 continue;
             };
             let name = name_for(&account, &cert);
@@ -177,47 +176,6 @@ pub async fn settle(
                     tracing::warn!(%fingerprint, error = %e, "cannot put a key gpg made or imported in the Mesh");
                 }
             }
-        }
-    }
-}
-
-/// `cert` with the secrets of the pending keys it has, and their grips;
-/// `None` if it has none of them.
-fn with_secrets(
-    cert: sequoia_openpgp::Cert,
-    pending: &[(Keygrip, sequoia_openpgp::packet::key::SecretKeyMaterial)],
-) -> Option<(sequoia_openpgp::Cert, Vec<Keygrip>)> {
-    use sequoia_openpgp::Packet;
-    let primary = cert.fingerprint();
-    let mut packets: Vec<Packet> = Vec::new();
-    let mut grips = Vec::new();
-    for ka in cert.keys() {
-        let key = ka.key();
-        let Some(grip) = crate::keystore::gpg::grip_of(key.mpis()) else {
-            continue;
-        };
-        let Some((_, secret)) = pending.iter().find(|(g, _)| *g == grip) else {
-            continue;
-        };
-        let (with, _) = key
-            .clone()
-            .role_into_unspecified()
-            .add_secret(crate::keystore::gpg::fit_secret(secret, key.mpis()));
-        packets.push(if key.fingerprint() == primary {
-            with.role_into_primary().into()
-        } else {
-            with.role_into_subordinate().into()
-        });
-        grips.push(grip);
-    }
-    if grips.is_empty() {
-        return None;
-    }
-    match cert.insert_packets(packets) {
-        Ok((cert, _)) => Some((cert, grips)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot add secrets to a certificate");
-            None
         }
     }
 }
@@ -292,11 +250,10 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
             }
             Step::AskImportPassphrase { .. } | Step::Open(_) => {}
             Step::Generate(params) => {
-                let made = tokio::task::spawn_blocking(move || {
-                    crate::keystore::gpg::generate(&params, "made by gpg".into())
-                })
-                .await
-                .unwrap_or(Err(GenkeyError::Failed));
+                let keys = Arc::clone(&server.keys);
+                let made = tokio::task::spawn_blocking(move || keys.generate(&params))
+                    .await
+                    .unwrap_or(Err(GenkeyError::Failed));
                 stream.write_all(&session.generated(made)).await?;
             }
             Step::Close(bytes) => {
@@ -315,10 +272,13 @@ async fn advance(session: &mut Session<'_>, server: &Server, step: Step) -> Step
             let passphrase = server.askpass.passphrase(&prompt).await;
             session.with_passphrase(passphrase.map(|p| Zeroizing::new(p.as_bytes().to_vec())))
         }
-        Step::Open(opening) => match tokio::task::spawn_blocking(move || opening.run()).await {
-            Ok(opened) => session.opened(opened),
-            Err(_) => Step::Reply(assuan::err(code::BAD_SECKEY)),
-        },
+        Step::Open(opening) => {
+            let keys = Arc::clone(&server.keys);
+            match tokio::task::spawn_blocking(move || opening.run(&keys)).await {
+                Ok(opened) => session.opened(opened),
+                Err(_) => Step::Reply(assuan::err(code::BAD_SECKEY)),
+            }
+        }
         other => other,
     }
 }
@@ -1032,7 +992,9 @@ impl Session<'_> {
             return Step::Reply(assuan::err(code::FORBIDDEN));
         }
         if !read.protected() {
-            return self.opened(Opening::new(read, Zeroizing::new(Vec::new()), true).run());
+            return self.opened(
+                Opening::new(read, Zeroizing::new(Vec::new()), true).run(&self.server.keys),
+            );
         }
         // The passphrase of the key before, if gpg names it (the keys of
         // one certificate usually share one).
@@ -1087,24 +1049,19 @@ impl Session<'_> {
             kept,
             result,
         } = opened;
-        let (public, secret) = match result {
-            Ok(opened) => opened,
-            Err(TransferError::BadPassphrase) if kept => {
+        let grip = match result {
+            Ok(grip) => grip,
+            Err(ImportError::Transfer(TransferError::BadPassphrase)) if kept => {
                 self.importing = Some(read);
                 return self.ask_import_passphrase();
             }
-            Err(e) => return Step::Reply(transfer_err(&e)),
-        };
-        // The secret must be the public key's: checked as it is parsed.
-        let key = match GpgKey::from_mpis(&public, &secret, "imported by gpg".to_owned()) {
-            Ok(key) => key,
-            Err(GpgKeyError::Unsupported) => {
+            Err(ImportError::Transfer(e)) => return Step::Reply(transfer_err(&e)),
+            Err(ImportError::Key(GpgKeyError::Unsupported)) => {
                 return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
             }
-            Err(_) => return Step::Reply(assuan::err(code::BAD_SECKEY)),
+            Err(ImportError::Key(_)) => return Step::Reply(assuan::err(code::BAD_SECKEY)),
         };
-        tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg imported a secret key");
-        self.server.keys.add_pending(key, secret.into());
+        tracing::info!(grip = %keygrip::to_hex(&grip), "gpg imported a secret key");
         let mut out = Vec::new();
         if read.protected() && !kept {
             let mut nonce = [0u8; 12];
@@ -1138,16 +1095,11 @@ impl Session<'_> {
     }
 
     /// GENKEY's answer: the new key's public key, as READKEY gives it.
-    pub fn generated(
-        &mut self,
-        made: Result<(GpgKey, sequoia_openpgp::packet::key::SecretKeyMaterial), GenkeyError>,
-    ) -> Vec<u8> {
+    pub fn generated(&mut self, made: Result<Vec<u8>, GenkeyError>) -> Vec<u8> {
         match made {
-            Ok((key, secret)) => {
-                tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg made a key");
-                let mut out = assuan::data_lines(&key.public);
+            Ok(public) => {
+                let mut out = assuan::data_lines(&public);
                 out.extend(assuan::ok(""));
-                self.server.keys.add_pending(key, secret);
                 out
             }
             Err(GenkeyError::Malformed) => assuan::err(code::INV_SEXP),
@@ -1192,13 +1144,7 @@ pub struct Opened {
     transfer: Transfer,
     passphrase: Zeroizing<Vec<u8>>,
     kept: bool,
-    result: Result<
-        (
-            sequoia_openpgp::crypto::mpi::PublicKey,
-            sequoia_openpgp::crypto::mpi::SecretKeyMaterial,
-        ),
-        TransferError,
-    >,
+    result: Result<Keygrip, ImportError>,
 }
 
 impl Opening {
@@ -1211,9 +1157,9 @@ impl Opening {
         }
     }
 
-    /// Open the key (slow for a protected key).
-    pub fn run(self) -> Opened {
-        let result = self.transfer.open(&self.passphrase);
+    /// Open the key (slow for a protected key) and have `keys` serve it.
+    pub fn run(self, keys: &GpgKeyring) -> Opened {
+        let result = keys.import(&self.transfer, &self.passphrase);
         Opened {
             transfer: self.transfer,
             passphrase: self.passphrase,
@@ -1538,7 +1484,7 @@ mod tests {
     fn opened(session: &mut Session<'_>, step: Step) -> String {
         match step {
             Step::Open(opening) => {
-                let next = session.opened(opening.run());
+                let next = session.opened(opening.run(&session.server.keys));
                 opened(session, next)
             }
             other => reply(other),
@@ -1672,7 +1618,7 @@ mod tests {
             assert_eq!(reply(say(&mut session, &line)), answer, "{line}");
         }
         assert!(reply(say(&mut session, "PKSIGN\n")).starts_with("D (7:sig-val(5:eddsa"));
-        assert_eq!(server.keys.unstored().len(), 1);
+        assert_eq!(server.keys.unstored_count(), 1);
         // Again: it exists, unless forced.
         assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
         send_data(&mut session, &wrap(&kek, &plain));
@@ -1793,7 +1739,7 @@ mod tests {
         let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
         let generate = |session: &mut Session<'_>, step: Step| match step {
             Step::Generate(params) => {
-                let made = crate::keystore::gpg::generate(&params, "test".into());
+                let made = session.server.keys.generate(&params);
                 String::from_utf8_lossy(&session.generated(made)).into_owned()
             }
             other => reply(other),
@@ -1819,7 +1765,7 @@ mod tests {
             public.starts_with("D (10:public-key(3:ecc(5:curve7:Ed25519)(5:flags5:eddsa)(1:q33:"),
             "{public}"
         );
-        assert_eq!(server.keys.unstored().len(), 1);
+        assert_eq!(server.keys.unstored_count(), 1);
 
         for (keyparam, starts) in [
             (
@@ -1854,7 +1800,7 @@ mod tests {
             let answer = generate(&mut session, end);
             assert!(answer.starts_with(starts), "{keyparam}: {answer}");
         }
-        assert_eq!(server.keys.unstored().len(), 4);
+        assert_eq!(server.keys.unstored_count(), 4);
 
         // A device that may not add keys says so.
         let mut session = Session::new(&refusing);

@@ -254,9 +254,14 @@ impl GpgKey {
         Ok(Sexp::list([Sexp::atom("sig-val"), value]).encode())
     }
 
-    /// PKDECRYPT --kem=PGP (gpg 2.5): the session key from `(enc-val (ecc
-    /// (c <cipher>) (h <hash>) (e <ephemeral>) (s <wrapped>) (kdf-params
-    /// <param>)))`: ECDH, the RFC 6637 §7 KDF over the shared X with the
+    /// PKDECRYPT --kem=PGP (gpg 2.5): the session key from
+    ///
+    /// ```text
+    /// (enc-val (ecc (c <cipher>) (h <hash>) (e <ephemeral>) (s <wrapped>)
+    ///   (kdf-params <param>)))
+    /// ```
+    ///
+    /// ECDH, the RFC 6637 §7 KDF over the shared X with the
     /// parameters gpg built, then AES key unwrap (RFC 3394) of `s` after
     /// its length byte. The `(value ...)` holds what was wrapped (the
     /// padded session key); gpg does the rest.
@@ -438,14 +443,14 @@ pub fn grip_of(public: &Mpis) -> Option<Keygrip> {
 /// A key gpg made (GENKEY) or imported (IMPORT_KEY) through this agent,
 /// served at once and waiting for its certificate, which gpg writes to
 /// its keyring only afterwards, to go into the Mesh with it.
-pub struct Pending {
+struct Pending {
     /// The key as served.
-    pub key: Arc<GpgKey>,
+    key: Arc<GpgKey>,
     /// Its secret values, to put into the certificate.
-    pub secret: Secret,
+    secret: Secret,
     /// Already handed to the account (it stays served until the account's
     /// keys include it).
-    pub stored: bool,
+    stored: bool,
 }
 
 impl std::fmt::Debug for Pending {
@@ -458,7 +463,8 @@ impl std::fmt::Debug for Pending {
 }
 
 /// Every OpenPGP key the agent holds, by keygrip: the Mesh's, replaced
-/// whole when its certificates change, and the [`Pending`] ones.
+/// whole when its certificates change, and the pending ones (made or
+/// imported by gpg, until the Mesh has them).
 #[derive(Default)]
 pub struct GpgKeyring {
     keys: Mutex<BTreeMap<Keygrip, Arc<GpgKey>>>,
@@ -531,7 +537,7 @@ impl GpgKeyring {
     }
 
     /// Serve a key made or imported through gpg until the Mesh has it.
-    pub fn add_pending(&self, key: GpgKey, secret: Secret) {
+    fn add_pending(&self, key: GpgKey, secret: Secret) {
         let key = Arc::new(key);
         self.pending
             .lock()
@@ -546,15 +552,88 @@ impl GpgKeyring {
             );
     }
 
-    /// The pending keys not yet handed to the account: grip and secret.
-    pub fn unstored(&self) -> Vec<(Keygrip, Secret)> {
+    /// How many pending keys are not yet handed to the account.
+    pub fn unstored_count(&self) -> usize {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(_, p)| !p.stored)
-            .map(|(grip, p)| (*grip, p.secret.clone()))
-            .collect()
+            .values()
+            .filter(|p| !p.stored)
+            .count()
+    }
+
+    /// Whether some pending key is not yet handed to the account.
+    pub fn has_unstored(&self) -> bool {
+        self.unstored_count() > 0
+    }
+
+    /// IMPORT_KEY: open a transferred key (slow when it is protected: the
+    /// S2K) and serve it, pending, if its secret is its public key's.
+    pub fn import(
+        &self,
+        transfer: &super::transfer::Transfer,
+        passphrase: &[u8],
+    ) -> Result<Keygrip, ImportError> {
+        let (public, secret) = transfer.open(passphrase).map_err(ImportError::Transfer)?;
+        let key = GpgKey::from_mpis(&public, &secret, "imported by gpg".to_owned())
+            .map_err(ImportError::Key)?;
+        let grip = key.grip;
+        self.add_pending(key, secret.into());
+        Ok(grip)
+    }
+
+    /// GENKEY: make a key (slow for RSA) and serve it, pending; its
+    /// public key, as READKEY gives it.
+    pub fn generate(&self, params: &Sexp) -> Result<Vec<u8>, GenkeyError> {
+        let (key, secret) = generate(params, "made by gpg".to_owned())?;
+        tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg made a key");
+        let public = key.public.clone();
+        self.add_pending(key, secret);
+        Ok(public)
+    }
+
+    /// `cert` with the secrets of the pending keys not yet handed to the
+    /// account that it has, and their grips; `None` if it has none.
+    pub fn with_secrets(
+        &self,
+        cert: sequoia_openpgp::Cert,
+    ) -> Option<(sequoia_openpgp::Cert, Vec<Keygrip>)> {
+        use sequoia_openpgp::Packet;
+        let primary = cert.fingerprint();
+        let mut packets: Vec<Packet> = Vec::new();
+        let mut grips = Vec::new();
+        {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for ka in cert.keys() {
+                let key = ka.key();
+                let Some(grip) = grip_of(key.mpis()) else {
+                    continue;
+                };
+                let Some(p) = pending.get(&grip).filter(|p| !p.stored) else {
+                    continue;
+                };
+                let (with, _) = key
+                    .clone()
+                    .role_into_unspecified()
+                    .add_secret(fit_secret(&p.secret, key.mpis()));
+                packets.push(if key.fingerprint() == primary {
+                    with.role_into_primary().into()
+                } else {
+                    with.role_into_subordinate().into()
+                });
+                grips.push(grip);
+            }
+        }
+        if grips.is_empty() {
+            return None;
+        }
+        match cert.insert_packets(packets) {
+            Ok((cert, _)) => Some((cert, grips)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add secrets to a certificate");
+                None
+            }
+        }
     }
 
     /// Note that these pending keys were handed to the account.
@@ -570,7 +649,7 @@ impl GpgKeyring {
 
 /// `secret` as the secret of a key of `public`'s kind: a P-256 scalar
 /// serves ECDSA and ECDH alike, and GENKEY cannot tell which gpg wants.
-pub fn fit_secret(secret: &Secret, public: &Mpis) -> Secret {
+fn fit_secret(secret: &Secret, public: &Mpis) -> Secret {
     let Secret::Unencrypted(unencrypted) = secret else {
         return secret.clone();
     };
@@ -586,6 +665,18 @@ pub fn fit_secret(secret: &Secret, public: &Mpis) -> Secret {
         }
         .into()
     })
+}
+
+/// Why IMPORT_KEY takes no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The transferred key does not open.
+    #[error(transparent)]
+    Transfer(super::transfer::TransferError),
+    /// Its secret is not its public key's, or of a kind not served.
+    #[error(transparent)]
+    Key(GpgKeyError),
 }
 
 /// Why GENKEY makes no key.
@@ -671,7 +762,7 @@ const RSA_BITS: std::ops::RangeInclusive<usize> = 1024..=4096;
 /// Make a key as GENKEY's `(genkey ...)` asks: `(ecc (curve Ed25519)
 /// (flags eddsa))`, `(ecc (curve Curve25519) (flags djb-tweak))` or
 /// `(rsa (nbits 3072))`. Slow for RSA: call it off the async threads.
-pub fn generate(params: &Sexp, label: String) -> Result<(GpgKey, Secret), GenkeyError> {
+fn generate(params: &Sexp, label: String) -> Result<(GpgKey, Secret), GenkeyError> {
     use sequoia_openpgp::packet::key::{Key4, SecretParts, UnspecifiedRole};
     if params.name() != Some(b"genkey") {
         return Err(GenkeyError::Malformed);
