@@ -1002,6 +1002,57 @@ mod tests {
     }
 
     #[test]
+    fn keyparam_as_gpg_writes_it() {
+        let parsed =
+            parse_keyparam(b"(genkey(ecc(curve 7:Ed25519)(flags eddsa comp)))\0").expect("parses");
+        let ecc = parsed.find(b"ecc").expect("ecc");
+        assert_eq!(ecc.value(b"curve"), Some(&b"Ed25519"[..]));
+        let flags = ecc.find(b"flags").and_then(Sexp::as_list).expect("flags");
+        assert_eq!(flags.len(), 3);
+        let rsa = parse_keyparam(b" (genkey (rsa (nbits 4:3072)))\n").expect("parses");
+        assert_eq!(
+            rsa.find(b"rsa").and_then(|r| r.value(b"nbits")),
+            Some(&b"3072"[..])
+        );
+        let whole = b"(genkey(ecc(curve 10:NIST P-256)(flags nocomp)))";
+        for cut in 0..whole.len() {
+            assert!(parse_keyparam(&whole[..cut]).is_none(), "{cut}");
+        }
+        for bad in [
+            &b"(genkey(ecc(curve 99:Ed25519)))"[..],
+            b"(genkey)(more)",
+            b"(genkey \"quoted\")",
+            b"((((((((((deep))))))))))",
+        ] {
+            assert!(
+                parse_keyparam(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            generate(
+                &parse_keyparam(b"(genkey(ecc(curve 9:secp256k1)))").expect("parses"),
+                String::new()
+            )
+            .err(),
+            Some(GenkeyError::Unsupported)
+        );
+        assert_eq!(
+            generate(
+                &parse_keyparam(b"(genkey(rsa(nbits 3:512)))").expect("parses"),
+                String::new()
+            )
+            .err(),
+            Some(GenkeyError::Unsupported)
+        );
+        assert_eq!(
+            generate(&parse_keyparam(b"(other)").expect("parses"), String::new()).err(),
+            Some(GenkeyError::Malformed)
+        );
+    }
+
+    #[test]
     fn keygrips_match_the_public_key() {
         for key in keys(CipherSuite::Cv25519) {
             let public = Sexp::parse(&key.public).expect("public");

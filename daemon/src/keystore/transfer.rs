@@ -513,6 +513,41 @@ mod tests {
     }
 
     #[test]
+    fn no_damage_panics() {
+        let bytes = ed25519(
+            list(vec![
+                atom(b"protection"),
+                atom(b"sum"),
+                atom(b"AES256"),
+                atom(&[3; 16]),
+                atom(b"3"),
+                atom(b"SHA256"),
+                atom(&[5; 8]),
+                atom(b"0"),
+            ]),
+            vec![atom(b"e"), atom(&[0x55; 40])],
+        );
+        for cut in 0..bytes.len() {
+            if let Ok(transfer) = decode(&bytes[..cut]) {
+                let _ = transfer.open(b"pw");
+            }
+        }
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0x20, 0x80] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= flip;
+                if let Ok(transfer) = decode(&damaged) {
+                    let _ = transfer.open(b"pw");
+                }
+            }
+        }
+        assert_eq!(
+            decode(&bytes).expect("decodes").open(b"pw").err(),
+            Some(TransferError::BadPassphrase)
+        );
+    }
+
+    #[test]
     fn other_keys_and_damage_are_refused() {
         let none = || list(vec![atom(b"protection"), atom(b"none")]);
         let dsa = list(vec![
