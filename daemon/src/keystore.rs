@@ -25,6 +25,7 @@ pub mod confirm;
 pub mod gpg;
 pub mod rsa;
 pub mod ssh;
+pub mod transfer;
 
 /// RSA keys `mesh ssh create --alg rsa` makes.
 const RSA_BITS: u32 = 3072;

@@ -259,6 +259,16 @@ async fn serve(
         agent,
     ));
     if let Some(gpg) = sockets.gpg {
+        // Keys gpg makes or imports go to the account once gpg has
+        // written their certificates.
+        let (settle, wake) = tokio::sync::mpsc::unbounded_channel();
+        tasks.spawn(frontend::gpg_agent::settle(
+            Arc::clone(&keystore.gpg),
+            handle.clone(),
+            config.gpg.home.clone(),
+            wake,
+        ));
+        let viewer = handle.clone();
         let server = Arc::new(frontend::gpg_agent::Server {
             keys: Arc::clone(&keystore.gpg),
             s2k_count: std::sync::OnceLock::new(),
@@ -266,6 +276,14 @@ async fn serve(
             uid,
             askpass: config.askpass.clone(),
             usage: Some(usage),
+            adds: Some(frontend::gpg_agent::Adds {
+                refusal: Box::new(move || {
+                    (!viewer.view().status.admin).then_some(
+                        "only an administrator device of a Mesh account adds OpenPGP keys",
+                    )
+                }),
+                settle,
+            }),
         });
         tasks.spawn(frontend::gpg_agent::serve(gpg.listener, server));
     }

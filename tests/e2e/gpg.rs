@@ -615,3 +615,298 @@ fn a_certificate_gpg_could_not_import_yet_is_imported_when_it_can() {
         stdout(&gpg(&laptop, &["--with-colons", "-k"])).contains("alice@example.com")
     });
 }
+
+/// Run gpg in this home with `input` on its standard input.
+fn gpg_with_input(env: &TestEnv, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = env
+        .command("gpg")
+        .args(["--batch", "--no-autostart", "--no-tty"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gpg runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("input");
+    child.wait_with_output().expect("gpg ends")
+}
+
+/// The fingerprint of the first secret key gpg lists in `env`.
+fn first_fingerprint(env: &TestEnv) -> String {
+    fingerprint_of(env, &[])
+}
+
+/// The fingerprint of the first secret key gpg lists for `query`.
+fn fingerprint_of(env: &TestEnv, query: &[&str]) -> String {
+    let out = run_ok(env.command("gpg").args(["--with-colons", "-K"]).args(query));
+    stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|f| f.trim_end_matches(':').to_owned())
+        .expect("fingerprint")
+}
+
+/// A key made by gpg and its real agent in a home of its own, protected
+/// by `passphrase` (empty: none), with signing and encryption subkeys;
+/// exported as gpg exports it, and the real agent stopped.
+fn made_by_real_gpg(user_id: &str, algorithms: [&str; 3], passphrase: &str) -> (String, Vec<u8>) {
+    let maker = TestEnv::new();
+    let with_passphrase = [
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        passphrase,
+    ];
+    run_ok(maker.command("gpg").args(with_passphrase).args([
+        "--quick-gen-key",
+        user_id,
+        algorithms[0],
+        "cert",
+        "0",
+    ]));
+    let fingerprint = first_fingerprint(&maker);
+    for (algorithm, usage) in [(algorithms[1], "sign"), (algorithms[2], "encr")] {
+        run_ok(maker.command("gpg").args(with_passphrase).args([
+            "--quick-add-key",
+            &fingerprint,
+            algorithm,
+            usage,
+            "0",
+        ]));
+    }
+    let exported = run_ok(maker.command("gpg").args(with_passphrase).args([
+        "--armor",
+        "--export-secret-keys",
+        &fingerprint,
+    ]));
+    let _ = maker
+        .command("gpgconf")
+        .args(["--kill", "gpg-agent"])
+        .status();
+    (fingerprint, exported.stdout)
+}
+
+/// A detached signature by `key` that gpg verifies.
+fn signs(env: &TestEnv, key: &str) {
+    let message = env.root().join("signed.txt");
+    fs::write(&message, "signed\n").expect("message");
+    let m = message.to_str().expect("utf-8");
+    let sig = format!("{m}.sig");
+    let _ = fs::remove_file(&sig);
+    gpg_ok(env, &["-u", key, "--detach-sign", "-o", &sig, m]);
+    let verified = gpg_ok(env, &["--verify", &sig, m]);
+    assert!(stderr(&verified).contains("Good signature"));
+}
+
+/// Wait until the account lists this certificate.
+fn wait_in_mesh(env: &TestEnv, fingerprint: &str) {
+    wait_until("the account has the certificate", || {
+        env.mesh_json(&["openpgp", "list"])
+            .to_string()
+            .contains(fingerprint)
+    });
+}
+
+#[test]
+fn gpg_import_puts_secret_keys_in_the_mesh_for_every_device() {
+    let (dave, protected) = made_by_real_gpg(
+        "Dave <dave@example.com>",
+        ["ed25519", "ed25519", "cv25519"],
+        "correct horse",
+    );
+    let (erin, unprotected) = made_by_real_gpg(
+        "Erin <erin@example.com>",
+        ["rsa2048", "rsa2048", "rsa2048"],
+        "",
+    );
+    let (_host, service, laptop) = account();
+    let desktop = TestEnv::device(&service);
+    connect_device(&laptop, &desktop, "desktop", "device");
+    let file = laptop.root().join("keys.asc");
+    let import = |passphrase: &str, keys: &[u8]| {
+        fs::write(&file, keys).expect("keys");
+        gpg_with_input(
+            &laptop,
+            &[
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+                "--import",
+                file.to_str().expect("utf-8"),
+            ],
+            &format!("{passphrase}\n"),
+        )
+    };
+
+    // The wrong passphrase: gpg says so and the Mesh gets nothing.
+    let refused = import("wrong", &protected);
+    assert!(
+        stderr(&refused).contains("Bad passphrase"),
+        "{}",
+        stderr(&refused)
+    );
+    let imported = import("correct horse", &protected);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    // Served at once, before the account has it.
+    signs(&laptop, &dave);
+    let imported = import("", &unprotected);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    signs(&laptop, &erin);
+    // Again: gpg hears the agent has the keys.
+    let again = import("correct horse", &protected);
+    assert!(
+        stderr(&again).contains("secret keys unchanged"),
+        "{}",
+        stderr(&again)
+    );
+
+    for key in [&dave, &erin] {
+        wait_in_mesh(&laptop, key);
+        // Trusted once meshd has the certificate from the account.
+        wait_for_secret_key(&laptop, key);
+        sign_and_decrypt(&laptop, key);
+        wait_for_secret_key(&desktop, key);
+        sign_and_decrypt(&desktop, key);
+    }
+}
+
+#[test]
+fn gpg_makes_keys_in_the_mesh() {
+    let (_host, service, laptop) = account();
+    let made = gpg_with_input(
+        &laptop,
+        &[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-fd",
+            "0",
+            "--quick-gen-key",
+            "Frank <frank@example.com>",
+            "future-default",
+            "default",
+            "0",
+        ],
+        "\n",
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let frank = first_fingerprint(&laptop);
+    sign_and_decrypt(&laptop, &frank);
+    // A subkey added later: RSA, made by meshd too.
+    let added = gpg_with_input(
+        &laptop,
+        &[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-fd",
+            "0",
+            "--quick-add-key",
+            &frank,
+            "rsa2048",
+            "sign",
+            "0",
+        ],
+        "\n",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    signs(&laptop, &frank);
+    wait_in_mesh(&laptop, &frank);
+
+    // What --full-gen-key asks, from a parameter file: RSA, and a NIST
+    // P-256 encryption subkey (made as an ECDSA key, stored as ECDH).
+    let params = laptop.root().join("grace.params");
+    fs::write(
+        &params,
+        "Key-Type: RSA\nKey-Length: 2048\nKey-Usage: sign,cert\n\
+         Subkey-Type: ECDH\nSubkey-Curve: nistp256\nSubkey-Usage: encrypt\n\
+         Name-Real: Grace\nName-Email: grace@example.com\nExpire-Date: 0\n\
+         %no-protection\n%commit\n",
+    )
+    .expect("parameters");
+    gpg_ok(&laptop, &["--gen-key", params.to_str().expect("utf-8")]);
+    let grace = fingerprint_of(&laptop, &["grace@example.com"]);
+    sign_and_decrypt(&laptop, &grace);
+    wait_in_mesh(&laptop, &grace);
+
+    // Another device serves the subkeys: the later one signs there.
+    let desktop = TestEnv::device(&service);
+    connect_device(&laptop, &desktop, "desktop", "device");
+    wait_for_secret_key(&desktop, &frank);
+    sign_and_decrypt(&desktop, &frank);
+    // Grace's only signing key is her primary key, which stays with the
+    // administrators; her P-256 subkey decrypts there.
+    wait_for_secret_key(&desktop, &grace);
+    let message = desktop.root().join("to-grace.txt");
+    fs::write(&message, "for grace\n").expect("message");
+    let m = message.to_str().expect("utf-8");
+    let sealed = format!("{m}.gpg");
+    gpg_ok(&desktop, &["-r", &grace, "-e", "-o", &sealed, m]);
+    assert_eq!(stdout(&gpg_ok(&desktop, &["-d", &sealed])), "for grace\n");
+
+    // A device that is not an administrator adds no keys.
+    let refused = gpg(
+        &desktop,
+        &[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Mallory <mallory@example.com>",
+            "ed25519",
+            "sign",
+            "0",
+        ],
+    );
+    assert!(!refused.status.success(), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("Forbidden"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn gpg_import_asks_askpass_once_for_a_protected_key() {
+    let (fingerprint, protected) = made_by_real_gpg(
+        "Heidi <heidi@example.com>",
+        ["ed25519", "ed25519", "cv25519"],
+        "correct horse",
+    );
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let mut laptop = TestEnv::device(&service);
+    // Without loopback, meshd asks the user: this askpass logs the
+    // question and types the passphrase.
+    let script = laptop.root().join("askpass");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}/askpass.log\necho 'correct horse'\n",
+            laptop.root().display()
+        ),
+    )
+    .expect("askpass");
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    laptop.set_var("SSH_ASKPASS", &script);
+    laptop.set_var("SSH_ASKPASS_REQUIRE", "force");
+    laptop.set_var("DISPLAY", ":0");
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let file = laptop.root().join("heidi.asc");
+    fs::write(&file, &protected).expect("keys");
+    gpg_ok(&laptop, &["--import", file.to_str().expect("utf-8")]);
+    // Three keys, one question: gpg names the passphrase that opened the
+    // first (its cache nonce) when it hands over the others.
+    let log = fs::read_to_string(laptop.root().join("askpass.log")).expect("askpass asked");
+    assert_eq!(log.matches("OpenPGP secret key").count(), 1, "{log}");
+    wait_in_mesh(&laptop, &fingerprint);
+    wait_for_secret_key(&laptop, &fingerprint);
+    sign_and_decrypt(&laptop, &fingerprint);
+}

@@ -48,6 +48,24 @@ impl Account {
         }
         let id = OpenpgpEntry::unique_id(&name);
         let primary = cert.fingerprint();
+        // A certificate the account has already gains what is new (user
+        // IDs, subkeys, secrets) and keeps the secrets it had: gpg adds a
+        // subkey by handing over that key alone.
+        let cert = match self
+            .openpgp_entries_in(Store::Local)
+            .ok()
+            .and_then(|whole| {
+                whole
+                    .into_iter()
+                    .find(|e| e.fingerprint == primary.to_hex())
+            })
+            .and_then(|e| Cert::from_bytes(e.secret.as_bytes()).ok())
+        {
+            Some(had) => had
+                .merge_public_and_secret(cert)
+                .map_err(|_| AccountError::Input("cannot merge the certificate".into()))?,
+            None => cert,
+        };
         let public =
             String::from_utf8(cert.armored().to_vec().map_err(armor_err)?).map_err(armor_err)?;
         let whole = String::from_utf8(cert.as_tsk().armored().to_vec().map_err(armor_err)?)

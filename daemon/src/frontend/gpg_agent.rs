@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
-use crate::keystore::gpg::{GpgKeyError, GpgKeyring, hash_algorithm};
+use crate::keystore::gpg::{GenkeyError, GpgKeyError, GpgKeyring, ImportError, hash_algorithm};
+use crate::keystore::transfer::{self, Transfer, TransferError};
 
 /// How many gpg connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -69,6 +70,27 @@ pub fn calibrated_s2k_count() -> u64 {
     (scaled / 1024 * 1024).clamp(FLOOR, CEILING)
 }
 
+/// The largest `(genkey ...)` GENKEY takes (gpg-agent's MAXLEN_KEYPARAM).
+pub const MAX_KEYPARAM: usize = 1024;
+
+/// The longest passphrase taken (gpg-agent's MAX_PASSPHRASE_LEN).
+pub const MAX_PASSPHRASE: usize = 255;
+
+/// Where keys made or imported through gpg go: into the account, once
+/// gpg has written their certificate, by the task [`settle`] runs.
+pub struct Adds {
+    /// Why this device may not add keys to the account, if it may not.
+    pub refusal: Box<dyn Fn() -> Option<&'static str> + Send + Sync>,
+    /// Wakes the task that hands the pending keys to the account.
+    pub settle: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl std::fmt::Debug for Adds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adds").finish_non_exhaustive()
+    }
+}
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Server {
@@ -85,6 +107,8 @@ pub struct Server {
     pub askpass: crate::keystore::confirm::Askpass,
     /// Where each signature and decryption is reported (the usage log).
     pub usage: super::UsageLog,
+    /// Where keys gpg makes or imports go; `None`: nowhere, refused.
+    pub adds: Option<Adds>,
 }
 
 /// Accept gpg connections until the future is dropped.
@@ -92,9 +116,87 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>) {
     let uid = server.uid;
     crate::server::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
         let server = Arc::clone(&server);
-        async move { drive(stream, &server).await }
+        async move {
+            let result = drive(stream, &server).await;
+            // gpg has finished: the certificates of the keys it made or
+            // imported are in its keyring by now.
+            if let Some(adds) = &server.adds
+                && server.keys.has_unstored()
+            {
+                let _ = adds.settle.send(());
+            }
+            result
+        }
     })
     .await;
+}
+
+/// Hand the keys gpg made or imported to the account, each with its
+/// certificate, each time a connection that added one ends: gpg writes
+/// the certificate (user IDs, self-signatures) to its keyring only after
+/// the agent has the keys, so it is read back from there (`gpg
+/// --export`). A key whose certificate is not there yet waits for the
+/// next wake; it is served meanwhile. Ends when every sender is gone.
+pub async fn settle(
+    keys: Arc<GpgKeyring>,
+    account: crate::account::Handle,
+    home: PathBuf,
+    mut wake: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use sequoia_openpgp::parse::Parse as _;
+    while wake.recv().await.is_some() {
+        while wake.try_recv().is_ok() {}
+        if !keys.has_unstored() {
+            continue;
+        }
+        let Some(keyring) = crate::host::gpg::export(&home).await else {
+            continue;
+        };
+        let Ok(certs) = sequoia_openpgp::cert::CertParser::from_bytes(&keyring) else {
+            continue;
+        };
+        for cert in certs.flatten() {
+            let Some((cert, grips)) = keys.with_secrets(cert) else {
+                continue;
+            };
+            let name = name_for(&account, &cert);
+            let fingerprint = cert.fingerprint().to_hex();
+            match account
+                .run(crate::account::Command::OpenpgpPut {
+                    cert: Box::new(cert),
+                    name: Some(name.clone()),
+                })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%name, %fingerprint, "a key made or imported by gpg is in the Mesh");
+                    keys.mark_stored(&grips);
+                }
+                Err(e) => {
+                    tracing::warn!(%fingerprint, error = %e, "cannot put a key gpg made or imported in the Mesh");
+                }
+            }
+        }
+    }
+}
+
+/// The name for a certificate in the account: the one it has there,
+/// else its email address unless another certificate has that name,
+/// else its fingerprint.
+fn name_for(account: &crate::account::Handle, cert: &sequoia_openpgp::Cert) -> String {
+    let fingerprint = cert.fingerprint().to_hex();
+    let view = account.view();
+    let rows: &[_] = view.openpgp.as_deref().unwrap_or_default();
+    if let Some((row, _)) = rows.iter().find(|(row, _)| row.fingerprint == fingerprint) {
+        return row.name.clone();
+    }
+    cert.userids()
+        .find_map(|u| u.userid().email().ok().flatten().map(str::to_owned))
+        .filter(|email| {
+            mesh_protocol::application::valid_name(email)
+                && !rows.iter().any(|(row, _)| &row.name == email)
+        })
+        .unwrap_or(fingerprint)
 }
 
 /// The connection driver: greet, then feed the session each line read
@@ -132,7 +234,12 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
             }
             buf.extend_from_slice(&chunk[..n]);
         };
-        match session.feed(line) {
+        let mut step = session.feed(line);
+        // Some steps lead to others (a passphrase, then opening the key).
+        while matches!(step, Step::AskImportPassphrase { .. } | Step::Open(_)) {
+            step = advance(&mut session, server, step).await;
+        }
+        match step {
             Step::Wait => {}
             Step::Reply(bytes) => stream.write_all(&bytes).await?,
             Step::AskPassphrase { prompt, data } => {
@@ -141,11 +248,38 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
                     Session::passphrase_answer(passphrase.as_ref().map(|p| p.as_bytes()), data);
                 stream.write_all(&Zeroizing::new(answer)).await?;
             }
+            Step::AskImportPassphrase { .. } | Step::Open(_) => {}
+            Step::Generate(params) => {
+                let keys = Arc::clone(&server.keys);
+                let made = tokio::task::spawn_blocking(move || keys.generate(&params))
+                    .await
+                    .unwrap_or(Err(GenkeyError::Failed));
+                stream.write_all(&session.generated(made)).await?;
+            }
             Step::Close(bytes) => {
                 stream.write_all(&bytes).await?;
                 return Ok(());
             }
         }
+    }
+}
+
+/// Take an import one step on: ask for its passphrase, or open the key
+/// (the S2K hashes for about 100 ms: not on the async threads).
+async fn advance(session: &mut Session<'_>, server: &Server, step: Step) -> Step {
+    match step {
+        Step::AskImportPassphrase { prompt } => {
+            let passphrase = server.askpass.passphrase(&prompt).await;
+            session.with_passphrase(passphrase.map(|p| Zeroizing::new(p.as_bytes().to_vec())))
+        }
+        Step::Open(opening) => {
+            let keys = Arc::clone(&server.keys);
+            match tokio::task::spawn_blocking(move || opening.run(&keys)).await {
+                Ok(opened) => session.opened(opened),
+                Err(_) => Step::Reply(assuan::err(code::BAD_SECKEY)),
+            }
+        }
+        other => other,
     }
 }
 
@@ -166,6 +300,18 @@ pub enum Step {
         /// Answer as D lines (`--data`) rather than hex in the OK line.
         data: bool,
     },
+    /// Ask the user (askpass) for the passphrase of the key being
+    /// imported, then go on with [`Session::with_passphrase`].
+    AskImportPassphrase {
+        /// The question.
+        prompt: String,
+    },
+    /// Open the key being imported (slow: the S2K), then go on with
+    /// [`Session::opened`].
+    Open(Opening),
+    /// Make a key as `(genkey ...)` says (slow for RSA: off the async
+    /// threads), then answer with [`Session::generated`].
+    Generate(Sexp),
 }
 
 /// An inquiry gpg is answering.
@@ -186,6 +332,30 @@ enum Asked {
     /// `INQUIRE PASSPHRASE` (GET_PASSPHRASE in loopback mode): answer
     /// as D lines or as hex.
     Passphrase { data: bool },
+    /// `INQUIRE CIPHERTEXT` (PKDECRYPT --kem=PGP).
+    KemCiphertext,
+    /// `INQUIRE KEYDATA` (IMPORT_KEY): the wrapped key.
+    KeyData { force: bool },
+    /// `INQUIRE PASSPHRASE` in loopback mode, for the key being imported.
+    ImportPassphrase,
+    /// `INQUIRE KEYPARAM` (GENKEY): then ask NEWPASSWD, or not.
+    KeyParam { new_passphrase: bool },
+    /// `INQUIRE NEWPASSWD` (GENKEY --inq-passwd).
+    NewPassphrase,
+}
+
+impl Asked {
+    /// The most an answer may hold.
+    fn limit(self) -> usize {
+        match self {
+            Asked::Ciphertext | Asked::KemCiphertext => MAX_INQUIRY,
+            Asked::KeyData { .. } => transfer::MAX_KEYDATA,
+            Asked::KeyParam { .. } => MAX_KEYPARAM,
+            Asked::Passphrase { .. } | Asked::ImportPassphrase | Asked::NewPassphrase => {
+                MAX_PASSPHRASE
+            }
+        }
+    }
 }
 
 /// One gpg connection's protocol state.
@@ -199,6 +369,19 @@ pub struct Session<'a> {
     loopback: bool,
     /// The process at the other end, for the usage log.
     client: super::Client,
+    /// KEYWRAP_KEY --import: the AES key IMPORT_KEY's key is wrapped with.
+    import_wrap: Option<Zeroizing<[u8; 16]>>,
+    /// SETKEYDESC: what to ask the passphrase of an imported key with.
+    description: Option<String>,
+    /// A key IMPORT_KEY read, waiting for its passphrase.
+    importing: Option<Transfer>,
+    /// The cache nonce IMPORT_KEY named.
+    import_nonce: Option<String>,
+    /// The passphrase that opened the last imported key, and the nonce
+    /// gpg was given for it: this connection's only cache.
+    import_cache: Option<(String, Zeroizing<Vec<u8>>)>,
+    /// GENKEY's parameters, waiting for the NEWPASSWD answer.
+    genkey: Option<Sexp>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -219,6 +402,12 @@ impl<'a> Session<'a> {
             inquiry: None,
             loopback: false,
             client: super::Client::default(),
+            import_wrap: None,
+            description: None,
+            importing: None,
+            import_nonce: None,
+            import_cache: None,
+            genkey: None,
         }
     }
 
@@ -268,7 +457,29 @@ impl<'a> Session<'a> {
             }
             "GET_PASSPHRASE" => self.get_passphrase(&args),
             "CLEAR_PASSPHRASE" => ok(),
-            "NOP" | "CANCEL" | "UPDATESTARTUPTTY" | "SETKEYDESC" | "KILLAGENT" => ok(),
+            "SETKEYDESC" => {
+                let bytes = assuan::plus_decode(args.trim().as_bytes()).unwrap_or_default();
+                self.description = Some(String::from_utf8_lossy(&bytes).into_owned());
+                ok()
+            }
+            "NOP" | "CANCEL" | "UPDATESTARTUPTTY" | "KILLAGENT" => ok(),
+            "KEYWRAP_KEY" => self.keywrap_key(&args),
+            // `gpg --quick-add-key` first checks the primary key's
+            // passphrase; the Mesh's keys have none to check.
+            "PASSWD" if args.split_whitespace().any(|w| w == "--verify") => {
+                match args
+                    .split_whitespace()
+                    .rfind(|a| !a.starts_with("--"))
+                    .and_then(keygrip::from_hex)
+                {
+                    Some(grip) if self.server.keys.get(&grip).is_some() => ok(),
+                    Some(_) => fail(code::NO_SECKEY),
+                    None => fail(code::ASS_PARAMETER),
+                }
+            }
+            "PASSWD" => fail(code::NOT_SUPPORTED),
+            "IMPORT_KEY" => self.import_key(&args),
+            "GENKEY" => self.genkey(&args),
             "BYE" => Step::Close(assuan::ok("closing connection")),
             "GETINFO" => self.getinfo(&args),
             "HAVEKEY" => self.havekey(&args),
@@ -282,7 +493,7 @@ impl<'a> Session<'a> {
             },
             "SETHASH" => self.sethash(&args),
             "PKSIGN" => self.pksign(),
-            "PKDECRYPT" => self.pkdecrypt(),
+            "PKDECRYPT" => self.pkdecrypt(&args),
             "READKEY" => {
                 let grip = args.split_whitespace().rfind(|a| !a.starts_with("--"));
                 match grip.and_then(keygrip::from_hex) {
@@ -333,6 +544,21 @@ impl<'a> Session<'a> {
     fn havekey(&self, args: &str) -> Step {
         let keys = &self.server.keys;
         let mut words = args.split_whitespace().peekable();
+        // `--info <grip>`: how the key is kept. Nothing gpg knows of
+        // protects the Mesh's keys: "clear", as an unprotected key.
+        if words.peek() == Some(&"--info") {
+            return match words.nth(1).and_then(keygrip::from_hex) {
+                None => Step::Reply(assuan::err(code::ASS_PARAMETER)),
+                Some(grip) if keys.get(&grip).is_none() => {
+                    Step::Reply(assuan::err(code::NO_SECKEY))
+                }
+                Some(_) => {
+                    let mut out = assuan::status("KEYFILEINFO", "clear");
+                    out.extend(assuan::ok(""));
+                    Step::Reply(out)
+                }
+            };
+        }
         if let Some(list) = words.peek().and_then(|w| w.strip_prefix("--list")) {
             let limit = match list.strip_prefix('=') {
                 Some(n) => n.parse().unwrap_or(usize::MAX),
@@ -358,18 +584,36 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// KEYINFO `[--[ssh-]list] [--data] [--ssh-fpr[=algo]] [--with-ssh]
+    /// [--need-attr=NAME] [<grip>]`: each key as gpg-agent describes a
+    /// software key without a passphrase. None is one of gpg-agent's SSH
+    /// keys (meshd's SSH agent serves the Mesh's), and none has
+    /// attributes, so `--ssh-list` and `--need-attr` find nothing.
     fn keyinfo(&self, args: &str) -> Step {
-        let line = |grip: &Keygrip| {
-            assuan::status(
-                "KEYINFO",
-                &format!("{} D - - - C - - -", keygrip::to_hex(grip)),
-            )
-        };
         let words: Vec<&str> = args.split_whitespace().collect();
-        if words.contains(&"--list") {
-            let mut out: Vec<u8> = self.server.keys.grips().iter().flat_map(line).collect();
+        let has = |option: &str| words.contains(&option);
+        let need_attr = words.iter().any(|w| w.starts_with("--need-attr"));
+        let describe = |grips: &[Keygrip]| {
+            let infos = grips
+                .iter()
+                .map(|grip| format!("{} D - - - C - - -", keygrip::to_hex(grip)));
+            let mut out = if has("--data") {
+                assuan::data_lines(infos.map(|i| i + "\n").collect::<String>().as_bytes())
+            } else {
+                infos.flat_map(|i| assuan::status("KEYINFO", &i)).collect()
+            };
             out.extend(assuan::ok(""));
-            return Step::Reply(out);
+            Step::Reply(out)
+        };
+        if has("--ssh-list") {
+            return describe(&[]);
+        }
+        if has("--list") {
+            return describe(&if need_attr {
+                Vec::new()
+            } else {
+                self.server.keys.grips()
+            });
         }
         let Some(grip) = words
             .iter()
@@ -378,16 +622,10 @@ impl<'a> Session<'a> {
         else {
             return Step::Reply(assuan::err(code::ASS_PARAMETER));
         };
-        if self.server.keys.get(&grip).is_none() {
+        if need_attr || self.server.keys.get(&grip).is_none() {
             return Step::Reply(assuan::err(code::NOT_FOUND));
         }
-        let mut out = if words.contains(&"--data") {
-            assuan::data_lines(format!("{} D - - - C - - -\n", keygrip::to_hex(&grip)).as_bytes())
-        } else {
-            line(&grip)
-        };
-        out.extend(assuan::ok(""));
-        Step::Reply(out)
+        describe(&[grip])
     }
 
     fn sethash(&mut self, args: &str) -> Step {
@@ -519,7 +757,19 @@ impl<'a> Session<'a> {
 
     /// PKDECRYPT: ask gpg for the ciphertext; the answer comes in
     /// [`Session::inquired`].
-    fn pkdecrypt(&mut self) -> Step {
+    /// PKDECRYPT `[--kem[=PGP|PQC-PGP|CMS]]`: gpg 2.5 sends `--kem=PGP`
+    /// for every ECDH key and leaves the KDF and key unwrapping to the
+    /// agent. Only the OpenPGP ECC KEM is served (no ML-KEM keys here,
+    /// nor gpgsm's CMS).
+    fn pkdecrypt(&mut self, args: &str) -> Step {
+        let kem = match args.split_whitespace().find(|w| w.starts_with("--kem")) {
+            None => false,
+            Some("--kem=PGP") => true,
+            Some("--kem" | "--kem=PQC-PGP" | "--kem=CMS") => {
+                return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
+            }
+            Some(_) => return Step::Reply(assuan::err(code::ASS_PARAMETER)),
+        };
         if self
             .key
             .and_then(|grip| self.server.keys.get(&grip))
@@ -527,7 +777,14 @@ impl<'a> Session<'a> {
         {
             return Step::Reply(assuan::err(code::NO_SECKEY));
         }
-        self.inquiry = Some(Inquiry::default());
+        self.inquiry = Some(Inquiry {
+            asked: if kem {
+                Asked::KemCiphertext
+            } else {
+                Asked::Ciphertext
+            },
+            ..Inquiry::default()
+        });
         let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_INQUIRY.to_string());
         ask.extend(assuan::inquire("CIPHERTEXT"));
         Step::Reply(ask)
@@ -541,7 +798,7 @@ impl<'a> Session<'a> {
         match line {
             Line::Nothing => Step::Wait,
             Line::Data(bytes) => {
-                if inquiry.ciphertext.len() + bytes.len() > MAX_INQUIRY {
+                if inquiry.ciphertext.len() + bytes.len() > inquiry.asked.limit() {
                     inquiry.too_large = true;
                 } else {
                     inquiry.ciphertext.extend_from_slice(&bytes);
@@ -549,29 +806,59 @@ impl<'a> Session<'a> {
                 Step::Wait
             }
             Line::Cancel => {
-                self.inquiry = None;
+                self.end_inquiry();
                 Step::Reply(assuan::err(code::ASS_CANCELED))
             }
             Line::Command { .. } => {
-                self.inquiry = None;
+                self.end_inquiry();
                 Step::Reply(assuan::err(code::ASS_SYNTAX))
             }
             Line::End => {
                 let inquiry = self.inquiry.take().unwrap_or_default();
                 match inquiry.asked {
-                    Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry)),
-                    Asked::Passphrase { .. } if inquiry.too_large => {
+                    Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry, false)),
+                    Asked::KemCiphertext => Step::Reply(self.decrypt(&inquiry, true)),
+                    _ if inquiry.too_large => {
+                        self.end_inquiry();
                         Step::Reply(assuan::err(code::TOO_LARGE))
                     }
                     Asked::Passphrase { data } => {
                         Step::Reply(Self::passphrase_answer(Some(&inquiry.ciphertext), data))
                     }
+                    Asked::KeyData { force } => self.keydata(&inquiry.ciphertext, force),
+                    Asked::ImportPassphrase => {
+                        self.with_passphrase(Some(inquiry.ciphertext.clone()))
+                    }
+                    Asked::KeyParam { new_passphrase } => {
+                        let Some(params) =
+                            crate::keystore::gpg::parse_keyparam(&inquiry.ciphertext)
+                        else {
+                            return Step::Reply(assuan::err(code::INV_SEXP));
+                        };
+                        if new_passphrase {
+                            self.genkey = Some(params);
+                            self.inquiry = Some(Inquiry {
+                                asked: Asked::NewPassphrase,
+                                ..Inquiry::default()
+                            });
+                            return Step::Reply(assuan::inquire("NEWPASSWD"));
+                        }
+                        Step::Generate(params)
+                    }
+                    // The Mesh keeps its keys sealed with the account's
+                    // keys; a passphrase of gpg's would be a second lock
+                    // that the other devices could not open. It is
+                    // dropped (wiped) unused.
+                    Asked::NewPassphrase => match self.genkey.take() {
+                        Some(params) => Step::Generate(params),
+                        None => Step::Reply(assuan::err(code::ASS_PARAMETER)),
+                    },
                 }
             }
         }
     }
 
-    fn decrypt(&self, inquiry: &Inquiry) -> Vec<u8> {
+    fn decrypt(&self, inquiry: &Inquiry, kem: bool) -> Vec<u8> {
         if inquiry.too_large {
             return assuan::err(code::TOO_LARGE);
         }
@@ -581,7 +868,12 @@ impl<'a> Session<'a> {
         let Ok(sexp) = Sexp::parse(&inquiry.ciphertext) else {
             return assuan::err(code::INV_SEXP);
         };
-        match key.decrypt(&sexp) {
+        let value = if kem {
+            key.kem_decrypt(&sexp)
+        } else {
+            key.decrypt(&sexp)
+        };
+        match value {
             Ok(value) => {
                 tracing::info!(key = %key.label, "gpg decryption");
                 if let Some(grip) = &self.key {
@@ -602,6 +894,290 @@ impl<'a> Session<'a> {
             Err(GpgKeyError::BadInput) => assuan::err(code::INV_DATA),
             Err(_) => assuan::err(code::NO_SECKEY),
         }
+    }
+}
+
+impl Session<'_> {
+    /// Forget what a broken-off inquiry was for.
+    fn end_inquiry(&mut self) {
+        self.inquiry = None;
+        self.importing = None;
+        self.genkey = None;
+    }
+
+    /// Why keys may not be added here, if they may not.
+    fn refusal(&self) -> Option<&'static str> {
+        match &self.server.adds {
+            None => Some("keys cannot be added to the Mesh here"),
+            Some(adds) => (adds.refusal)(),
+        }
+    }
+
+    /// KEYWRAP_KEY `--import|--export [--clear]`: a fresh AES-128 key for
+    /// IMPORT_KEY to unwrap with. Export is not offered: the Mesh's keys
+    /// leave it only through `mesh`.
+    fn keywrap_key(&mut self, args: &str) -> Step {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        if words.contains(&"--import") {
+            if words.contains(&"--clear") {
+                self.import_wrap = None;
+                return Step::Reply(assuan::ok(""));
+            }
+            let mut key = Zeroizing::new([0u8; 16]);
+            if openssl::rand::rand_bytes(&mut key[..]).is_err() {
+                return Step::Reply(assuan::err(code::NOT_SUPPORTED));
+            }
+            let mut out = Zeroizing::new(assuan::data_lines(&key[..]));
+            out.extend(assuan::ok(""));
+            self.import_wrap = Some(key);
+            return Step::Reply(out.to_vec());
+        }
+        if words.contains(&"--export") {
+            return Step::Reply(assuan::err(code::NOT_SUPPORTED));
+        }
+        Step::Reply(assuan::err(code::ASS_PARAMETER))
+    }
+
+    /// IMPORT_KEY `[--unattended] [--force] [--timestamp=<iso>]
+    /// [<cache nonce>]`: ask for the wrapped key (INQUIRE KEYDATA).
+    fn import_key(&mut self, args: &str) -> Step {
+        if self.import_wrap.is_none() {
+            return Step::Reply(assuan::err(code::MISSING_KEY));
+        }
+        let force = args.split_whitespace().any(|w| w == "--force");
+        self.import_nonce = args
+            .split_whitespace()
+            .find(|w| !w.starts_with("--"))
+            .map(str::to_owned);
+        self.inquiry = Some(Inquiry {
+            asked: Asked::KeyData { force },
+            ..Inquiry::default()
+        });
+        Step::Reply(assuan::inquire("KEYDATA"))
+    }
+
+    /// The wrapped key has come: unwrap and read it, then ask for its
+    /// passphrase if it has one.
+    fn keydata(&mut self, wrapped: &[u8], force: bool) -> Step {
+        let Some(kek) = &self.import_wrap else {
+            return Step::Reply(assuan::err(code::MISSING_KEY));
+        };
+        if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
+            return Step::Reply(assuan::err(code::INV_LENGTH));
+        }
+        let Ok(kek) = openssl::aes::AesKey::new_decrypt(&kek[..]) else {
+            return Step::Reply(assuan::err(code::INV_LENGTH));
+        };
+        let mut plain = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
+        // RFC 3394 with its default IV, as Libgcrypt's AESWRAP.
+        if openssl::aes::unwrap_key(&kek, None, &mut plain, wrapped).is_err() {
+            return Step::Reply(assuan::err(code::BAD_SECKEY));
+        }
+        let read = match transfer::decode(&plain) {
+            Ok(read) => read,
+            Err(e) => return Step::Reply(transfer_err(&e)),
+        };
+        // Refused early, before a passphrase is asked for nothing.
+        match crate::keystore::gpg::grip_of(read.public()) {
+            None => return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM)),
+            // A key served already is no news, even where keys may not
+            // be added: gpg says "secret keys unchanged".
+            Some(grip) if !force && self.server.keys.get(&grip).is_some() => {
+                return Step::Reply(assuan::err(code::EEXIST));
+            }
+            Some(_) => {}
+        }
+        if let Some(why) = self.refusal() {
+            tracing::warn!("gpg key import refused: {why}");
+            return Step::Reply(assuan::err(code::FORBIDDEN));
+        }
+        if !read.protected() {
+            return self.opened(
+                Opening::new(read, Zeroizing::new(Vec::new()), true).run(&self.server.keys),
+            );
+        }
+        // The passphrase of the key before, if gpg names it (the keys of
+        // one certificate usually share one).
+        if let Some((nonce, passphrase)) = &self.import_cache
+            && self.import_nonce.as_deref() == Some(nonce.as_str())
+        {
+            return Step::Open(Opening::new(read, passphrase.clone(), true));
+        }
+        self.importing = Some(read);
+        self.ask_import_passphrase()
+    }
+
+    /// Ask for the passphrase of the key being imported: of gpg in
+    /// loopback mode, else of the user.
+    fn ask_import_passphrase(&mut self) -> Step {
+        if self.loopback {
+            self.inquiry = Some(Inquiry {
+                asked: Asked::ImportPassphrase,
+                ..Inquiry::default()
+            });
+            let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_PASSPHRASE.to_string());
+            ask.extend(assuan::inquire("PASSPHRASE"));
+            return Step::Reply(ask);
+        }
+        let prompt = self
+            .description
+            .clone()
+            .unwrap_or_else(|| "Passphrase of the OpenPGP secret key to import:".to_owned());
+        Step::AskImportPassphrase { prompt }
+    }
+
+    /// The passphrase for the key being imported has come (`None`: none
+    /// could be asked for).
+    pub fn with_passphrase(&mut self, passphrase: Option<Zeroizing<Vec<u8>>>) -> Step {
+        let Some(read) = self.importing.take() else {
+            return Step::Reply(assuan::err(code::ASS_PARAMETER));
+        };
+        match passphrase {
+            None => Step::Reply(assuan::err(code::NO_PIN_ENTRY)),
+            Some(passphrase) => Step::Open(Opening::new(read, passphrase, false)),
+        }
+    }
+
+    /// The key being imported is open (or not): serve it until it is in
+    /// the Mesh. A passphrase that opened it is kept for the next key of
+    /// this connection under a nonce gpg is told (`S CACHE_NONCE`); a
+    /// kept one that does not is followed by a question.
+    pub fn opened(&mut self, opened: Opened) -> Step {
+        let Opened {
+            transfer: read,
+            passphrase,
+            kept,
+            result,
+        } = opened;
+        let grip = match result {
+            Ok(grip) => grip,
+            Err(ImportError::Transfer(TransferError::BadPassphrase)) if kept => {
+                self.importing = Some(read);
+                return self.ask_import_passphrase();
+            }
+            Err(ImportError::Transfer(e)) => return Step::Reply(transfer_err(&e)),
+            Err(ImportError::Key(GpgKeyError::Unsupported)) => {
+                return Step::Reply(assuan::err(code::UNSUPPORTED_ALGORITHM));
+            }
+            Err(ImportError::Key(_)) => return Step::Reply(assuan::err(code::BAD_SECKEY)),
+        };
+        tracing::info!(grip = %keygrip::to_hex(&grip), "gpg imported a secret key");
+        let mut out = Vec::new();
+        if read.protected() && !kept {
+            let mut nonce = [0u8; 12];
+            if openssl::rand::rand_bytes(&mut nonce).is_ok() {
+                let nonce: String = nonce.iter().map(|b| format!("{b:02X}")).collect();
+                out.extend(assuan::status("CACHE_NONCE", &nonce));
+                self.import_cache = Some((nonce, passphrase));
+            }
+        }
+        out.extend(assuan::ok(""));
+        Step::Reply(out)
+    }
+
+    /// GENKEY `[--no-protection] [--preset] [--timestamp=<iso>]
+    /// [--inq-passwd] [--passwd-nonce=<s>] [<cache nonce>]`: ask for the
+    /// parameters (INQUIRE KEYPARAM).
+    fn genkey(&mut self, args: &str) -> Step {
+        if let Some(why) = self.refusal() {
+            tracing::warn!("gpg key generation refused: {why}");
+            return Step::Reply(assuan::err(code::FORBIDDEN));
+        }
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let new_passphrase = words.contains(&"--inq-passwd") && !words.contains(&"--no-protection");
+        self.inquiry = Some(Inquiry {
+            asked: Asked::KeyParam { new_passphrase },
+            ..Inquiry::default()
+        });
+        let mut ask = assuan::status("INQUIRE_MAXLEN", &MAX_KEYPARAM.to_string());
+        ask.extend(assuan::inquire("KEYPARAM"));
+        Step::Reply(ask)
+    }
+
+    /// GENKEY's answer: the new key's public key, as READKEY gives it.
+    pub fn generated(&mut self, made: Result<Vec<u8>, GenkeyError>) -> Vec<u8> {
+        match made {
+            Ok(public) => {
+                let mut out = assuan::data_lines(&public);
+                out.extend(assuan::ok(""));
+                out
+            }
+            Err(GenkeyError::Malformed) => assuan::err(code::INV_SEXP),
+            Err(GenkeyError::Unsupported) => assuan::err(code::UNSUPPORTED_ALGORITHM),
+            Err(_) => assuan::err(code::NOT_SUPPORTED),
+        }
+    }
+}
+
+/// A key to open with a passphrase, off the async threads.
+pub struct Opening {
+    transfer: Transfer,
+    passphrase: Zeroizing<Vec<u8>>,
+    kept: bool,
+}
+
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opening").finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Opening {
+    /// The same opening (for comparing [`Step`]s in tests).
+    fn eq(&self, other: &Opening) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Opening {}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("opened", &self.result.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Opening`] done.
+pub struct Opened {
+    transfer: Transfer,
+    passphrase: Zeroizing<Vec<u8>>,
+    kept: bool,
+    result: Result<Keygrip, ImportError>,
+}
+
+impl Opening {
+    /// `kept`: the passphrase is the one kept from the key before.
+    fn new(transfer: Transfer, passphrase: Zeroizing<Vec<u8>>, kept: bool) -> Opening {
+        Opening {
+            transfer,
+            passphrase,
+            kept,
+        }
+    }
+
+    /// Open the key (slow for a protected key) and have `keys` serve it.
+    pub fn run(self, keys: &GpgKeyring) -> Opened {
+        let result = keys.import(&self.transfer, &self.passphrase);
+        Opened {
+            transfer: self.transfer,
+            passphrase: self.passphrase,
+            kept: self.kept,
+            result,
+        }
+    }
+}
+
+/// The ERR for a transferred key not taken.
+fn transfer_err(e: &TransferError) -> Vec<u8> {
+    match e {
+        TransferError::Unsupported(what) => {
+            tracing::warn!("gpg import of an unsupported key refused: {what}");
+            assuan::err(code::UNSUPPORTED_ALGORITHM)
+        }
+        TransferError::BadPassphrase => assuan::err(code::BAD_PASSPHRASE),
+        _ => assuan::err(code::BAD_SECKEY),
     }
 }
 
@@ -640,6 +1216,7 @@ mod tests {
             uid: 1000,
             askpass: crate::keystore::confirm::Askpass::from_env(|_| None),
             usage: None,
+            adds: None,
         };
         (server, sign, encrypt)
     }
@@ -872,6 +1449,509 @@ mod tests {
             "{answer}"
         );
         driver.await.expect("ends").expect("cleanly");
+    }
+
+    /// `bytes` as gpg sends inquiry data: D lines, each fed alone.
+    fn send_data(session: &mut Session<'_>, bytes: &[u8]) {
+        let mut lines = assuan::data_lines(bytes);
+        lines.truncate(lines.len() - 1);
+        for line in lines.split(|b| *b == b'\n') {
+            let mut line = line.to_vec();
+            line.push(b'\n');
+            let (parsed, _) = assuan::next_line(&line).expect("valid").expect("whole");
+            assert_eq!(session.feed(Ok(parsed)), Step::Wait);
+        }
+    }
+
+    /// The bytes of the D lines of a reply.
+    fn data_of(step: Step) -> Vec<u8> {
+        let Step::Reply(bytes) = step else {
+            panic!("expected a reply, got {step:?}")
+        };
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while let Ok(Some((line, used))) = assuan::next_line(rest) {
+            if let Line::Data(data) = line {
+                out.extend(data);
+            }
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    /// What the session answers once the key is opened, as the driver
+    /// would have it opened.
+    fn opened(session: &mut Session<'_>, step: Step) -> String {
+        match step {
+            Step::Open(opening) => {
+                let next = session.opened(opening.run(&session.server.keys));
+                opened(session, next)
+            }
+            other => reply(other),
+        }
+    }
+
+    /// A server that takes keys from gpg (as an administrator device).
+    fn adding_server() -> (Server, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (mut server, _, _) = server();
+        let (settle, wake) = tokio::sync::mpsc::unbounded_channel();
+        server.adds = Some(Adds {
+            refusal: Box::new(|| None),
+            settle,
+        });
+        (server, wake)
+    }
+
+    /// gpg's transfer format for the Ed25519 key with this seed, its
+    /// secret in the clear or, with a passphrase, encrypted as gpg does
+    /// (AES-128 CFB, salted S2K with SHA-1, SHA-1 check).
+    fn transfer(seed: [u8; 32], passphrase: Option<&[u8]>) -> (Keygrip, Vec<u8>) {
+        use openssl::hash::{MessageDigest, hash};
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        let mut q = vec![0x40];
+        q.extend_from_slice(public.as_bytes());
+        let grip = keygrip::ecc(keygrip::Curve::Ed25519, &q);
+        let (skey, protection) = match passphrase {
+            None => (
+                vec![
+                    Sexp::atom("_"),
+                    Sexp::atom(q.clone()),
+                    Sexp::atom("_"),
+                    Sexp::atom(seed),
+                ],
+                Sexp::list([Sexp::atom("protection"), Sexp::atom("none")]),
+            ),
+            Some(passphrase) => {
+                let salt = [4u8; 8];
+                let iv = [6u8; 16];
+                let key =
+                    hash(MessageDigest::sha1(), &[&salt[..], passphrase].concat()).expect("sha1");
+                let mut plain = vec![0x00, 0xff];
+                plain.extend_from_slice(&seed);
+                let check = hash(MessageDigest::sha1(), &plain).expect("sha1");
+                plain.extend_from_slice(&check);
+                let blob = openssl::symm::encrypt(
+                    openssl::symm::Cipher::aes_128_cfb128(),
+                    &key[..16],
+                    Some(&iv),
+                    &plain,
+                )
+                .expect("encrypts");
+                (
+                    vec![
+                        Sexp::atom("_"),
+                        Sexp::atom(q.clone()),
+                        Sexp::atom("e"),
+                        Sexp::atom(blob),
+                    ],
+                    Sexp::list([
+                        Sexp::atom("protection"),
+                        Sexp::atom("sha1"),
+                        Sexp::atom("AES"),
+                        Sexp::atom(iv),
+                        Sexp::atom("1"),
+                        Sexp::atom("SHA1"),
+                        Sexp::atom(salt),
+                        Sexp::atom("96"),
+                    ]),
+                )
+            }
+        };
+        let mut skey_list = vec![Sexp::atom("skey")];
+        skey_list.extend(skey);
+        let sexp = Sexp::list([
+            Sexp::atom("openpgp-private-key"),
+            Sexp::list([Sexp::atom("version"), Sexp::atom("4")]),
+            Sexp::list([Sexp::atom("algo"), Sexp::atom("EDDSA")]),
+            Sexp::list([Sexp::atom("curve"), Sexp::atom("Ed25519")]),
+            Sexp::List(skey_list),
+            Sexp::list([Sexp::atom("csum"), Sexp::atom("0")]),
+            protection,
+        ]);
+        (grip, sexp.encode())
+    }
+
+    /// `plain` zero-padded and wrapped with `kek` as gpg wraps KEYDATA.
+    fn wrap(kek: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut padded = plain.to_vec();
+        padded.resize((plain.len().div_ceil(8) * 8).max(16), 0);
+        let key = openssl::aes::AesKey::new_encrypt(kek).expect("kek");
+        let mut out = vec![0u8; padded.len() + 8];
+        openssl::aes::wrap_key(&key, None, &mut out, &padded).expect("wraps");
+        out
+    }
+
+    /// gpg --import, as gpg 2.2 speaks it: KEYWRAP_KEY, SETKEYDESC,
+    /// IMPORT_KEY with INQUIRE KEYDATA, then the passphrase when the key
+    /// has one (loopback: asked of gpg; otherwise askpass).
+    #[test]
+    fn import_key_unwraps_reads_and_serves_the_key() {
+        let (server, _wake) = adding_server();
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        assert_eq!(
+            reply(say(&mut session, "IMPORT_KEY --unattended\n")),
+            err(code::MISSING_KEY)
+        );
+        let kek = data_of(say(&mut session, "KEYWRAP_KEY --import\n"));
+        assert_eq!(kek.len(), 16);
+
+        let (grip, plain) = transfer([7; 32], None);
+        let hex = keygrip::to_hex(&grip);
+        assert_eq!(
+            reply(say(&mut session, &format!("HAVEKEY {hex}\n"))),
+            err(code::NO_SECKEY)
+        );
+        let import = "IMPORT_KEY --timestamp=20261122T045001 --unattended\n";
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), "OK\n");
+        // Served at once, and gpg signs with it.
+        for (line, answer) in [
+            (format!("HAVEKEY {hex}\n"), "OK\n".to_owned()),
+            (format!("SIGKEY {hex}\n"), "OK\n".to_owned()),
+            (
+                format!("SETHASH 8 {}\n", "AB".repeat(32)),
+                "OK\n".to_owned(),
+            ),
+        ] {
+            assert_eq!(reply(say(&mut session, &line)), answer, "{line}");
+        }
+        assert!(reply(say(&mut session, "PKSIGN\n")).starts_with("D (7:sig-val(5:eddsa"));
+        assert_eq!(server.keys.unstored_count(), 1);
+        // Again: it exists, unless forced.
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::EEXIST));
+        assert_eq!(
+            reply(say(&mut session, "IMPORT_KEY --force\n")),
+            "INQUIRE KEYDATA\n"
+        );
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), "OK\n");
+
+        // Protected, in loopback mode: gpg is asked; a wrong passphrase
+        // is refused; the right one is kept for the next key, under a
+        // nonce gpg is told.
+        let (grip, plain) = transfer([8; 32], Some(b"open sesame"));
+        reply(say(&mut session, "OPTION pinentry-mode=loopback\n"));
+        let mut nonce = String::new();
+        for (passphrase, answer) in [
+            ("wrong", err(code::BAD_PASSPHRASE)),
+            ("open sesame", "S CACHE_NONCE ".to_owned()),
+        ] {
+            assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+            send_data(&mut session, &wrap(&kek, &plain));
+            assert_eq!(
+                reply(say(&mut session, "END\n")),
+                "S INQUIRE_MAXLEN 255\nINQUIRE PASSPHRASE\n"
+            );
+            send_data(&mut session, passphrase.as_bytes());
+            let end = say(&mut session, "END\n");
+            let answered = opened(&mut session, end);
+            assert!(answered.starts_with(&answer), "{answered}");
+            nonce = answered
+                .trim_start_matches("S CACHE_NONCE ")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        assert_eq!(nonce.len(), 24);
+        assert!(server.keys.get(&grip).is_some());
+        // The next key with the same passphrase: not asked again.
+        let (grip, plain) = transfer([11; 32], Some(b"open sesame"));
+        let with_nonce = format!("IMPORT_KEY --unattended {nonce}\n");
+        assert_eq!(reply(say(&mut session, &with_nonce)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        let end = say(&mut session, "END\n");
+        assert_eq!(opened(&mut session, end), "OK\n");
+        assert!(server.keys.get(&grip).is_some());
+        // With another passphrase: the kept one fails, gpg is asked.
+        let (_, plain) = transfer([12; 32], Some(b"other"));
+        assert_eq!(reply(say(&mut session, &with_nonce)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        let end = say(&mut session, "END\n");
+        assert_eq!(
+            opened(&mut session, end),
+            "S INQUIRE_MAXLEN 255\nINQUIRE PASSPHRASE\n"
+        );
+        send_data(&mut session, b"other");
+        let end = say(&mut session, "END\n");
+        assert!(opened(&mut session, end).starts_with("S CACHE_NONCE "));
+
+        // Protected, not in loopback mode: askpass, with the description.
+        let (grip, plain) = transfer([9; 32], Some(b"pw"));
+        let mut session = Session::new(&server);
+        let kek = data_of(say(&mut session, "KEYWRAP_KEY --import\n"));
+        reply(say(&mut session, "SETKEYDESC Import+it%0Aplease\n"));
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&kek, &plain));
+        match say(&mut session, "END\n") {
+            Step::AskImportPassphrase { prompt } => assert_eq!(prompt, "Import it\nplease"),
+            other => panic!("{other:?}"),
+        }
+        let step = session.with_passphrase(Some(Zeroizing::new(b"pw".to_vec())));
+        assert!(opened(&mut session, step).ends_with("OK\n"));
+        assert!(server.keys.get(&grip).is_some());
+
+        // Damage and other kinds of key.
+        for (plain, code) in [
+            (b"(3:foo)".to_vec(), code::UNSUPPORTED_ALGORITHM),
+            (
+                Sexp::list([
+                    Sexp::atom("openpgp-private-key"),
+                    Sexp::list([Sexp::atom("version"), Sexp::atom("4")]),
+                    Sexp::list([Sexp::atom("algo"), Sexp::atom("DSA")]),
+                ])
+                .encode(),
+                code::UNSUPPORTED_ALGORITHM,
+            ),
+            (b"(19:openpgp-private-key)".to_vec(), code::BAD_SECKEY),
+        ] {
+            assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+            send_data(&mut session, &wrap(&kek, &plain));
+            assert_eq!(reply(say(&mut session, "END\n")), err(code));
+        }
+        // Wrapped with another key; too short.
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &wrap(&[1; 16], &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::BAD_SECKEY));
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &[1; 16]);
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::INV_LENGTH));
+        // More than gpg-agent takes.
+        assert_eq!(reply(say(&mut session, import)), "INQUIRE KEYDATA\n");
+        send_data(&mut session, &[1; transfer::MAX_KEYDATA + 8]);
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::TOO_LARGE));
+        assert_eq!(
+            reply(say(&mut session, "KEYWRAP_KEY --export\n")),
+            err(code::NOT_SUPPORTED)
+        );
+    }
+
+    /// gpg --quick-gen-key, as gpg 2.2 speaks it.
+    #[test]
+    fn genkey_makes_a_key_and_answers_its_public_key() {
+        let (refusing, _, _) = server();
+        let (server, _wake) = adding_server();
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        let generate = |session: &mut Session<'_>, step: Step| match step {
+            Step::Generate(params) => {
+                let made = session.server.keys.generate(&params);
+                String::from_utf8_lossy(&session.generated(made)).into_owned()
+            }
+            other => reply(other),
+        };
+        assert_eq!(
+            reply(say(
+                &mut session,
+                "GENKEY --timestamp=20261122T045819 --inq-passwd\n"
+            )),
+            "S INQUIRE_MAXLEN 1024\nINQUIRE KEYPARAM\n"
+        );
+        assert_eq!(
+            say(
+                &mut session,
+                "D (genkey(ecc(curve 7:Ed25519)(flags eddsa comp)))\n"
+            ),
+            Step::Wait
+        );
+        assert_eq!(reply(say(&mut session, "END\n")), "INQUIRE NEWPASSWD\n");
+        let end = say(&mut session, "END\n");
+        let public = generate(&mut session, end);
+        assert!(
+            public.starts_with("D (10:public-key(3:ecc(5:curve7:Ed25519)(5:flags5:eddsa)(1:q33:"),
+            "{public}"
+        );
+        assert_eq!(server.keys.unstored_count(), 1);
+
+        for (keyparam, starts) in [
+            (
+                "D (genkey(ecc(curve 10:Curve25519)(flags djb-tweak comp)))\n",
+                "D (10:public-key(3:ecc(5:curve10:Curve25519)(5:flags9:djb-tweak)",
+            ),
+            (
+                "D (genkey(ecc(curve 10:NIST P-256)))\n",
+                "D (10:public-key(3:ecc(5:curve10:NIST P-256)(1:q65:",
+            ),
+            (
+                "D (genkey(rsa(nbits 4:2048)))\n",
+                "D (10:public-key(3:rsa(1:n257:",
+            ),
+            (
+                "D (genkey(dsa(nbits 4:2048)))\n",
+                "ERR 67108948 Unsupported algorithm",
+            ),
+            (
+                "D (genkey(ecc(curve 9:secp256k1)))\n",
+                "ERR 67108948 Unsupported algorithm",
+            ),
+            (
+                "D (genkey(rsa(nbits 5:16384)))\n",
+                "ERR 67108948 Unsupported algorithm",
+            ),
+            ("D (genkey(ecc(curve\n", "ERR 67108947 Invalid S-expression"),
+        ] {
+            reply(say(&mut session, "GENKEY --no-protection\n"));
+            assert_eq!(say(&mut session, keyparam), Step::Wait);
+            let end = say(&mut session, "END\n");
+            let answer = generate(&mut session, end);
+            assert!(answer.starts_with(starts), "{keyparam}: {answer}");
+        }
+        assert_eq!(server.keys.unstored_count(), 4);
+
+        // A device that may not add keys says so.
+        let mut session = Session::new(&refusing);
+        assert_eq!(reply(say(&mut session, "GENKEY\n")), err(code::FORBIDDEN));
+        // It imports no key, but hears that it has those it serves.
+        let kek = data_of(say(&mut session, "KEYWRAP_KEY --import\n"));
+        let (_, plain) = transfer([10; 32], None);
+        assert_eq!(
+            reply(say(&mut session, "IMPORT_KEY\n")),
+            "INQUIRE KEYDATA\n"
+        );
+        send_data(&mut session, &wrap(&kek, &plain));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::FORBIDDEN));
+    }
+
+    /// gpg 2.5's PKDECRYPT --kem=PGP: ECDH, KDF and key unwrap here.
+    #[test]
+    fn pkdecrypt_kem_pgp_unwraps_the_session_key() {
+        use openssl::hash::{MessageDigest, hash};
+        let (server, _, encrypt) = server();
+        let public = Sexp::parse(&server.keys.get(&encrypt).expect("key").public).expect("sexp");
+        let q = public.find(b"ecc").and_then(|e| e.value(b"q")).expect("q");
+        let ephemeral = x25519_dalek::StaticSecret::from([3u8; 32]);
+        let shared = ephemeral.diffie_hellman(&x25519_dalek::PublicKey::from(
+            <[u8; 32]>::try_from(&q[1..]).expect("32"),
+        ));
+        let param = b"\x0a+\x06\x01\x04\x01\x97U\x01\x05\x01\x12\x03\x01\x08\x07Anonymous Sender    0123456789abcdef0123";
+        let kek = hash(
+            MessageDigest::sha256(),
+            &[&[0, 0, 0, 1][..], shared.as_bytes(), param].concat(),
+        )
+        .expect("sha256");
+        let session_key = [0x42u8; 40];
+        let wrapped = {
+            let key = openssl::aes::AesKey::new_encrypt(&kek[..16]).expect("kek");
+            let mut out = vec![0u8; 48];
+            openssl::aes::wrap_key(&key, None, &mut out, &session_key).expect("wraps");
+            out
+        };
+        let mut e = vec![0x40];
+        e.extend_from_slice(x25519_dalek::PublicKey::from(&ephemeral).as_bytes());
+        let ciphertext = |wrapped: &[u8]| {
+            let mut s = vec![48u8];
+            s.extend_from_slice(wrapped);
+            Sexp::list([
+                Sexp::atom("enc-val"),
+                Sexp::list([
+                    Sexp::atom("ecc"),
+                    Sexp::list([Sexp::atom("c"), Sexp::atom("7")]),
+                    Sexp::list([Sexp::atom("h"), Sexp::atom("8")]),
+                    Sexp::list([Sexp::atom("e"), Sexp::atom(e.clone())]),
+                    Sexp::list([Sexp::atom("s"), Sexp::atom(s)]),
+                    Sexp::list([Sexp::atom("kdf-params"), Sexp::atom(&param[..])]),
+                ]),
+            ])
+            .encode()
+        };
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        reply(say(
+            &mut session,
+            &format!("SETKEY {}\n", keygrip::to_hex(&encrypt)),
+        ));
+        assert_eq!(
+            reply(say(&mut session, "PKDECRYPT --kem=PGP\n")),
+            "S INQUIRE_MAXLEN 4096\nINQUIRE CIPHERTEXT\n"
+        );
+        send_data(&mut session, &ciphertext(&wrapped));
+        let mut expected = b"(5:value40:".to_vec();
+        expected.extend_from_slice(&session_key);
+        expected.push(b')');
+        assert_eq!(data_of(say(&mut session, "END\n")), expected);
+        // A damaged wrapping is bad data, not a crash.
+        reply(say(&mut session, "PKDECRYPT --kem=PGP\n"));
+        let mut damaged = wrapped.clone();
+        damaged[5] ^= 1;
+        send_data(&mut session, &ciphertext(&damaged));
+        assert_eq!(reply(say(&mut session, "END\n")), err(code::INV_DATA));
+        for (line, code) in [
+            ("PKDECRYPT --kem=CMS\n", code::UNSUPPORTED_ALGORITHM),
+            ("PKDECRYPT --kem=PQC-PGP\n", code::UNSUPPORTED_ALGORITHM),
+            ("PKDECRYPT --kem=ROT13\n", code::ASS_PARAMETER),
+        ] {
+            assert_eq!(reply(say(&mut session, line)), err(code), "{line}");
+        }
+    }
+
+    /// KEYINFO and HAVEKEY as gpg 2.4 and tools send them.
+    #[test]
+    fn keyinfo_and_havekey_forms() {
+        let (server, sign, encrypt) = server();
+        let (s, e) = (keygrip::to_hex(&sign), keygrip::to_hex(&encrypt));
+        let mut grips = [s.clone(), e.clone()];
+        grips.sort();
+        let [first, second] = &grips;
+        let mut session = Session::new(&server);
+        let err = |code| String::from_utf8_lossy(&assuan::err(code)).into_owned();
+        for (line, answer) in [
+            (
+                "KEYINFO --list\n".to_owned(),
+                format!(
+                    "S KEYINFO {first} D - - - C - - -\nS KEYINFO {second} D - - - C - - -\nOK\n"
+                ),
+            ),
+            (
+                "KEYINFO --list --data\n".to_owned(),
+                format!("D {first} D - - - C - - -%0A{second} D - - - C - - -%0A\nOK\n"),
+            ),
+            (
+                format!("KEYINFO --data {s}\n"),
+                format!("D {s} D - - - C - - -%0A\nOK\n"),
+            ),
+            (
+                format!("KEYINFO --with-ssh --ssh-fpr {s}\n"),
+                format!("S KEYINFO {s} D - - - C - - -\nOK\n"),
+            ),
+            ("KEYINFO --ssh-list\n".to_owned(), "OK\n".to_owned()),
+            (
+                "KEYINFO --list --need-attr=Use-for-ssh\n".to_owned(),
+                "OK\n".to_owned(),
+            ),
+            (
+                format!("KEYINFO --need-attr=Use-for-ssh {s}\n"),
+                err(code::NOT_FOUND),
+            ),
+            (
+                format!("KEYINFO {}\n", "0".repeat(40)),
+                err(code::NOT_FOUND),
+            ),
+            ("KEYINFO\n".to_owned(), err(code::ASS_PARAMETER)),
+            (
+                format!("HAVEKEY --info {e}\n"),
+                "S KEYFILEINFO clear\nOK\n".to_owned(),
+            ),
+            (
+                format!("HAVEKEY --info {}\n", "0".repeat(40)),
+                err(code::NO_SECKEY),
+            ),
+            ("HAVEKEY --info\n".to_owned(), err(code::ASS_PARAMETER)),
+            ("HAVEKEY --list=1\n".to_owned(), err(code::TRUNCATED)),
+            (
+                format!("HAVEKEY {} {e}\n", "0".repeat(40)),
+                "OK\n".to_owned(),
+            ),
+            (format!("PASSWD --verify {s}\n"), "OK\n".to_owned()),
+            (format!("PASSWD {s}\n"), err(code::NOT_SUPPORTED)),
+        ] {
+            assert_eq!(reply(say(&mut session, &line)), answer, "{line}");
+        }
+        let listed = data_of(say(&mut session, "HAVEKEY --list=2\n"));
+        assert_eq!(listed.len(), 40);
     }
 
     #[test]

@@ -222,6 +222,29 @@ const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest wait between tries.
 const RETRY_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Every public certificate in gpg's keyring (`gpg --export`, binary),
+/// or `None` if gpg cannot say.
+pub async fn export(home: &Path) -> Option<Vec<u8>> {
+    let child = tokio::process::Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--no-autostart", "--quiet", "--export"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    match tokio::time::timeout(GPG_TIME, child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => Some(out.stdout),
+        Ok(Ok(out)) => {
+            tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr).trim(), "gpg --export failed");
+            None
+        }
+        _ => None,
+    }
+}
+
 /// `gpg --import` a public certificate and trust it ultimately. gpg asks
 /// this very daemon's agent socket while it imports (`--no-autostart`:
 /// never the real gpg-agent).

@@ -101,7 +101,8 @@ impl GpgKey {
         secret.map(|secret| GpgKey::from_mpis(public, secret, label))
     }
 
-    fn from_mpis(
+    /// A key from its public and secret values.
+    pub fn from_mpis(
         public: &Mpis,
         secret: &SecretKeyMaterial,
         label: String,
@@ -253,6 +254,94 @@ impl GpgKey {
         Ok(Sexp::list([Sexp::atom("sig-val"), value]).encode())
     }
 
+    /// PKDECRYPT --kem=PGP (gpg 2.5): the session key from
+    ///
+    /// ```text
+    /// (enc-val (ecc (c <cipher>) (h <hash>) (e <ephemeral>) (s <wrapped>)
+    ///   (kdf-params <param>)))
+    /// ```
+    ///
+    /// ECDH, the RFC 6637 §7 KDF over the shared X with the
+    /// parameters gpg built, then AES key unwrap (RFC 3394) of `s` after
+    /// its length byte. The `(value ...)` holds what was wrapped (the
+    /// padded session key); gpg does the rest.
+    pub fn kem_decrypt(&self, ciphertext: &Sexp) -> Result<Zeroizing<Vec<u8>>, GpgKeyError> {
+        let ecc = ciphertext
+            .find(b"ecc")
+            .filter(|_| ciphertext.name() == Some(b"enc-val"))
+            .ok_or(GpgKeyError::BadInput)?;
+        let number = |name: &[u8]| {
+            ecc.value(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or(GpgKeyError::BadInput)
+        };
+        let kek_len = match number(b"c")? {
+            7 => 16,
+            8 => 24,
+            9 => 32,
+            _ => return Err(GpgKeyError::BadInput),
+        };
+        let md = match number(b"h")? {
+            8 => MessageDigest::sha256(),
+            9 => MessageDigest::sha384(),
+            10 => MessageDigest::sha512(),
+            _ => return Err(GpgKeyError::BadInput),
+        };
+        let e = ecc.value(b"e").ok_or(GpgKeyError::BadInput)?;
+        let s = ecc.value(b"s").ok_or(GpgKeyError::BadInput)?;
+        let param = ecc.value(b"kdf-params").ok_or(GpgKeyError::BadInput)?;
+        let shared: Zeroizing<Vec<u8>> = match &self.material {
+            Material::Cv25519(secret) => {
+                let point = match e {
+                    [0x40, rest @ ..] if rest.len() == 32 => rest,
+                    rest => rest,
+                };
+                let point: [u8; 32] = point.try_into().map_err(|_| GpgKeyError::BadInput)?;
+                let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(point));
+                Zeroizing::new(shared.as_bytes().to_vec())
+            }
+            Material::P256(key) => {
+                let bad = |_| GpgKeyError::BadInput;
+                let group = key.group();
+                let mut ctx = BigNumContext::new_secure().map_err(|_| GpgKeyError::Invalid)?;
+                let theirs = EcPoint::from_bytes(group, e, &mut ctx).map_err(bad)?;
+                let mut shared = EcPoint::new(group).map_err(|_| GpgKeyError::Invalid)?;
+                shared
+                    .mul2(group, &theirs, key.private_key(), &mut ctx)
+                    .map_err(bad)?;
+                let point = Zeroizing::new(
+                    shared
+                        .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+                        .map_err(bad)?,
+                );
+                Zeroizing::new(point.get(1..33).ok_or(GpgKeyError::BadInput)?.to_vec())
+            }
+            Material::Ed25519(_) | Material::Rsa(_) => return Err(GpgKeyError::BadInput),
+        };
+        let mut hasher = openssl::hash::Hasher::new(md).map_err(|_| GpgKeyError::Invalid)?;
+        for part in [&[0, 0, 0, 1][..], &shared, param] {
+            hasher.update(part).map_err(|_| GpgKeyError::Invalid)?;
+        }
+        let digest = Zeroizing::new(hasher.finish().map_err(|_| GpgKeyError::Invalid)?.to_vec());
+        let kek = openssl::aes::AesKey::new_decrypt(&digest[..kek_len])
+            .map_err(|_| GpgKeyError::Invalid)?;
+        let wrapped = match s {
+            [len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+            _ => return Err(GpgKeyError::BadInput),
+        };
+        if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
+            return Err(GpgKeyError::BadInput);
+        }
+        let mut key = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
+        openssl::aes::unwrap_key(&kek, None, &mut key, wrapped)
+            .map_err(|_| GpgKeyError::BadInput)?;
+        let mut encoded = Zeroizing::new(format!("(5:value{}:", key.len()).into_bytes());
+        encoded.extend_from_slice(&key);
+        encoded.push(b')');
+        Ok(encoded)
+    }
+
     /// PKDECRYPT: the `(value ...)` for an `(enc-val ...)`.
     pub fn decrypt(&self, ciphertext: &Sexp) -> Result<Zeroizing<Vec<u8>>, GpgKeyError> {
         if ciphertext.name() != Some(b"enc-val") {
@@ -334,38 +423,378 @@ fn public_ecc(curve: &str, flags: Option<&str>, q: &[u8]) -> Vec<u8> {
     Sexp::list([Sexp::atom("public-key"), Sexp::List(ecc)]).encode()
 }
 
-/// Every OpenPGP key the agent holds, by keygrip; replaced whole when
-/// the Mesh's certificates change.
-#[derive(Debug, Default)]
+/// The keygrip of a public key of a kind the agent serves.
+pub fn grip_of(public: &Mpis) -> Option<Keygrip> {
+    match public {
+        Mpis::EdDSA { curve, q } if *curve == PgpCurve::Ed25519 => {
+            Some(keygrip::ecc(Curve::Ed25519, q.value()))
+        }
+        Mpis::ECDH { curve, q, .. } if *curve == PgpCurve::Cv25519 => {
+            Some(keygrip::ecc(Curve::Curve25519, q.value()))
+        }
+        Mpis::ECDSA { curve, q } | Mpis::ECDH { curve, q, .. } if *curve == PgpCurve::NistP256 => {
+            Some(keygrip::ecc(Curve::NistP256, q.value()))
+        }
+        Mpis::RSA { n, .. } => Some(keygrip::rsa(n.value())),
+        _ => None,
+    }
+}
+
+/// A key gpg made (GENKEY) or imported (IMPORT_KEY) through this agent,
+/// served at once and waiting for its certificate, which gpg writes to
+/// its keyring only afterwards, to go into the Mesh with it.
+struct Pending {
+    /// The key as served.
+    key: Arc<GpgKey>,
+    /// Its secret values, to put into the certificate.
+    secret: Secret,
+    /// Already handed to the account (it stays served until the account's
+    /// keys include it).
+    stored: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("key", &self.key)
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every OpenPGP key the agent holds, by keygrip: the Mesh's, replaced
+/// whole when its certificates change, and the pending ones (made or
+/// imported by gpg, until the Mesh has them).
+#[derive(Default)]
 pub struct GpgKeyring {
     keys: Mutex<BTreeMap<Keygrip, Arc<GpgKey>>>,
+    pending: Mutex<BTreeMap<Keygrip, Pending>>,
+}
+
+impl std::fmt::Debug for GpgKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpgKeyring")
+            .field("keys", &self.grips().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GpgKeyring {
     /// The key with this grip.
     pub fn get(&self, grip: &Keygrip) -> Option<Arc<GpgKey>> {
-        self.keys
+        let mesh = self
+            .keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(grip)
-            .cloned()
+            .cloned();
+        mesh.or_else(|| {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(grip)
+                .map(|p| Arc::clone(&p.key))
+        })
+    }
+
+    /// Whether the Mesh's keys (not the pending ones) include this grip.
+    pub fn in_mesh(&self, grip: &Keygrip) -> bool {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(grip)
     }
 
     /// Every keygrip held, in order.
     pub fn grips(&self) -> Vec<Keygrip> {
-        self.keys
+        let mut grips: std::collections::BTreeSet<Keygrip> = self
+            .keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .copied()
-            .collect()
+            .collect();
+        grips.extend(
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .copied(),
+        );
+        grips.into_iter().collect()
     }
 
-    /// Replace every key.
+    /// Replace the Mesh's keys; the pending keys they now include are
+    /// pending no more.
     pub fn set(&self, keys: Vec<GpgKey>) {
-        let map = keys.into_iter().map(|k| (k.grip, Arc::new(k))).collect();
+        let map: BTreeMap<Keygrip, Arc<GpgKey>> =
+            keys.into_iter().map(|k| (k.grip, Arc::new(k))).collect();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|grip, _| !map.contains_key(grip));
         *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = map;
     }
+
+    /// Serve a key made or imported through gpg until the Mesh has it.
+    fn add_pending(&self, key: GpgKey, secret: Secret) {
+        let key = Arc::new(key);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.grip,
+                Pending {
+                    key,
+                    secret,
+                    stored: false,
+                },
+            );
+    }
+
+    /// How many pending keys are not yet handed to the account.
+    pub fn unstored_count(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|p| !p.stored)
+            .count()
+    }
+
+    /// Whether some pending key is not yet handed to the account.
+    pub fn has_unstored(&self) -> bool {
+        self.unstored_count() > 0
+    }
+
+    /// IMPORT_KEY: open a transferred key (slow when it is protected: the
+    /// S2K) and serve it, pending, if its secret is its public key's.
+    pub fn import(
+        &self,
+        transfer: &super::transfer::Transfer,
+        passphrase: &[u8],
+    ) -> Result<Keygrip, ImportError> {
+        let (public, secret) = transfer.open(passphrase).map_err(ImportError::Transfer)?;
+        let key = GpgKey::from_mpis(&public, &secret, "imported by gpg".to_owned())
+            .map_err(ImportError::Key)?;
+        let grip = key.grip;
+        self.add_pending(key, secret.into());
+        Ok(grip)
+    }
+
+    /// GENKEY: make a key (slow for RSA) and serve it, pending; its
+    /// public key, as READKEY gives it.
+    pub fn generate(&self, params: &Sexp) -> Result<Vec<u8>, GenkeyError> {
+        let (key, secret) = generate(params, "made by gpg".to_owned())?;
+        tracing::info!(grip = %keygrip::to_hex(&key.grip), "gpg made a key");
+        let public = key.public.clone();
+        self.add_pending(key, secret);
+        Ok(public)
+    }
+
+    /// `cert` with the secrets of the pending keys not yet handed to the
+    /// account that it has, and their grips; `None` if it has none.
+    pub fn with_secrets(
+        &self,
+        cert: sequoia_openpgp::Cert,
+    ) -> Option<(sequoia_openpgp::Cert, Vec<Keygrip>)> {
+        use sequoia_openpgp::Packet;
+        let primary = cert.fingerprint();
+        let mut packets: Vec<Packet> = Vec::new();
+        let mut grips = Vec::new();
+        {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for ka in cert.keys() {
+                let key = ka.key();
+                let Some(grip) = grip_of(key.mpis()) else {
+                    continue;
+                };
+                let Some(p) = pending.get(&grip).filter(|p| !p.stored) else {
+                    continue;
+                };
+                let (with, _) = key
+                    .clone()
+                    .role_into_unspecified()
+                    .add_secret(fit_secret(&p.secret, key.mpis()));
+                packets.push(if key.fingerprint() == primary {
+                    with.role_into_primary().into()
+                } else {
+                    with.role_into_subordinate().into()
+                });
+                grips.push(grip);
+            }
+        }
+        if grips.is_empty() {
+            return None;
+        }
+        match cert.insert_packets(packets) {
+            Ok((cert, _)) => Some((cert, grips)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add secrets to a certificate");
+                None
+            }
+        }
+    }
+
+    /// Note that these pending keys were handed to the account.
+    pub fn mark_stored(&self, grips: &[Keygrip]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for grip in grips {
+            if let Some(p) = pending.get_mut(grip) {
+                p.stored = true;
+            }
+        }
+    }
+}
+
+/// `secret` as the secret of a key of `public`'s kind: a P-256 scalar
+/// serves ECDSA and ECDH alike, and GENKEY cannot tell which gpg wants.
+fn fit_secret(secret: &Secret, public: &Mpis) -> Secret {
+    let Secret::Unencrypted(unencrypted) = secret else {
+        return secret.clone();
+    };
+    unencrypted.map(|material| {
+        match (material, public) {
+            (SecretKeyMaterial::ECDSA { scalar }, Mpis::ECDH { .. }) => SecretKeyMaterial::ECDH {
+                scalar: scalar.clone(),
+            },
+            (SecretKeyMaterial::ECDH { scalar }, Mpis::ECDSA { .. }) => SecretKeyMaterial::ECDSA {
+                scalar: scalar.clone(),
+            },
+            (other, _) => other.clone(),
+        }
+        .into()
+    })
+}
+
+/// Why IMPORT_KEY takes no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The transferred key does not open.
+    #[error(transparent)]
+    Transfer(super::transfer::TransferError),
+    /// Its secret is not its public key's, or of a kind not served.
+    #[error(transparent)]
+    Key(GpgKeyError),
+}
+
+/// Why GENKEY makes no key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenkeyError {
+    /// Not a `(genkey ...)` this agent understands.
+    #[error("malformed key parameters")]
+    Malformed,
+    /// A key kind not served here.
+    #[error("unsupported key type")]
+    Unsupported,
+    /// Generation failed.
+    #[error("key generation failed")]
+    Failed,
+}
+
+/// Read GENKEY's parameters, which gpg writes half canonical: atoms are
+/// `<length>:<bytes>` or bare tokens, separated by spaces, as in
+/// `(genkey(ecc(curve 7:Ed25519)(flags eddsa comp)))`.
+pub fn parse_keyparam(input: &[u8]) -> Option<Sexp> {
+    fn list(input: &[u8], at: &mut usize, depth: usize) -> Option<Sexp> {
+        if depth > 8 || input.get(*at) != Some(&b'(') {
+            return None;
+        }
+        *at += 1;
+        let mut items = Vec::new();
+        loop {
+            match *input.get(*at)? {
+                b')' => {
+                    *at += 1;
+                    return Some(Sexp::List(items));
+                }
+                b' ' | b'\t' | b'\n' | b'\r' => *at += 1,
+                b'(' => items.push(list(input, at, depth + 1)?),
+                b'0'..=b'9' => {
+                    let start = *at;
+                    while input.get(*at)?.is_ascii_digit() {
+                        *at += 1;
+                    }
+                    if input[*at] == b':' {
+                        let len: usize =
+                            std::str::from_utf8(&input[start..*at]).ok()?.parse().ok()?;
+                        let from = *at + 1;
+                        let bytes = input.get(from..from.checked_add(len)?)?;
+                        items.push(Sexp::atom(bytes));
+                        *at = from + len;
+                    } else {
+                        while input.get(*at).is_some_and(|b| is_token(*b)) {
+                            *at += 1;
+                        }
+                        items.push(Sexp::atom(&input[start..*at]));
+                    }
+                }
+                b if is_token(b) => {
+                    let start = *at;
+                    while input.get(*at).is_some_and(|b| is_token(*b)) {
+                        *at += 1;
+                    }
+                    items.push(Sexp::atom(&input[start..*at]));
+                }
+                _ => return None,
+            }
+        }
+    }
+    fn is_token(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-./_:*+=".contains(&b)
+    }
+    let mut at = 0;
+    while input.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    let sexp = list(input, &mut at, 0)?;
+    input[at..]
+        .iter()
+        .all(|b| b.is_ascii_whitespace() || *b == 0)
+        .then_some(sexp)
+}
+
+/// The smallest and largest RSA key GENKEY makes (gpg's own bounds).
+const RSA_BITS: std::ops::RangeInclusive<usize> = 1024..=4096;
+
+/// Make a key as GENKEY's `(genkey ...)` asks: `(ecc (curve Ed25519)
+/// (flags eddsa))`, `(ecc (curve Curve25519) (flags djb-tweak))` or
+/// `(rsa (nbits 3072))`. Slow for RSA: call it off the async threads.
+fn generate(params: &Sexp, label: String) -> Result<(GpgKey, Secret), GenkeyError> {
+    use sequoia_openpgp::packet::key::{Key4, SecretParts, UnspecifiedRole};
+    if params.name() != Some(b"genkey") {
+        return Err(GenkeyError::Malformed);
+    }
+    let made = if let Some(ecc) = params.find(b"ecc") {
+        let curve = match ecc.value(b"curve") {
+            Some(b"Ed25519" | b"ed25519") => PgpCurve::Ed25519,
+            Some(b"Curve25519" | b"cv25519") => PgpCurve::Cv25519,
+            Some(b"NIST P-256" | b"nistp256") => PgpCurve::NistP256,
+            Some(_) => return Err(GenkeyError::Unsupported),
+            None => return Err(GenkeyError::Malformed),
+        };
+        // A P-256 key is the same for ECDSA and ECDH: made as ECDSA, it
+        // takes the certificate's kind when it is stored.
+        Key4::<SecretParts, UnspecifiedRole>::generate_ecc(curve != PgpCurve::Cv25519, curve)
+    } else if let Some(rsa) = params.find(b"rsa") {
+        let bits: usize = rsa
+            .value(b"nbits")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or(GenkeyError::Malformed)?;
+        if !RSA_BITS.contains(&bits) {
+            return Err(GenkeyError::Unsupported);
+        }
+        Key4::<SecretParts, UnspecifiedRole>::generate_rsa(bits)
+    } else {
+        return Err(GenkeyError::Unsupported);
+    };
+    let key = made.map_err(|_| GenkeyError::Failed)?;
+    let secret = key.optional_secret().ok_or(GenkeyError::Failed)?.clone();
+    let served = GpgKey::new(key.mpis(), &secret, label).map_err(|_| GenkeyError::Failed)?;
+    Ok((served, secret))
 }
 
 /// A new certificate's signing and encryption subkeys, as the keystore
@@ -569,6 +998,57 @@ mod tests {
             expected
                 .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
                 .expect("bytes")
+        );
+    }
+
+    #[test]
+    fn keyparam_as_gpg_writes_it() {
+        let parsed =
+            parse_keyparam(b"(genkey(ecc(curve 7:Ed25519)(flags eddsa comp)))\0").expect("parses");
+        let ecc = parsed.find(b"ecc").expect("ecc");
+        assert_eq!(ecc.value(b"curve"), Some(&b"Ed25519"[..]));
+        let flags = ecc.find(b"flags").and_then(Sexp::as_list).expect("flags");
+        assert_eq!(flags.len(), 3);
+        let rsa = parse_keyparam(b" (genkey (rsa (nbits 4:3072)))\n").expect("parses");
+        assert_eq!(
+            rsa.find(b"rsa").and_then(|r| r.value(b"nbits")),
+            Some(&b"3072"[..])
+        );
+        let whole = b"(genkey(ecc(curve 10:NIST P-256)(flags nocomp)))";
+        for cut in 0..whole.len() {
+            assert!(parse_keyparam(&whole[..cut]).is_none(), "{cut}");
+        }
+        for bad in [
+            &b"(genkey(ecc(curve 99:Ed25519)))"[..],
+            b"(genkey)(more)",
+            b"(genkey \"quoted\")",
+            b"((((((((((deep))))))))))",
+        ] {
+            assert!(
+                parse_keyparam(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            generate(
+                &parse_keyparam(b"(genkey(ecc(curve 9:secp256k1)))").expect("parses"),
+                String::new()
+            )
+            .err(),
+            Some(GenkeyError::Unsupported)
+        );
+        assert_eq!(
+            generate(
+                &parse_keyparam(b"(genkey(rsa(nbits 3:512)))").expect("parses"),
+                String::new()
+            )
+            .err(),
+            Some(GenkeyError::Unsupported)
+        );
+        assert_eq!(
+            generate(&parse_keyparam(b"(other)").expect("parses"), String::new()).err(),
+            Some(GenkeyError::Malformed)
         );
     }
 

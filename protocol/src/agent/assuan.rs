@@ -20,6 +20,11 @@ pub const SOURCE_AGENT: u32 = 4;
 /// gpg-error codes (the low 16 bits) the agent sends.
 #[allow(missing_docs, reason = "each is the gpg-error name of its number")]
 pub mod code {
+    pub const BAD_SECKEY: u32 = 7;
+    pub const MISSING_KEY: u32 = 181;
+    pub const FORBIDDEN: u32 = 251;
+    /// EEXIST as a gpg system error (GPG_ERR_SYSTEM_ERROR | 35).
+    pub const EEXIST: u32 = 32803;
     pub const BAD_PASSPHRASE: u32 = 11;
     pub const NO_SECKEY: u32 = 17;
     pub const NOT_FOUND: u32 = 27;
@@ -46,6 +51,10 @@ pub mod code {
 /// The text gpg-agent gives with an error code.
 fn description(code: u32) -> &'static str {
     match code {
+        code::BAD_SECKEY => "Bad secret key",
+        code::MISSING_KEY => "Missing key",
+        code::FORBIDDEN => "Forbidden",
+        code::EEXIST => "File exists",
         code::BAD_PASSPHRASE => "Bad passphrase",
         code::NO_SECKEY => "No secret key",
         code::NOT_FOUND => "Not found",
