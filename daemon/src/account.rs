@@ -524,7 +524,12 @@ impl Account {
                 self.ssh_accepted(host, key).await?;
                 Ok(Response::Lines { lines: vec![line] })
             }
-            Command::OpenpgpPut { cert, name } => self.openpgp_put(*cert, name).await,
+            Command::OpenpgpPut {
+                cert,
+                name,
+                confirm,
+            } => self.openpgp_put(*cert, name, confirm).await,
+            Command::OpenpgpSet { name, confirm } => self.openpgp_set(&name, confirm).await,
             Command::OpenpgpDelete { name } => self.openpgp_delete(&name).await,
             Command::AskApproval(question) => self.ask_approval(*question).await,
             Command::AnswerApproval { id, approved } => self.answer_approval(&id, approved).await,
@@ -641,6 +646,16 @@ pub enum Command {
         cert: Box<sequoia_openpgp::Cert>,
         /// Its name (default: its email address).
         name: Option<String>,
+        /// Ask before each use of its keys; `None`: as the account has
+        /// it already (not for a new certificate).
+        confirm: Option<bool>,
+    },
+    /// Switch an OpenPGP certificate's confirmation on or off.
+    OpenpgpSet {
+        /// Its name.
+        name: String,
+        /// Ask before each use of its keys.
+        confirm: bool,
     },
     /// Delete an OpenPGP certificate.
     OpenpgpDelete {
@@ -683,6 +698,7 @@ impl std::fmt::Debug for Command {
             Command::SshAccepted { .. } => "SshAccepted",
             Command::Usage(_) => "Usage",
             Command::OpenpgpPut { .. } => "OpenpgpPut",
+            Command::OpenpgpSet { .. } => "OpenpgpSet",
             Command::OpenpgpDelete { .. } => "OpenpgpDelete",
             Command::AskApproval(_) => "AskApproval",
             Command::AnswerApproval { .. } => "AnswerApproval",

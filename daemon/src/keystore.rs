@@ -101,7 +101,10 @@ impl Keystore {
                 let key = ka.key();
                 if let Some(secret) = key.optional_secret() {
                     match gpg::GpgKey::new(key.mpis(), secret, entry.name.clone()) {
-                        Ok(k) => keys.push(k),
+                        Ok(mut k) => {
+                            k.confirm = entry.confirm;
+                            keys.push(k);
+                        }
                         Err(e) => tracing::debug!(error = %e, "OpenPGP key not served"),
                     }
                 }

@@ -276,6 +276,10 @@ async fn serve(
             uid,
             askpass: config.askpass.clone(),
             usage: Some(usage),
+            approvals: Some(frontend::approval::Remote {
+                account: handle.clone(),
+                timeout: config.approval_timeout,
+            }),
             adds: Some(frontend::gpg_agent::Adds {
                 refusal: Box::new(move || {
                     (!viewer.view().status.admin).then_some(

@@ -254,6 +254,9 @@ pub enum Request {
         algorithm: String,
         /// Its name in the account (default: the email address).
         name: Option<String>,
+        /// Ask before each signature or decryption.
+        #[serde(default)]
+        confirm: bool,
     },
     /// Put an existing OpenPGP secret key in the account.
     OpenpgpImport {
@@ -261,6 +264,17 @@ pub enum Request {
         secret: SecretText,
         /// Its name in the account (default: the email address).
         name: Option<String>,
+        /// Ask before each signature or decryption (without it, a
+        /// certificate the account has keeps its setting).
+        #[serde(default)]
+        confirm: bool,
+    },
+    /// Switch a certificate's confirmation on or off.
+    OpenpgpSet {
+        /// Its name.
+        name: String,
+        /// Ask before each signature or decryption.
+        confirm: bool,
     },
     /// The account's OpenPGP certificates.
     OpenpgpList,
@@ -313,6 +327,7 @@ impl Request {
             Request::SshAllowedSigners => "ssh-allowed-signers",
             Request::OpenpgpCreate { .. } => "openpgp-create",
             Request::OpenpgpImport { .. } => "openpgp-import",
+            Request::OpenpgpSet { .. } => "openpgp-set",
             Request::OpenpgpList => "openpgp-list",
             Request::OpenpgpExport { .. } => "openpgp-export",
             Request::OpenpgpDelete { .. } => "openpgp-delete",
@@ -840,6 +855,9 @@ pub struct OpenpgpRow {
     pub fingerprint: String,
     /// Its user ids.
     pub user_ids: Vec<String>,
+    /// Whether each use of its keys is confirmed first.
+    #[serde(default)]
+    pub confirm: bool,
 }
 
 /// [`Response::OpenpgpAdded`].

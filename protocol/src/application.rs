@@ -249,6 +249,11 @@ pub struct OpenpgpEntry {
     pub public: String,
     /// The armored secret keys this store's readers may hold.
     pub secret: String,
+    /// Ask the user (askpass, or another device) before each signature
+    /// or decryption. Written only when set, so that an entry without it
+    /// reads as before (false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
 }
 
 impl std::fmt::Debug for OpenpgpEntry {
@@ -256,6 +261,7 @@ impl std::fmt::Debug for OpenpgpEntry {
         f.debug_struct("OpenpgpEntry")
             .field("name", &self.name)
             .field("fingerprint", &self.fingerprint)
+            .field("confirm", &self.confirm)
             .finish_non_exhaustive()
     }
 }
@@ -308,5 +314,19 @@ mod tests {
             hosts: Vec::new(),
         };
         assert!(!format!("{id:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn an_openpgp_entry_without_confirm_reads_as_unconfirmed_and_is_written_as_before() {
+        let old = r#"{"Name":"n","Fingerprint":"F","Public":"P","Secret":"S"}"#;
+        let entry: OpenpgpEntry = serde_json::from_str(old).expect("reads");
+        assert!(!entry.confirm);
+        assert_eq!(serde_json::to_string(&entry).expect("writes"), old);
+        let mut marked = entry;
+        marked.confirm = true;
+        let written = serde_json::to_string(&marked).expect("writes");
+        assert!(written.contains(r#""Confirm":true"#), "{written}");
+        let back: OpenpgpEntry = serde_json::from_str(&written).expect("reads");
+        assert!(back.confirm);
     }
 }

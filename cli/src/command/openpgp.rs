@@ -25,6 +25,10 @@ pub(crate) enum OpenpgpCommand {
         /// Its name in the account (default: the email address).
         #[arg(long)]
         name: Option<String>,
+        /// Ask before each signature or decryption (askpass, or the
+        /// account's other devices when nobody is at this one).
+        #[arg(long)]
+        confirm: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -36,9 +40,25 @@ pub(crate) enum OpenpgpCommand {
         /// Its name in the account (default: the email address).
         #[arg(long)]
         name: Option<String>,
+        /// Ask before each signature or decryption (without it, a key the
+        /// account has keeps its setting).
+        #[arg(long)]
+        confirm: bool,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// Switch a key's confirmation on or off (administrators only).
+    #[command(group(clap::ArgGroup::new("setting").required(true).args(["confirm", "no_confirm"])))]
+    Set {
+        /// Its name.
+        name: String,
+        /// Ask before each signature or decryption.
+        #[arg(long)]
+        confirm: bool,
+        /// Use it without asking.
+        #[arg(long)]
+        no_confirm: bool,
     },
     /// The account's OpenPGP keys.
     List {
@@ -67,7 +87,13 @@ fn configured(v: &OpenpgpAdded) -> String {
 }
 
 fn describe(v: &OpenpgpRow) -> String {
-    format!("{}\t{}\t{}\n", v.name, v.fingerprint, v.user_ids.join(", "))
+    let confirm = if v.confirm { "\tconfirm" } else { "" };
+    format!(
+        "{}\t{}\t{}{confirm}\n",
+        v.name,
+        v.fingerprint,
+        v.user_ids.join(", ")
+    )
 }
 
 pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<ExitCode> {
@@ -76,19 +102,26 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
             user_id,
             alg,
             name,
+            confirm,
             json,
         } => {
             let request = Request::OpenpgpCreate {
                 user_id,
                 algorithm: alg,
                 name,
+                confirm,
             };
             let added = answer!(ask(paths, &request)?, Response::OpenpgpAdded(a) => a);
             show(json, &added, |v| {
                 format!("created {}\t{}\n{}", v.name, v.fingerprint, configured(v))
             });
         }
-        OpenpgpCommand::Import { file, name, json } => {
+        OpenpgpCommand::Import {
+            file,
+            name,
+            confirm,
+            json,
+        } => {
             let path = file.to_string_lossy();
             let bytes = Zeroizing::new(super::input::read_input(&path)?);
             let secret = String::from_utf8(bytes.to_vec())
@@ -97,11 +130,22 @@ pub(crate) fn run(paths: &Paths, command: OpenpgpCommand) -> anyhow::Result<Exit
             let request = Request::OpenpgpImport {
                 secret: SecretText::new(secret.to_string()),
                 name,
+                confirm,
             };
             let added = answer!(ask(paths, &request)?, Response::OpenpgpAdded(a) => a);
             show(json, &added, |v| {
                 format!("imported {}\t{}\n{}", v.name, v.fingerprint, configured(v))
             });
+        }
+        OpenpgpCommand::Set { name, confirm, .. } => {
+            let request = Request::OpenpgpSet { name, confirm };
+            let added = answer!(ask(paths, &request)?, Response::OpenpgpAdded(a) => a);
+            let said = if confirm {
+                "asks before each use"
+            } else {
+                "is used without asking"
+            };
+            println!("{}\t{}\t{said}", added.name, added.fingerprint);
         }
         OpenpgpCommand::List { json } => {
             let keys =

@@ -32,7 +32,8 @@
 //!    (git's `reject` of a revoked token erases it everywhere).
 //! 5. OpenPGP entries are written by administrators only (their
 //!    certificates go into every device's gpg keyring).
-//! 6. Only an administrator switches an SSH identity's confirmation off.
+//! 6. Only an administrator switches a key's confirmation off (an SSH
+//!    identity's or an OpenPGP certificate's).
 //! 7. Records filed under a device's name (`usage/<device>/…`,
 //!    `ssh-accepted/<device>`, `approval/<device>/…`) are written by that
 //!    device; an answer to a device's approval request
@@ -69,7 +70,7 @@ use super::{Account, AccountError};
 /// What the rules keep about an object's live version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Summary {
-    /// An SSH identity's confirmation policy.
+    /// An SSH identity's or OpenPGP certificate's confirmation policy.
     confirm: bool,
 }
 
@@ -231,6 +232,9 @@ fn record(store: Store, verified: &Verified) -> Result<Summary, String> {
             {
                 return Err("its fingerprint is not its certificate's".into());
             }
+            return Ok(Summary {
+                confirm: pgp.confirm,
+            });
         }
         SSH_ACCEPTED_MESSAGE_TYPE => {
             let accepted: SshAccepted = verified.record().ok_or_else(damaged)?;

@@ -28,11 +28,15 @@ fn armor_err<E>(_: E) -> AccountError {
 }
 
 impl Account {
-    /// Put a certificate with its secrets in the account.
+    /// Put a certificate with its secrets in the account; `confirm`:
+    /// whether each use of its keys is asked first (`None`: as the
+    /// account has it, under this name or this fingerprint; no for a new
+    /// certificate).
     pub(super) async fn openpgp_put(
         &mut self,
         cert: Cert,
         name: Option<String>,
+        confirm: Option<bool>,
     ) -> Result<Response, AccountError> {
         let name = match name {
             Some(name) => name,
@@ -48,6 +52,13 @@ impl Account {
         }
         let id = OpenpgpEntry::unique_id(&name);
         let primary = cert.fingerprint();
+        let confirm = match confirm {
+            Some(confirm) => confirm,
+            None => self
+                .openpgp_entries_in(Store::Application)?
+                .iter()
+                .any(|e| e.confirm && (e.name == name || e.fingerprint == primary.to_hex())),
+        };
         // A certificate the account has already gains what is new (user
         // IDs, subkeys, secrets) and keeps the secrets it had: gpg adds a
         // subkey by handing over that key alone.
@@ -84,6 +95,7 @@ impl Account {
             fingerprint: primary.to_hex(),
             public: public.clone(),
             secret,
+            confirm,
         };
         let activation = self.activation()?;
         let app_key = activation.store_key(Store::Application).ok_or_else(|| {
@@ -121,6 +133,26 @@ impl Account {
             fingerprint: primary.to_hex(),
             configured: None,
         }))
+    }
+
+    /// Switch a certificate's confirmation on or off: its entries written
+    /// again with the flag (administrators only, as every OpenPGP entry).
+    pub(super) async fn openpgp_set(
+        &mut self,
+        name: &str,
+        confirm: bool,
+    ) -> Result<Response, AccountError> {
+        let whole = self
+            .openpgp_entries_in(Store::Local)
+            .map_err(|_| AccountError::NotAdmin)?
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| AccountError::NotFound(format!("no OpenPGP key named {name:?}")))?;
+        let cert = Cert::from_bytes(whole.secret.as_bytes())
+            .map_err(|_| AccountError::Input(format!("the OpenPGP key {name:?} is damaged")))?;
+        drop(whole);
+        self.openpgp_put(cert, Some(name.to_owned()), Some(confirm))
+            .await
     }
 
     /// Delete a certificate from the account.
@@ -181,6 +213,7 @@ impl Account {
                         name: e.name.clone(),
                         fingerprint: e.fingerprint.clone(),
                         user_ids,
+                        confirm: e.confirm,
                     },
                     OpenpgpCertificate {
                         name: e.name.clone(),

@@ -579,6 +579,7 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
         fingerprint: cert.fingerprint().to_hex(),
         public: armored(false),
         secret: armored(true),
+        confirm: false,
     };
     let envelope = phone_raw
         .entry(

@@ -431,16 +431,22 @@ async fn respond(request: Request, state: &State) -> Result<Response, AccountErr
             user_id,
             algorithm,
             name,
+            confirm,
         } => {
             let cert = keystore::generate_openpgp(&user_id, &algorithm)
                 .await
                 .map_err(unusable)?;
-            openpgp_added(state, Box::new(cert), name).await
+            openpgp_added(state, Box::new(cert), name, Some(confirm)).await
         }
-        Request::OpenpgpImport { secret, name } => {
+        Request::OpenpgpImport {
+            secret,
+            name,
+            confirm,
+        } => {
             let cert = keystore::take_openpgp(secret.expose().as_bytes()).map_err(unusable)?;
-            openpgp_added(state, Box::new(cert), name).await
+            openpgp_added(state, Box::new(cert), name, confirm.then_some(true)).await
         }
+        Request::OpenpgpSet { name, confirm } => run(Command::OpenpgpSet { name, confirm }).await,
         Request::OpenpgpDelete { name } => run(Command::OpenpgpDelete { name }).await,
     }
 }
@@ -452,10 +458,15 @@ async fn openpgp_added(
     state: &State,
     cert: Box<sequoia_openpgp::Cert>,
     name: Option<String>,
+    confirm: Option<bool>,
 ) -> Result<Response, AccountError> {
     let answer = state
         .account
-        .run(Command::OpenpgpPut { cert, name })
+        .run(Command::OpenpgpPut {
+            cert,
+            name,
+            confirm,
+        })
         .await?;
     let generation = state.account.generation();
     keys_in_use(state, true).await;
@@ -627,6 +638,7 @@ mod tests {
                     user_id: "Alice <alice@example.com>".into(),
                     algorithm: "ed25519".into(),
                     name: None,
+                    confirm: false,
                 },
                 ErrorKind::NoAccount,
             ),

@@ -19,7 +19,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
-use crate::keystore::gpg::{GenkeyError, GpgKeyError, GpgKeyring, ImportError, hash_algorithm};
+use crate::keystore::gpg::{
+    GenkeyError, GpgKey, GpgKeyError, GpgKeyring, ImportError, hash_algorithm,
+};
 use crate::keystore::transfer::{self, Transfer, TransferError};
 
 /// How many gpg connections may be open at once.
@@ -109,6 +111,9 @@ pub struct Server {
     pub usage: super::UsageLog,
     /// Where keys gpg makes or imports go; `None`: nowhere, refused.
     pub adds: Option<Adds>,
+    /// The account's other devices, asked to confirm a use of a
+    /// confirm-marked key when nobody is here.
+    pub approvals: Option<super::approval::Remote>,
 }
 
 /// Accept gpg connections until the future is dropped.
@@ -165,6 +170,8 @@ pub async fn settle(
                 .run(crate::account::Command::OpenpgpPut {
                     cert: Box::new(cert),
                     name: Some(name.clone()),
+                    // A certificate the account has keeps its setting.
+                    confirm: None,
                 })
                 .await
             {
@@ -235,8 +242,12 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
             buf.extend_from_slice(&chunk[..n]);
         };
         let mut step = session.feed(line);
-        // Some steps lead to others (a passphrase, then opening the key).
-        while matches!(step, Step::AskImportPassphrase { .. } | Step::Open(_)) {
+        // Some steps lead to others (a passphrase, then opening the key;
+        // a confirmation, then the signature).
+        while matches!(
+            step,
+            Step::AskImportPassphrase { .. } | Step::Open(_) | Step::Confirm { .. }
+        ) {
             step = advance(&mut session, server, step).await;
         }
         match step {
@@ -248,7 +259,7 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
                     Session::passphrase_answer(passphrase.as_ref().map(|p| p.as_bytes()), data);
                 stream.write_all(&Zeroizing::new(answer)).await?;
             }
-            Step::AskImportPassphrase { .. } | Step::Open(_) => {}
+            Step::AskImportPassphrase { .. } | Step::Open(_) | Step::Confirm { .. } => {}
             Step::Generate(params) => {
                 let keys = Arc::clone(&server.keys);
                 let made = tokio::task::spawn_blocking(move || keys.generate(&params))
@@ -265,9 +276,17 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
 }
 
 /// Take an import one step on: ask for its passphrase, or open the key
-/// (the S2K hashes for about 100 ms: not on the async threads).
+/// (the S2K hashes for about 100 ms: not on the async threads); or ask
+/// before a confirm-marked key is used (the user here, or the account's
+/// other devices).
 async fn advance(session: &mut Session<'_>, server: &Server, step: Step) -> Step {
     match step {
+        Step::Confirm { prompt, question } => {
+            let remote = server.approvals.as_ref();
+            let approved =
+                super::approval::confirm(&server.askpass, remote, &prompt, || *question).await;
+            session.confirmed(approved)
+        }
         Step::AskImportPassphrase { prompt } => {
             let passphrase = server.askpass.passphrase(&prompt).await;
             session.with_passphrase(passphrase.map(|p| Zeroizing::new(p.as_bytes().to_vec())))
@@ -312,6 +331,31 @@ pub enum Step {
     /// Make a key as `(genkey ...)` says (slow for RSA: off the async
     /// threads), then answer with [`Session::generated`].
     Generate(Sexp),
+    /// Ask before a confirm-marked key signs or decrypts (askpass with
+    /// this prompt, or the account's other devices with this question),
+    /// then go on with [`Session::confirmed`].
+    Confirm {
+        /// The question for askpass.
+        prompt: String,
+        /// The question for the account's other devices.
+        question: Box<crate::account::Question>,
+    },
+}
+
+/// A use of a confirm-marked key, waiting for the answer.
+enum Pending {
+    /// PKSIGN: the key and the digest.
+    Sign {
+        grip: Keygrip,
+        algo: u32,
+        digest: Vec<u8>,
+    },
+    /// PKDECRYPT: the key and the ciphertext gpg sent.
+    Decrypt {
+        grip: Keygrip,
+        inquiry: Inquiry,
+        kem: bool,
+    },
 }
 
 /// An inquiry gpg is answering.
@@ -382,6 +426,8 @@ pub struct Session<'a> {
     import_cache: Option<(String, Zeroizing<Vec<u8>>)>,
     /// GENKEY's parameters, waiting for the NEWPASSWD answer.
     genkey: Option<Sexp>,
+    /// A use of a confirm-marked key, waiting for the user's answer.
+    confirming: Option<Pending>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -408,6 +454,7 @@ impl<'a> Session<'a> {
             import_nonce: None,
             import_cache: None,
             genkey: None,
+            confirming: None,
         }
     }
 
@@ -663,26 +710,89 @@ impl<'a> Session<'a> {
     }
 
     fn pksign(&mut self) -> Step {
-        let Some(key) = self.key.and_then(|grip| self.server.keys.get(&grip)) else {
+        let Some((grip, key)) = self
+            .key
+            .and_then(|grip| Some((grip, self.server.keys.get(&grip)?)))
+        else {
             return Step::Reply(assuan::err(code::NO_SECKEY));
         };
-        let Some((algo, digest)) = &self.hash else {
+        let Some((algo, digest)) = self.hash.clone() else {
             return Step::Reply(assuan::err(code::ASS_PARAMETER));
         };
-        match key.sign(*algo, digest) {
+        if key.confirm {
+            self.confirming = Some(Pending::Sign { grip, algo, digest });
+            return self.ask_first(&key, &grip, "gpg sign", "sign");
+        }
+        self.sign(&key, &grip, algo, &digest, false)
+    }
+
+    /// Ask before `key` is used (for `operation`, as the usage log names
+    /// it; `verb`, as the prompt does); the use waits in `confirming`.
+    fn ask_first(&self, key: &GpgKey, grip: &Keygrip, operation: &str, verb: &str) -> Step {
+        let grip = keygrip::to_hex(grip);
+        let program = self.client.program.as_deref().unwrap_or("a program");
+        let prompt = format!(
+            "Allow {program} to {verb} with OpenPGP key {}?\nKeygrip {grip}.",
+            key.label
+        );
+        Step::Confirm {
+            prompt,
+            question: Box::new(crate::account::Question {
+                operation: operation.to_owned(),
+                key: key.label.clone(),
+                fingerprint: grip,
+                host: None,
+                user: None,
+                program: self.client.program.clone(),
+                expires_in: std::time::Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The answer to [`Step::Confirm`] has come: use the key on a yes,
+    /// answer gpg-agent's "Operation cancelled" (as to a cancelled
+    /// pinentry) on a no.
+    pub fn confirmed(&mut self, approved: bool) -> Step {
+        let Some(pending) = self.confirming.take() else {
+            return Step::Reply(assuan::err(code::ASS_PARAMETER));
+        };
+        let (Pending::Sign { grip, .. } | Pending::Decrypt { grip, .. }) = &pending;
+        let Some(key) = self.server.keys.get(grip) else {
+            return Step::Reply(assuan::err(code::NO_SECKEY));
+        };
+        if !approved {
+            tracing::info!(key = %key.label, grip = %keygrip::to_hex(grip), "use of gpg key denied");
+            return Step::Reply(assuan::err(code::CANCELED));
+        }
+        match pending {
+            Pending::Sign { grip, algo, digest } => self.sign(&key, &grip, algo, &digest, true),
+            Pending::Decrypt { grip, inquiry, kem } => {
+                Step::Reply(self.decrypt(&key, &grip, &inquiry, kem, true))
+            }
+        }
+    }
+
+    /// Sign, and note the use (`confirmed`: the user said yes first).
+    fn sign(
+        &self,
+        key: &GpgKey,
+        grip: &Keygrip,
+        algo: u32,
+        digest: &[u8],
+        confirmed: bool,
+    ) -> Step {
+        match key.sign(algo, digest) {
             Ok(sig) => {
                 tracing::info!(key = %key.label, "gpg signature made");
-                if let Some(grip) = &self.key {
-                    super::note_use(
-                        &self.server.usage,
-                        &self.client,
-                        "gpg sign",
-                        &key.label,
-                        keygrip::to_hex(grip),
-                        None,
-                        false,
-                    );
-                }
+                super::note_use(
+                    &self.server.usage,
+                    &self.client,
+                    "gpg sign",
+                    &key.label,
+                    keygrip::to_hex(grip),
+                    None,
+                    confirmed,
+                );
                 data(&sig)
             }
             Err(GpgKeyError::BadInput) => Step::Reply(assuan::err(code::INV_DATA)),
@@ -816,8 +926,8 @@ impl<'a> Session<'a> {
             Line::End => {
                 let inquiry = self.inquiry.take().unwrap_or_default();
                 match inquiry.asked {
-                    Asked::Ciphertext => Step::Reply(self.decrypt(&inquiry, false)),
-                    Asked::KemCiphertext => Step::Reply(self.decrypt(&inquiry, true)),
+                    Asked::Ciphertext => self.pkdecrypt_with(inquiry, false),
+                    Asked::KemCiphertext => self.pkdecrypt_with(inquiry, true),
                     _ if inquiry.too_large => {
                         self.end_inquiry();
                         Step::Reply(assuan::err(code::TOO_LARGE))
@@ -858,13 +968,39 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn decrypt(&self, inquiry: &Inquiry, kem: bool) -> Vec<u8> {
+    /// PKDECRYPT's ciphertext has come: decrypt, after asking first for
+    /// a confirm-marked key.
+    fn pkdecrypt_with(&mut self, inquiry: Inquiry, kem: bool) -> Step {
         if inquiry.too_large {
-            return assuan::err(code::TOO_LARGE);
+            return Step::Reply(assuan::err(code::TOO_LARGE));
         }
-        let Some(key) = self.key.and_then(|grip| self.server.keys.get(&grip)) else {
-            return assuan::err(code::NO_SECKEY);
+        let Some((grip, key)) = self
+            .key
+            .and_then(|grip| Some((grip, self.server.keys.get(&grip)?)))
+        else {
+            return Step::Reply(assuan::err(code::NO_SECKEY));
         };
+        // Nothing is asked about input that is no ciphertext.
+        if Sexp::parse(&inquiry.ciphertext).is_err() {
+            return Step::Reply(assuan::err(code::INV_SEXP));
+        }
+        if key.confirm {
+            let step = self.ask_first(&key, &grip, "gpg decrypt", "decrypt");
+            self.confirming = Some(Pending::Decrypt { grip, inquiry, kem });
+            return step;
+        }
+        Step::Reply(self.decrypt(&key, &grip, &inquiry, kem, false))
+    }
+
+    /// Decrypt, and note the use (`confirmed`: the user said yes first).
+    fn decrypt(
+        &self,
+        key: &GpgKey,
+        grip: &Keygrip,
+        inquiry: &Inquiry,
+        kem: bool,
+        confirmed: bool,
+    ) -> Vec<u8> {
         let Ok(sexp) = Sexp::parse(&inquiry.ciphertext) else {
             return assuan::err(code::INV_SEXP);
         };
@@ -876,17 +1012,15 @@ impl<'a> Session<'a> {
         match value {
             Ok(value) => {
                 tracing::info!(key = %key.label, "gpg decryption");
-                if let Some(grip) = &self.key {
-                    super::note_use(
-                        &self.server.usage,
-                        &self.client,
-                        "gpg decrypt",
-                        &key.label,
-                        keygrip::to_hex(grip),
-                        None,
-                        false,
-                    );
-                }
+                super::note_use(
+                    &self.server.usage,
+                    &self.client,
+                    "gpg decrypt",
+                    &key.label,
+                    keygrip::to_hex(grip),
+                    None,
+                    confirmed,
+                );
                 let mut out = assuan::data_lines(&value);
                 out.extend(assuan::ok(""));
                 out
@@ -1217,6 +1351,7 @@ mod tests {
             askpass: crate::keystore::confirm::Askpass::from_env(|_| None),
             usage: None,
             adds: None,
+            approvals: None,
         };
         (server, sign, encrypt)
     }
@@ -1449,6 +1584,186 @@ mod tests {
             "{answer}"
         );
         driver.await.expect("ends").expect("cleanly");
+    }
+
+    /// A server whose keys are marked for confirmation, asking through
+    /// `askpass`, with a usage log.
+    fn confirming_server(
+        askpass: crate::keystore::confirm::Askpass,
+    ) -> (
+        Server,
+        Keygrip,
+        Keygrip,
+        tokio::sync::mpsc::Receiver<mesh_protocol::application::Usage>,
+    ) {
+        let (mut server, _, _) = server();
+        let mut keys = crate::keystore::gpg::test_keys(CipherSuite::Cv25519);
+        for key in &mut keys {
+            key.confirm = true;
+        }
+        let (sign, encrypt) = (keys[0].grip, keys[1].grip);
+        server.keys.set(keys);
+        server.askpass = askpass;
+        let (usage, uses) = tokio::sync::mpsc::channel(16);
+        server.usage = Some(usage);
+        (server, sign, encrypt, uses)
+    }
+
+    /// An ECDH ciphertext for the Cv25519 key, as PKDECRYPT's inquiry.
+    fn ecdh_ciphertext() -> Vec<u8> {
+        let ephemeral = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([9u8; 32]));
+        let mut ciphertext = b"(7:enc-val(4:ecdh(1:s49:".to_vec();
+        ciphertext.extend_from_slice(&[1u8; 49]);
+        ciphertext.extend_from_slice(b")(1:e33:\x40");
+        ciphertext.extend_from_slice(ephemeral.as_bytes());
+        ciphertext.extend_from_slice(b")))");
+        ciphertext
+    }
+
+    const SETHASH: &str =
+        "SETHASH 8 5CB5BF2DE907A754A81EB22A5E4A10D6D5526F5AAE3E1956CA3E71CC29F491A2\n";
+
+    #[test]
+    fn a_confirm_marked_key_signs_and_decrypts_only_after_a_yes() {
+        let headless = crate::keystore::confirm::Askpass::from_env(|_| None);
+        let (server, sign, encrypt, mut uses) = confirming_server(headless);
+        let (sign_hex, enc_hex) = (keygrip::to_hex(&sign), keygrip::to_hex(&encrypt));
+        let mut session = Session::new(&server);
+        session.client.program = Some("/usr/bin/gpg".into());
+        let cancelled = String::from_utf8_lossy(&assuan::err(code::CANCELED)).into_owned();
+        assert_eq!(cancelled, "ERR 67108963 Operation cancelled <GPG Agent>\n");
+
+        // PKSIGN: asked first, naming the operation, key, keygrip, program.
+        reply(say(&mut session, &format!("SIGKEY {sign_hex}\n")));
+        reply(say(&mut session, SETHASH));
+        let Step::Confirm { prompt, question } = say(&mut session, "PKSIGN\n") else {
+            panic!("a confirm-marked key signs without asking");
+        };
+        assert!(
+            prompt.contains("/usr/bin/gpg") && prompt.contains(&sign_hex),
+            "{prompt}"
+        );
+        assert!(prompt.contains("sign with OpenPGP key test"), "{prompt}");
+        assert_eq!(question.operation, "gpg sign");
+        assert_eq!(question.key, "test");
+        assert_eq!(question.fingerprint, sign_hex);
+        assert_eq!(question.program.as_deref(), Some("/usr/bin/gpg"));
+        assert_eq!((question.host, question.user), (None, None));
+        assert!(uses.try_recv().is_err(), "nothing used before the answer");
+        let signed = reply(session.confirmed(true));
+        assert!(signed.starts_with("D (7:sig-val(5:eddsa"), "{signed}");
+        let used = uses.try_recv().expect("the use is logged");
+        assert_eq!(
+            (used.operation.as_str(), used.confirmed),
+            ("gpg sign", true)
+        );
+        // A no: gpg-agent's "Operation cancelled", nothing signed, and
+        // the connection goes on.
+        assert!(matches!(
+            say(&mut session, "PKSIGN\n"),
+            Step::Confirm { .. }
+        ));
+        assert_eq!(reply(session.confirmed(false)), cancelled);
+        assert!(uses.try_recv().is_err());
+        assert_eq!(reply(say(&mut session, "NOP\n")), "OK\n");
+        // An answer with nothing waiting for it is no yes to anything.
+        assert_eq!(
+            reply(session.confirmed(true)),
+            String::from_utf8_lossy(&assuan::err(code::ASS_PARAMETER))
+        );
+
+        // PKDECRYPT: asked once the ciphertext is in.
+        for yes in [true, false] {
+            reply(say(&mut session, &format!("SETKEY {enc_hex}\n")));
+            reply(say(&mut session, "PKDECRYPT\n"));
+            send_data(&mut session, &ecdh_ciphertext());
+            let Step::Confirm { question, .. } = say(&mut session, "END\n") else {
+                panic!("a confirm-marked key decrypts without asking");
+            };
+            assert_eq!(question.operation, "gpg decrypt");
+            assert_eq!(question.fingerprint, enc_hex);
+            if yes {
+                let value = reply(session.confirmed(true));
+                assert!(value.starts_with("D (5:value33:"), "{value:?}");
+                let used = uses.try_recv().expect("the use is logged");
+                assert_eq!(
+                    (used.operation.as_str(), used.confirmed),
+                    ("gpg decrypt", true)
+                );
+            } else {
+                assert_eq!(reply(session.confirmed(false)), cancelled);
+                assert!(uses.try_recv().is_err());
+            }
+        }
+        // Input that is no ciphertext is refused without asking.
+        reply(say(&mut session, "PKDECRYPT\n"));
+        send_data(&mut session, b"(not");
+        assert_eq!(
+            reply(say(&mut session, "END\n")),
+            String::from_utf8_lossy(&assuan::err(code::INV_SEXP))
+        );
+    }
+
+    #[test]
+    fn an_unmarked_key_is_never_asked_for() {
+        let (server, sign, encrypt) = server();
+        let mut session = Session::new(&server);
+        reply(say(
+            &mut session,
+            &format!("SIGKEY {}\n", keygrip::to_hex(&sign)),
+        ));
+        reply(say(&mut session, SETHASH));
+        assert!(reply(say(&mut session, "PKSIGN\n")).starts_with("D (7:sig-val"));
+        reply(say(
+            &mut session,
+            &format!("SETKEY {}\n", keygrip::to_hex(&encrypt)),
+        ));
+        reply(say(&mut session, "PKDECRYPT\n"));
+        send_data(&mut session, &ecdh_ciphertext());
+        assert!(reply(say(&mut session, "END\n")).starts_with("D (5:value"));
+    }
+
+    /// Through the driver: askpass's yes signs, its no (or nobody to ask,
+    /// and no other device) answers gpg-agent's "Operation cancelled".
+    #[tokio::test]
+    async fn the_driver_asks_askpass_before_a_confirm_marked_key_signs() {
+        let askpass = |program: &'static str| {
+            crate::keystore::confirm::Askpass::from_env(move |var| match var {
+                "SSH_ASKPASS" => Some(program.into()),
+                "DISPLAY" => Some(":0".into()),
+                _ => None,
+            })
+        };
+        for (askpass, signs) in [
+            (askpass("/bin/true"), true),
+            (askpass("/bin/false"), false),
+            (crate::keystore::confirm::Askpass::from_env(|_| None), false),
+        ] {
+            let (server, sign, _, mut uses) = confirming_server(askpass);
+            let (mut client, stream) = UnixStream::pair().expect("a pair");
+            let driver = tokio::spawn(async move { drive(stream, &server).await });
+            let asked = format!("SIGKEY {}\n{SETHASH}PKSIGN\nBYE\n", keygrip::to_hex(&sign));
+            client.write_all(asked.as_bytes()).await.expect("sent");
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.expect("read");
+            // A signature's D line is binary.
+            let answer = String::from_utf8_lossy(&answer);
+            let lines: Vec<&str> = answer.lines().collect();
+            assert_eq!(lines.len(), if signs { 6 } else { 5 }, "{answer}");
+            if signs {
+                assert!(lines[3].starts_with("D (7:sig-val"), "{answer}");
+                assert_eq!(lines[4], "OK", "{answer}");
+                assert!(uses.try_recv().expect("logged").confirmed);
+            } else {
+                assert_eq!(
+                    lines[3], "ERR 67108963 Operation cancelled <GPG Agent>",
+                    "{answer}"
+                );
+                assert_eq!(lines[4], "OK closing connection", "{answer}");
+                assert!(uses.try_recv().is_err());
+            }
+            driver.await.expect("ends").expect("cleanly");
+        }
     }
 
     /// `bytes` as gpg sends inquiry data: D lines, each fed alone.

@@ -61,6 +61,8 @@ pub struct GpgKey {
     pub public: Vec<u8>,
     /// What the certificate calls it, for logs.
     pub label: String,
+    /// Ask the user (or another device) before each use.
+    pub confirm: bool,
     material: Material,
 }
 
@@ -69,6 +71,7 @@ impl std::fmt::Debug for GpgKey {
         f.debug_struct("GpgKey")
             .field("grip", &keygrip::to_hex(&self.grip))
             .field("label", &self.label)
+            .field("confirm", &self.confirm)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +128,7 @@ impl GpgKey {
                     grip: keygrip::ecc(Curve::Ed25519, point),
                     public: public_ecc("Ed25519", Some("eddsa"), point),
                     label,
+                    confirm: false,
                     material: Material::Ed25519(Box::new(key)),
                 })
             }
@@ -147,6 +151,7 @@ impl GpgKey {
                     grip: keygrip::ecc(Curve::Curve25519, point),
                     public: public_ecc("Curve25519", Some("djb-tweak"), point),
                     label,
+                    confirm: false,
                     material: Material::Cv25519(Box::new(secret)),
                 })
             }
@@ -166,6 +171,7 @@ impl GpgKey {
                     grip: keygrip::ecc(Curve::NistP256, q.value()),
                     public: public_ecc("NIST P-256", None, q.value()),
                     label,
+                    confirm: false,
                     material: Material::P256(key),
                 })
             }
@@ -194,6 +200,7 @@ impl GpgKey {
                     grip: keygrip::rsa(n.value()),
                     public,
                     label,
+                    confirm: false,
                     material: Material::Rsa(key),
                 })
             }
@@ -525,10 +532,24 @@ impl GpgKeyring {
     }
 
     /// Replace the Mesh's keys; the pending keys they now include are
-    /// pending no more.
+    /// pending no more. A key in two certificates is asked for before
+    /// use if either says so.
     pub fn set(&self, keys: Vec<GpgKey>) {
-        let map: BTreeMap<Keygrip, Arc<GpgKey>> =
-            keys.into_iter().map(|k| (k.grip, Arc::new(k))).collect();
+        let mut held: BTreeMap<Keygrip, GpgKey> = BTreeMap::new();
+        for key in keys {
+            match held.entry(key.grip) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(key);
+                }
+                std::collections::btree_map::Entry::Occupied(mut had) => {
+                    had.get_mut().confirm |= key.confirm;
+                }
+            }
+        }
+        let map: BTreeMap<Keygrip, Arc<GpgKey>> = held
+            .into_iter()
+            .map(|(grip, k)| (grip, Arc::new(k)))
+            .collect();
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1063,5 +1084,39 @@ mod tests {
             };
             assert_eq!(key.grip, keygrip::ecc(curve, ecc.value(b"q").expect("q")));
         }
+    }
+
+    #[test]
+    fn a_key_in_two_certificates_is_confirmed_if_either_says_so() {
+        let (cert, _) = sequoia_openpgp::cert::CertBuilder::new()
+            .add_userid("Test <test@example.org>")
+            .add_signing_subkey()
+            .generate()
+            .expect("cert");
+        let policy = sequoia_openpgp::policy::StandardPolicy::new();
+        let served = |confirm: bool| -> Vec<GpgKey> {
+            cert.keys()
+                .subkeys()
+                .with_policy(&policy, None)
+                .secret()
+                .map(|ka| {
+                    let key = ka.key();
+                    let secret = key.optional_secret().expect("secret");
+                    let mut key = GpgKey::new(key.mpis(), secret, "test".into()).expect("usable");
+                    key.confirm = confirm;
+                    key
+                })
+                .collect()
+        };
+        let grip = served(false)[0].grip;
+        for (first, second) in [(false, true), (true, false)] {
+            let ring = GpgKeyring::default();
+            ring.set(served(first).into_iter().chain(served(second)).collect());
+            assert_eq!(ring.grips(), vec![grip]);
+            assert!(ring.get(&grip).expect("served").confirm);
+        }
+        let ring = GpgKeyring::default();
+        ring.set(served(false));
+        assert!(!ring.get(&grip).expect("served").confirm);
     }
 }
