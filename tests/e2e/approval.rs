@@ -202,3 +202,122 @@ fn mesh_approve_answers_on_a_terminal() {
         account.server_log()
     );
 }
+
+/// gpg in a device's throwaway GNUPGHOME, served by its meshd.
+fn gpg(env: &TestEnv, args: &[&str]) -> Output {
+    env.command("gpg")
+        .args(["--batch", "--no-autostart", "--no-tty"])
+        .args(args)
+        .output()
+        .expect("gpg runs")
+}
+
+#[test]
+fn a_headless_device_signs_with_a_confirm_marked_gpg_key_only_after_another_device_approves() {
+    let host = TestEnv::new();
+    let service = MeshService::start(&host);
+    let mut laptop = TestEnv::device(&service);
+    laptop.askpass_from_file();
+    laptop.mesh(&["account", "create", "alice@example.com", "--name", "laptop"]);
+    let mut server = TestEnv::device(&service);
+    server.set_var("MESH_APPROVAL_TIMEOUT_MS", TIMEOUT_MS);
+    connect_device(&laptop, &server, "server", "device");
+    let made = laptop.mesh_json(&[
+        "openpgp",
+        "create",
+        "Alice <alice@example.com>",
+        "--confirm",
+    ]);
+    let fingerprint = made["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+    let listed = laptop.mesh_json(&["openpgp", "list"]);
+    assert_eq!(listed[0]["confirm"], true, "{listed}");
+    wait_until("the server's gpg lists the key's subkeys", || {
+        let listed = stdout(&gpg(&server, &["--with-colons", "-K"]));
+        listed.contains(&fingerprint) && listed.contains("\nssb:")
+    });
+    let message = server.root().join("message.txt");
+    std::fs::write(&message, "deploy v1.2\n").expect("message");
+    let m = message.to_str().expect("utf-8");
+    let sig = format!("{m}.sig");
+    let sign = || {
+        let _ = std::fs::remove_file(&sig);
+        gpg(
+            &server,
+            &["-u", &fingerprint, "--detach-sign", "-o", &sig, m],
+        )
+    };
+    let server_log = || {
+        std::fs::read_to_string(server.home().join(".local/share/mesh/meshd.log"))
+            .unwrap_or_default()
+    };
+    let shown = || {
+        laptop
+            .askpass_log()
+            .matches("Device server asks to use key alice@example.com")
+            .count()
+    };
+
+    // The laptop says yes: gpg signs on the server.
+    laptop.confirm(true);
+    let out = sign();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server_log());
+    let verified = gpg(&server, &["--verify", &sig, m]);
+    assert!(
+        stderr(&verified).contains("Good signature"),
+        "{}",
+        stderr(&verified)
+    );
+    let asked = laptop.askpass_log();
+    assert_eq!(shown(), 1, "{asked}");
+    assert!(asked.contains("for gpg sign"), "{asked}");
+    assert!(
+        asked.contains("bin/gpg"),
+        "the question names the program: {asked}"
+    );
+    wait_until(
+        "the laptop's log shows the server's confirmed signature",
+        || {
+            let uses = laptop.mesh_json(&["log"]);
+            uses.as_array().is_some_and(|uses| {
+                uses.iter().any(|u| {
+                    u["device"] == "server"
+                        && u["operation"] == "gpg sign"
+                        && u["key"] == "alice@example.com"
+                        && u["confirmed"] == true
+                })
+            })
+        },
+    );
+
+    // The laptop says no: gpg is refused, as by a cancelled pinentry.
+    laptop.confirm(false);
+    let out = sign();
+    assert!(
+        !out.status.success() && !std::path::Path::new(&sig).exists(),
+        "signed after a no\n{}",
+        server_log()
+    );
+    assert!(
+        stderr(&out).contains("Operation cancelled"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(shown(), 2, "{}", laptop.askpass_log());
+    assert!(server_log().contains("approved=false"), "{}", server_log());
+
+    // The administrator switches confirmation off: once the server has
+    // synced, gpg signs there without anybody being asked.
+    laptop.mesh(&["openpgp", "set", "alice@example.com", "--no-confirm"]);
+    let listed = laptop.mesh_json(&["openpgp", "list"]);
+    assert_eq!(listed[0]["confirm"], false, "{listed}");
+    wait_until("the server signs without asking", || {
+        sign().status.success()
+    });
+    let before = shown();
+    let out = sign();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(shown(), before, "{}", laptop.askpass_log());
+}
