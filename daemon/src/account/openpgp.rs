@@ -142,9 +142,12 @@ impl Account {
         name: &str,
         confirm: bool,
     ) -> Result<Response, AccountError> {
+        // Only administrators hold the whole certificates (MMM_Local).
+        if self.activation()?.store_key(Store::Local).is_none() {
+            return Err(AccountError::NotAdmin);
+        }
         let whole = self
-            .openpgp_entries_in(Store::Local)
-            .map_err(|_| AccountError::NotAdmin)?
+            .openpgp_entries_in(Store::Local)?
             .into_iter()
             .find(|e| e.name == name)
             .ok_or_else(|| AccountError::NotFound(format!("no OpenPGP key named {name:?}")))?;

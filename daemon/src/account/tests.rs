@@ -624,6 +624,81 @@ async fn a_device_role_device_cannot_weaken_swap_or_plant_keys() {
     assert!(laptop.handle.certificates().borrow().openpgp.is_empty());
 }
 
+#[tokio::test]
+async fn openpgp_confirmation_is_set_kept_and_switched_only_by_the_administrator() {
+    use sequoia_openpgp::cert::CertBuilder;
+
+    let service = service();
+    let mut laptop = Device::start(connector(&service, false, None));
+    create(&laptop).await;
+    let (cert, _) = CertBuilder::general_purpose(Some("Alice <alice@example.com>"))
+        .generate()
+        .expect("cert");
+    let put = |confirm| Command::OpenpgpPut {
+        cert: Box::new(cert.clone()),
+        name: None,
+        confirm,
+    };
+    let confirmed = |device: &Device| -> Vec<bool> {
+        let view = device.handle.view();
+        let rows = view.openpgp.as_ref().expect("listed");
+        rows.iter().map(|(row, _)| row.confirm).collect()
+    };
+    laptop.run(put(Some(true))).await.expect("put");
+    assert_eq!(confirmed(&laptop), [true]);
+    let snapshot = laptop.latest_keys();
+    let served = snapshot.openpgp.as_deref().expect("read");
+    assert!(served.iter().all(|e| e.confirm), "{served:?}");
+    // Put again without a say (gpg importing the certificate through
+    // meshd): the setting stays.
+    laptop.run(put(None)).await.expect("put again");
+    assert_eq!(confirmed(&laptop), [true]);
+
+    // A device-role device may not switch it off: it writes no OpenPGP
+    // entries at all.
+    let phone_dir = tempfile::tempdir().expect("tempdir");
+    let paths = Paths {
+        home: phone_dir.path().to_owned(),
+        runtime_dir: phone_dir.path().join("run"),
+        data_dir: phone_dir.path().join("data"),
+        config_dir: phone_dir.path().join("config"),
+    };
+    let phone = Device::open(
+        tempfile::tempdir().expect("tempdir"),
+        &paths,
+        connector(&service, false, None),
+    );
+    join_as(&laptop, &phone, vec![Role::Device]).await;
+    phone.run(Command::Sync).await.expect("synced");
+    assert_eq!(confirmed(&phone), [true]);
+    let off = |name: &str| Command::OpenpgpSet {
+        name: name.into(),
+        confirm: false,
+    };
+    let refused = phone.run(off("alice@example.com")).await;
+    assert!(
+        matches!(refused, Err(AccountError::NotAdmin)),
+        "{refused:?}"
+    );
+    assert_eq!(confirmed(&phone), [true]);
+
+    // The administrator may; a name the account does not have is not
+    // found.
+    laptop
+        .run(off("alice@example.com"))
+        .await
+        .expect("switched off");
+    assert_eq!(confirmed(&laptop), [false]);
+    let missing = laptop.run(off("bob@example.com")).await;
+    assert!(
+        matches!(missing, Err(AccountError::NotFound(_))),
+        "{missing:?}"
+    );
+    phone.run(Command::Sync).await.expect("synced");
+    assert_eq!(confirmed(&phone), [false]);
+    assert!(phone.handle.view().status.denied.is_empty());
+}
+
 /// A second `Account` on a device's directory, outside its task: what
 /// the device running other code can do.
 fn raw_account(service: &Arc<Service>, paths: Paths) -> Account {
