@@ -6,11 +6,12 @@
 //! `gpgconf --list-dirs agent-socket` once at start-up, with its own
 //! environment.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
@@ -157,7 +158,9 @@ pub async fn follow(
     mut snapshots: watch::Receiver<Arc<Certificates>>,
     followed: watch::Sender<Followed>,
 ) {
-    let mut known = BTreeSet::new();
+    // Each certificate imported, as it was: one that changes (a subkey
+    // added, a user ID) is imported again.
+    let mut known: BTreeMap<String, [u8; 32]> = BTreeMap::new();
     // A failed import is tried again after this, doubling up to a minute
     // (gpg 2.4's keyboxd may not be running yet), or at the next change.
     let mut retry = RETRY_FIRST;
@@ -180,12 +183,13 @@ pub async fn follow(
         };
         let mut failed = false;
         for entry in &snapshot.openpgp {
-            if known.contains(&entry.fingerprint) {
+            let version: [u8; 32] = sha2::Sha256::digest(entry.public.as_bytes()).into();
+            if known.get(&entry.fingerprint) == Some(&version) {
                 continue;
             }
             if import(&gpg.home, &entry.fingerprint, &entry.public).await {
                 tracing::info!(name = %entry.name, "certificate imported into gpg's keyring");
-                known.insert(entry.fingerprint.clone());
+                known.insert(entry.fingerprint.clone(), version);
             } else {
                 failed = true;
             }
