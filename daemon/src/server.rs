@@ -88,8 +88,13 @@ impl Socket {
     }
 }
 
-/// Serve a socket: accept, refuse peers of another uid and connections
-/// over `max`, and run `handle` for each in a task of its own.
+/// Serve a socket: accept, refuse peers of another uid, and run `handle`
+/// for each connection in a task of its own, at most `max` at once. A
+/// client over the cap is not closed: it waits in the socket's listen
+/// backlog (the kernel's `somaxconn`, or systemd's `Backlog=`) and is
+/// accepted as soon as a connection ends, so a burst of clients (a build
+/// farm, a fan-out of ssh sessions) is answered in full, late rather than
+/// never.
 ///
 /// The tasks live in a `JoinSet` owned here, so dropping this future (when
 /// the daemon stops) aborts every connection with it.
@@ -107,30 +112,37 @@ pub async fn accept_loop<F, Fut, E>(
     let limit = Arc::new(Semaphore::new(max));
     let mut connections = JoinSet::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        tracing::warn!(error = %err, frontend, "accept failed");
-                        continue;
-                    }
-                };
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::warn!(frontend, "too many connections; refusing one");
-                    continue;
-                };
-                let Some(span) = admit(&stream, uid, frontend) else { continue };
-                let connection = handle(stream);
-                connections.spawn(async move {
-                    if let Err(err) = connection.await {
-                        tracing::debug!(error = %err, "connection closed");
-                    }
-                    drop(permit);
-                }.instrument(span));
+        // A free place first; finished connections are reaped meanwhile.
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // (Never closed: nothing calls `close`.)
+                Err(_) => return,
+            },
+            Some(_) = connections.join_next() => continue,
+        };
+        let stream = loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => break stream,
+                    Err(err) => tracing::warn!(error = %err, frontend, "accept failed"),
+                },
+                Some(_) = connections.join_next() => {}
             }
-            Some(_) = connections.join_next() => {}
-        }
+        };
+        let Some(span) = admit(&stream, uid, frontend) else {
+            continue;
+        };
+        let connection = handle(stream);
+        connections.spawn(
+            async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "connection closed");
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 
