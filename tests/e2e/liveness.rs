@@ -1,7 +1,7 @@
 //! The daemon's shape, seen from outside: local answers never wait for the
 //! service, and a command returns when what it did can be used.
 
-use mesh_e2e::{MeshService, TestEnv, run_ok, stdout, wait_until};
+use mesh_e2e::{MeshService, TestEnv, bench, run_ok, stdout, wait_until};
 
 /// The account status, as JSON, whatever its exit status (it fails while
 /// sync has problems).
@@ -129,76 +129,27 @@ fn a_new_openpgp_key_signs_as_soon_as_mesh_returns() {
 /// How many clients connect at once in the load test.
 const CLIENTS: usize = 1000;
 
-/// Let this process hold `fds` descriptors (up to the hard limit).
-fn allow_descriptors(fds: u64) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum.unwrap_or(u64::MAX);
-    if limit.current.is_some_and(|soft| soft < fds) {
-        assert!(
-            hard >= fds,
-            "the hard descriptor limit {hard} is under {fds}"
-        );
-        limit.current = Some(fds);
-        setrlimit(Resource::Nofile, limit).expect("raise the descriptor limit");
-    }
-}
-
-/// Connect [`CLIENTS`] clients to `socket` at once, each sending
-/// `request`; then read each one's answer with `read`, in order, closing
-/// each once answered (as a client does). Every client must be answered:
-/// those over meshd's connection cap wait in the listen backlog.
-fn everyone_answered(
-    socket: &std::path::Path,
-    request: &[u8],
-    read: impl Fn(&mut std::io::BufReader<std::os::unix::net::UnixStream>) -> bool,
-) {
-    use std::io::Write as _;
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for i in 0..CLIENTS {
-        let mut stream = std::os::unix::net::UnixStream::connect(socket)
-            .unwrap_or_else(|e| panic!("client {i} cannot connect: {e}"));
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-            .expect("timeout");
-        stream.write_all(request).expect("request sent");
-        clients.push(stream);
-    }
-    for (i, stream) in clients.into_iter().enumerate() {
-        let mut reader = std::io::BufReader::new(stream);
-        assert!(read(&mut reader), "client {i} of {CLIENTS} got no answer");
-    }
-}
-
 #[test]
 fn a_thousand_clients_at_once_are_each_answered_on_both_agent_sockets() {
-    use std::io::{BufRead as _, Read as _};
-    allow_descriptors(CLIENTS as u64 * 2 + 256);
+    bench::allow_descriptors(CLIENTS as u64 * 2 + 256);
     let env = TestEnv::new();
     env.mesh(&["daemon", "start"]);
-    // SSH: request-identities, answered with an identities answer (12).
-    everyone_answered(&env.ssh_auth_sock(), &[0, 0, 0, 1, 11], |reader| {
-        let mut len = [0u8; 4];
-        let mut kind = [0u8; 1];
-        reader.read_exact(&mut len).is_ok()
-            && u32::from_be_bytes(len) >= 1
-            && reader.read_exact(&mut kind).is_ok()
-            && kind[0] == 12
-    });
-    // gpg: the greeting, then GETINFO version's data and OK.
-    let socket = mesh_e2e::bench::gpg_socket(&env);
-    everyone_answered(&socket, b"GETINFO version\n", |reader| {
-        let mut oks = 0;
-        let mut data = false;
-        let mut line = String::new();
-        while oks < 2 {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return false;
-            }
-            oks += usize::from(line.starts_with("OK"));
-            data |= line.starts_with("D ");
-        }
-        data
-    });
+    // Every client is answered, those over meshd's connection cap once
+    // they leave the listen backlog.
+    let patience = std::time::Duration::from_secs(120);
+    for (socket, request, answered) in [
+        (
+            env.ssh_auth_sock(),
+            &[0u8, 0, 0, 1, 11][..],
+            bench::identities_answered as fn(&mut dyn std::io::BufRead) -> bool,
+        ),
+        (
+            bench::gpg_socket(&env),
+            b"GETINFO version\n",
+            bench::version_answered,
+        ),
+    ] {
+        let count = bench::burst(&socket, CLIENTS, request, patience, answered);
+        assert_eq!(count, CLIENTS, "{}", socket.display());
+    }
 }

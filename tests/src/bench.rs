@@ -2,7 +2,7 @@
 //! timing loop, and making keys with the real tools. Benchmarks print
 //! figures; nothing here asserts on time.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
@@ -258,4 +258,90 @@ pub fn gpg_agent_pid(socket: &Path) -> u32 {
         .trim()
         .parse()
         .expect("a pid")
+}
+
+/// The SSH agent's answer to request-identities was read from `reader`.
+pub fn identities_answered(reader: &mut dyn BufRead) -> bool {
+    let mut len = [0u8; 4];
+    let mut kind = [0u8; 1];
+    reader.read_exact(&mut len).is_ok()
+        && u32::from_be_bytes(len) >= 1
+        && reader.read_exact(&mut kind).is_ok()
+        && kind[0] == 12
+}
+
+/// A gpg agent's greeting and its answer to `GETINFO version` (data, then
+/// OK) were read from `reader`.
+pub fn version_answered(reader: &mut dyn BufRead) -> bool {
+    let mut oks = 0;
+    let mut data = false;
+    let mut line = String::new();
+    while oks < 2 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        oks += usize::from(line.starts_with("OK"));
+        data |= line.starts_with("D ");
+    }
+    data
+}
+
+/// Connect `clients` clients to `socket` at once, each sending
+/// `request`, then read each one's answer with `answered`, in order,
+/// closing each once answered (as a client does). A connect the agent
+/// refuses (its backlog full) and an answer not read within `patience`
+/// of the last connect count as unanswered. How many were answered.
+pub fn burst(
+    socket: &Path,
+    clients: usize,
+    request: &[u8],
+    patience: Duration,
+    answered: impl Fn(&mut dyn BufRead) -> bool,
+) -> usize {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let address = SocketAddrUnix::new(socket).expect("a socket path");
+    let mut streams = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("a socket");
+        // Non-blocking: a full backlog is a refusal, not a wait.
+        if rustix::net::connect(&fd, &address).is_err() {
+            continue;
+        }
+        let mut stream = UnixStream::from(fd);
+        if stream.set_nonblocking(false).is_ok() && stream.write_all(request).is_ok() {
+            streams.push(stream);
+        }
+    }
+    let deadline = Instant::now() + patience;
+    streams
+        .into_iter()
+        .filter(|stream| {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            stream.set_read_timeout(Some(left)).is_ok() && answered(&mut BufReader::new(stream))
+        })
+        .count()
+}
+
+/// Let this process hold `fds` descriptors (up to the hard limit).
+pub fn allow_descriptors(fds: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if limit.current.is_some_and(|soft| soft < fds) {
+        assert!(
+            hard >= fds,
+            "the hard descriptor limit {hard} is under {fds}"
+        );
+        limit.current = Some(fds);
+        setrlimit(Resource::Nofile, limit).expect("raise the descriptor limit");
+    }
 }
