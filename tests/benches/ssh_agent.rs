@@ -18,11 +18,11 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use mesh_e2e::bench::{Figures, keygen, measure_ssh, sign_request, ssh_call as call};
-use mesh_e2e::{TestEnv, bin, run_ok};
+use mesh_e2e::{TestEnv, run_ok};
 
 /// One agent under test.
 struct Agent {
@@ -41,52 +41,19 @@ impl Drop for Agent {
 /// Start OpenSSH's agent or meshd in `env`; return it once it answers,
 /// with the time that took.
 fn start(env: &TestEnv, which: &str) -> (Agent, Duration) {
-    let started = Instant::now();
-    let (name, child, socket) = if which == "openssh" {
-        let socket = env
-            .root()
-            .join(format!("openssh-{}.sock", std::process::id()));
-        let child = env
-            .command("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent starts");
-        ("ssh-agent", child, socket)
+    let (child, socket, took) = mesh_e2e::bench::start_agent(env, which);
+    let name = if which == "openssh" {
+        "ssh-agent"
     } else {
-        let child = env
-            .command(bin("meshd"))
-            .env("MESH_KEYRING", "file")
-            .env("MESH_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("meshd starts");
-        ("meshd", child, env.ssh_auth_sock())
+        "meshd"
     };
-    loop {
-        if let Ok(mut stream) = UnixStream::connect(&socket)
-            && call(&mut stream, &[11]).first() == Some(&12)
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{name} never answered"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let elapsed = started.elapsed();
     (
         Agent {
             name,
             child,
             socket,
         },
-        elapsed,
+        took,
     )
 }
 

@@ -345,3 +345,49 @@ pub fn allow_descriptors(fds: u64) {
         setrlimit(Resource::Nofile, limit).expect("raise the descriptor limit");
     }
 }
+
+/// Start OpenSSH's agent (`openssh`) or meshd in `env`, as a user's
+/// login would; return the process and its SSH agent socket once it has
+/// answered a first request, with the time from the start to that answer.
+pub fn start_agent(env: &TestEnv, which: &str) -> (std::process::Child, PathBuf, Duration) {
+    use std::process::Stdio;
+    let started = Instant::now();
+    let (child, socket) = if which == "openssh" {
+        let socket = env
+            .root()
+            .join(format!("openssh-{}.sock", std::process::id()));
+        let child = env
+            .command("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent starts");
+        (child, socket)
+    } else {
+        let child = env
+            .command(crate::bin("meshd"))
+            .env("MESH_KEYRING", "file")
+            .env("MESH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("meshd starts");
+        (child, env.ssh_auth_sock())
+    };
+    loop {
+        if let Ok(mut stream) = UnixStream::connect(&socket)
+            && ssh_call(&mut stream, &[11]).first() == Some(&12)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{which} never answered"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    (child, socket, started.elapsed())
+}
