@@ -8,6 +8,8 @@ pub mod control;
 pub mod gpg_agent;
 pub mod ssh_agent;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use mesh_protocol::application::Usage;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc::Sender;
@@ -67,7 +69,19 @@ pub fn note_use(
         host,
         confirmed,
     });
+    // Warned once a backlog, not once a use dropped: a line each would
+    // add a write to every signature while the account catches up.
     if sent.is_err() {
-        tracing::warn!("the usage log is behind: a key use was not recorded");
+        if !BEHIND.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the usage log is behind: key uses are not recorded until it catches up"
+            );
+        }
+    } else if BEHIND.load(Ordering::Relaxed) {
+        BEHIND.store(false, Ordering::Relaxed);
+        tracing::warn!("the usage log has caught up; uses are recorded again");
     }
 }
+
+/// Whether uses are being dropped (the last [`note_use`] could not send).
+static BEHIND: AtomicBool = AtomicBool::new(false);

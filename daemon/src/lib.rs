@@ -207,21 +207,30 @@ async fn serve(
     // Every use of a key goes to the account's usage log, in batches: what
     // comes in within USAGE_WINDOW of the first, so that a burst of
     // signatures (a rebase signing each commit) is one entry, not many.
+    // The task sleeps out the window and then takes what has queued,
+    // rather than receiving each use as it comes: a receiver that is not
+    // waiting is not woken, so a signature costs the agent a push on the
+    // queue, not a wake-up of this task on another thread.
     let (usage, mut uses) =
         tokio::sync::mpsc::channel(mesh_protocol::application::MAX_USAGE_BATCH * 4);
     let logger = handle.clone();
     tasks.spawn(async move {
         while let Some(first) = uses.recv().await {
+            tokio::time::sleep(USAGE_WINDOW).await;
             let mut batch = vec![first];
-            let until = tokio::time::Instant::now() + USAGE_WINDOW;
-            while batch.len() < mesh_protocol::application::MAX_USAGE_BATCH {
-                match tokio::time::timeout_at(until, uses.recv()).await {
-                    Ok(Some(more)) => batch.push(more),
-                    Ok(None) | Err(_) => break,
+            loop {
+                let more = uses.try_recv().ok();
+                let full = batch.len() == mesh_protocol::application::MAX_USAGE_BATCH;
+                if full || (more.is_none() && !batch.is_empty()) {
+                    let batch = std::mem::take(&mut batch);
+                    if let Err(e) = logger.run(account::Command::Usage(batch)).await {
+                        tracing::warn!(error = %e, "cannot write the usage log");
+                    }
                 }
-            }
-            if let Err(e) = logger.run(account::Command::Usage(batch)).await {
-                tracing::warn!(error = %e, "cannot write the usage log");
+                match more {
+                    Some(more) => batch.push(more),
+                    None => break,
+                }
             }
         }
     });
@@ -254,9 +263,13 @@ async fn serve(
             handle.clone(),
         ));
     }
+    // Agent connections are served on threads of their own (see
+    // `server::workers`); dropped with the other tasks, they stop.
+    let workers = Arc::new(server::workers::Workers::start());
     tasks.spawn(frontend::ssh_agent::serve(
         sockets.ssh_agent.listener,
         agent,
+        Arc::clone(&workers),
     ));
     if let Some(gpg) = sockets.gpg {
         // Keys gpg makes or imports go to the account once gpg has
@@ -289,7 +302,7 @@ async fn serve(
                 settle,
             }),
         });
-        tasks.spawn(frontend::gpg_agent::serve(gpg.listener, server));
+        tasks.spawn(frontend::gpg_agent::serve(gpg.listener, server, workers));
     }
     let stop = Arc::new(Notify::new());
     let state = Arc::new(frontend::control::State {

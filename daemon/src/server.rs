@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 pub mod activation;
 pub mod runtime_dir;
+pub mod workers;
 
 /// Why a socket or the runtime directory cannot be used.
 #[derive(Debug, thiserror::Error)]

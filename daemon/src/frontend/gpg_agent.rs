@@ -23,6 +23,7 @@ use crate::keystore::gpg::{
     GenkeyError, GpgKey, GpgKeyError, GpgKeyring, ImportError, hash_algorithm,
 };
 use crate::keystore::transfer::{self, Transfer, TransferError};
+use crate::server::workers::Workers;
 
 /// How many gpg connections may be open at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -116,13 +117,16 @@ pub struct Server {
     pub approvals: Option<super::approval::Remote>,
 }
 
-/// Accept gpg connections until the future is dropped.
-pub async fn serve(listener: UnixListener, server: Arc<Server>) {
+/// Accept gpg connections until the future is dropped, each served on
+/// one of `workers`' threads.
+pub async fn serve(listener: UnixListener, server: Arc<Server>, workers: Arc<Workers>) {
     let uid = server.uid;
     crate::server::accept_loop(listener, "gpg-agent", MAX_CONNECTIONS, uid, move |stream| {
-        let server = Arc::clone(&server);
+        let (server, workers) = (Arc::clone(&server), Arc::clone(&workers));
         async move {
-            let result = drive(stream, &server).await;
+            let driven = Arc::clone(&server);
+            let serve = |stream| async move { drive(stream, &driven).await };
+            let result = workers.serve(stream, serve).await;
             // gpg has finished: the certificates of the keys it made or
             // imported are in its keyring by now.
             if let Some(adds) = &server.adds
@@ -783,7 +787,10 @@ impl<'a> Session<'a> {
     ) -> Step {
         match key.sign(algo, digest) {
             Ok(sig) => {
-                tracing::info!(key = %key.label, "gpg signature made");
+                // Each use is in the usage log already; a line per
+                // signature at info cost a write to stderr (the journal)
+                // on the hot path.
+                tracing::debug!(key = %key.label, "gpg signature made");
                 super::note_use(
                     &self.server.usage,
                     &self.client,
@@ -1011,7 +1018,7 @@ impl<'a> Session<'a> {
         };
         match value {
             Ok(value) => {
-                tracing::info!(key = %key.label, "gpg decryption");
+                tracing::debug!(key = %key.label, "gpg decryption");
                 super::note_use(
                     &self.server.usage,
                     &self.client,

@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::keystore::confirm::Askpass;
 use crate::keystore::ssh::{Identity, Keyring};
+use crate::server::workers::Workers;
 use mesh_protocol::agent::known_hosts::Names;
 use mesh_protocol::agent::ssh_agent::{self, Bindings, CertRequest, Decoded, MAX_FRAME};
 use mesh_protocol::application::KNOWN_HOSTS_ENTRY;
@@ -72,14 +73,18 @@ enum ConnectionError {
     Encode(#[from] ssh_agent_lib::ssh_encoding::Error),
 }
 
-/// Accept agent connections until the future is dropped.
-pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+/// Accept agent connections until the future is dropped, each served on
+/// one of `workers`' threads.
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>, workers: Arc<Workers>) {
     let uid = agent.uid;
     let keys = Arc::clone(&agent.keys);
     let connections =
         crate::server::accept_loop(listener, "ssh-agent", MAX_CONNECTIONS, uid, move |stream| {
-            let agent = Arc::clone(&agent);
-            async move { handle(stream, &agent).await }
+            let (agent, workers) = (Arc::clone(&agent), Arc::clone(&workers));
+            async move {
+                let serve = |stream| async move { handle(stream, &agent).await };
+                workers.serve(stream, serve).await
+            }
         });
     tokio::join!(connections, reap(keys));
 }
@@ -101,24 +106,68 @@ async fn reap(keys: Arc<Keyring>) {
 }
 
 /// Serve one connection until the client leaves or breaks the protocol.
+///
+/// Bytes are read as they come into one buffer and frames cut from it,
+/// so a request takes one read, not one for its length and one for its
+/// body.
 async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionError> {
     let mut bindings = Bindings::default();
     let client = super::Client::of(&stream);
+    // Frames may hold a private key or a lock passphrase: wiped when done.
+    let mut buf = Zeroizing::new(Vec::with_capacity(READ_SIZE));
     loop {
-        let len = match stream.read_u32().await {
-            Ok(len) => len as usize,
-            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(err) => return Err(err.into()),
+        let end = match frame_end(&buf)? {
+            Some(end) if buf.len() >= end => {
+                let out = answer(&buf[4..end], agent, &mut bindings, &client).await?;
+                buf.drain(..end);
+                stream.write_all(&out).await?;
+                continue;
+            }
+            Some(end) => end,
+            None => 4,
         };
-        if len > MAX_FRAME {
-            return Err(ConnectionError::TooLong(len));
+        if buf.capacity() < end {
+            grow(&mut buf, end);
         }
-        // The body may hold a private key or a lock passphrase.
-        let mut body = Zeroizing::new(vec![0u8; len]);
-        stream.read_exact(&mut body).await?;
-        let out = answer(&body, agent, &mut bindings, &client).await?;
-        stream.write_all(&out).await?;
+        // Read into the spare room (at least up to `end`), no more.
+        let start = buf.len();
+        let room = buf.capacity();
+        buf.resize(room, 0);
+        let read = stream.read(&mut buf[start..]).await;
+        buf.truncate(start + read.as_ref().map_or(0, |n| *n));
+        match read? {
+            // A peer that leaves between frames (or inside a length) has
+            // finished; inside a body, it broke off.
+            0 if start < 4 => return Ok(()),
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            _ => {}
+        }
     }
+}
+
+/// How much a read asks for when no longer frame is coming.
+const READ_SIZE: usize = 4096;
+
+/// Where the frame at the start of `buf` ends, once its length is in;
+/// an error if that length is over [`MAX_FRAME`].
+fn frame_end(buf: &[u8]) -> Result<Option<usize>, ConnectionError> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > MAX_FRAME {
+        return Err(ConnectionError::TooLong(len));
+    }
+    Ok(Some(4 + len))
+}
+
+/// Make room for `end` bytes in `buf` without leaving a copy of what it
+/// held behind: the old block is wiped (dropped as `Zeroizing`), where a
+/// reallocation would free it as it is.
+fn grow(buf: &mut Zeroizing<Vec<u8>>, end: usize) {
+    let mut bigger = Zeroizing::new(Vec::with_capacity(end));
+    bigger.extend_from_slice(buf);
+    *buf = bigger;
 }
 
 /// The session: one frame's body in, the whole answer frame out (its
@@ -1147,6 +1196,58 @@ mod tests {
         assert!(
             matches!(listed, Response::IdentitiesAnswer(_)),
             "{listed:?}"
+        );
+    }
+
+    /// The message type of the next answer frame on `client`.
+    async fn answered(client: &mut UnixStream) -> u8 {
+        use tokio::io::AsyncReadExt as _;
+        let mut len = [0u8; 4];
+        client.read_exact(&mut len).await.expect("length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        client.read_exact(&mut body).await.expect("body");
+        body[0]
+    }
+
+    /// The driver cuts frames out of what it reads however the bytes
+    /// come: two requests in one write, one request a byte at a time, a
+    /// body larger than a read; a length over the limit ends the
+    /// connection.
+    #[tokio::test]
+    async fn frames_are_cut_however_the_bytes_come() {
+        use tokio::io::AsyncWriteExt as _;
+        let agent = Arc::new(agent());
+        let (mut client, server) = UnixStream::pair().expect("pair");
+        let served = tokio::spawn({
+            let agent = Arc::clone(&agent);
+            async move { handle(server, &agent).await }
+        });
+        let list = [0, 0, 0, 1, 11];
+        client
+            .write_all(&[list, list].concat())
+            .await
+            .expect("sent");
+        assert_eq!(answered(&mut client).await, 12);
+        assert_eq!(answered(&mut client).await, 12);
+        for byte in list {
+            client.write_all(&[byte]).await.expect("sent");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(answered(&mut client).await, 12);
+        // An unknown message of 10 000 bytes: FAILURE, and on.
+        let mut big = 10_000u32.to_be_bytes().to_vec();
+        big.push(200);
+        big.resize(4 + 10_000, 7);
+        client.write_all(&big).await.expect("sent");
+        assert_eq!(answered(&mut client).await, 5);
+        client.write_all(&list).await.expect("sent");
+        assert_eq!(answered(&mut client).await, 12);
+        let over = u32::try_from(MAX_FRAME + 1).expect("fits").to_be_bytes();
+        client.write_all(&over).await.expect("sent");
+        let ended = served.await.expect("joined");
+        assert!(
+            matches!(ended, Err(ConnectionError::TooLong(_))),
+            "{ended:?}"
         );
     }
 }

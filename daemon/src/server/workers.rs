@@ -1,0 +1,118 @@
+//! The threads agent connections are served on: one current-thread
+//! runtime each, a connection placed on one of them and served there
+//! start to finish, its socket registered with that thread's reactor.
+//!
+//! On the multi-thread runtime a request could be read by one worker and
+//! answered by another, and each wake-up could rouse a second worker to
+//! look for work to steal; here the thread that waits on the socket is
+//! the one that answers, as in OpenSSH's agent. The account's work on
+//! the main runtime (sync, the usage log) runs on other threads and
+//! never holds a signature up. Connections go to the threads in turn,
+//! so several clients use several cores.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::UnixStream;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tracing::Instrument as _;
+
+/// The most threads, however many cores: each is a runtime, a stack and
+/// a reactor, and one client at a time (what a person does) uses one.
+const MAX_THREADS: usize = 4;
+
+/// Threads serving connections; dropping this stops them, and with them
+/// every connection they serve.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+    /// Dropped to stop the threads.
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+impl Workers {
+    /// One thread a core, up to [`MAX_THREADS`]. A thread that cannot be
+    /// started is logged and done without: with none, connections are
+    /// served on the caller's runtime.
+    pub fn start() -> Workers {
+        let wanted = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_THREADS);
+        let (mut handles, mut stops) = (Vec::new(), Vec::new());
+        for i in 0..wanted {
+            match Self::thread(i) {
+                Ok((handle, stop)) => {
+                    handles.push(handle);
+                    stops.push(stop);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start an agent thread"),
+            }
+        }
+        Workers {
+            handles,
+            next: AtomicUsize::new(0),
+            _stop: stops,
+        }
+    }
+
+    fn thread(i: usize) -> std::io::Result<(Handle, oneshot::Sender<()>)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("meshd-agent-{i}"))
+            .spawn(move || {
+                // Ends when `stop` is dropped; dropping the runtime then
+                // drops every connection still on it.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok((handle, stop))
+    }
+
+    /// Serve the connection on `stream` with `serve`, on the next thread,
+    /// in the current span; completes when `serve` does. Dropping the
+    /// returned future ends the connection.
+    pub async fn serve<F, Fut, E>(&self, stream: UnixStream, serve: F) -> Result<(), E>
+    where
+        F: FnOnce(UnixStream) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: From<std::io::Error> + Send + 'static,
+    {
+        if self.handles.is_empty() {
+            return serve(stream).await;
+        }
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        // Taken off this runtime's reactor, put on the thread's.
+        let stream = stream.into_std()?;
+        let task = self.handles[at].spawn(
+            async move {
+                let stream = UnixStream::from_std(stream)?;
+                serve(stream).await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let abort = AbortOnDrop(task.abort_handle());
+        let result = task.await;
+        drop(abort);
+        match result {
+            Ok(served) => served,
+            // Aborted (the daemon is stopping) or a panic, already
+            // reported by the hook: the connection is gone either way.
+            Err(e) => Err(std::io::Error::other(e).into()),
+        }
+    }
+}
+
+/// Aborts a task on another runtime when the future awaiting it is
+/// dropped (the accept loop's `JoinSet` going away).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
