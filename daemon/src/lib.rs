@@ -91,11 +91,14 @@ pub async fn run(
             return Err(e.into());
         }
     };
-    let gpg = open_gpg(&mut activated);
+    // gpgconf says where gpg's socket is: two runs of a program, longer
+    // than all else meshd does before its first answer. They run beside
+    // the account's opening and the SSH agent's first answers; the control
+    // socket answers once gpg's socket is bound too.
+    let gpg = tokio::task::spawn_blocking(move || open_gpg(&mut activated));
     tracing::info!(control = %control.path.display(), ssh_agent = %ssh_agent.path.display(), "meshd listening");
-    let ours: Vec<PathBuf> = [Some(&control), Some(&ssh_agent), gpg.as_ref()]
+    let mut ours: Vec<PathBuf> = [&control, &ssh_agent]
         .into_iter()
-        .flatten()
         .filter(|socket| socket.owned)
         .map(|socket| socket.path.clone())
         .collect();
@@ -115,10 +118,13 @@ pub async fn run(
                 ssh_agent,
                 gpg,
             };
-            serve(account, sockets, &config, shutdown).await;
+            ours.extend(serve(account, sockets, &config, shutdown).await);
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            ours.extend(gpg.await.ok().flatten().filter(|s| s.owned).map(|s| s.path));
+            Err(e.into())
+        }
     };
     for path in ours {
         runtime_dir::remove_socket(&path);
@@ -152,24 +158,24 @@ const USAGE_WINDOW: Duration = Duration::from_secs(2);
 struct Sockets {
     control: Socket,
     ssh_agent: Socket,
-    gpg: Option<Socket>,
+    /// gpg's, once gpgconf has said where it is.
+    gpg: tokio::task::JoinHandle<Option<Socket>>,
 }
 
 /// Serve every frontend until `shutdown` completes or a client asks the
 /// daemon to stop. Every task is in one `JoinSet`, dropped (and so
-/// aborted) on return.
+/// aborted) on return. Returns the path of gpg's socket if meshd bound it.
 async fn serve(
     account: account::Account,
     sockets: Sockets,
     config: &Config,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Option<PathBuf> {
     let uid = rustix::process::getuid().as_raw();
     let mut listeners = vec![
         listener("control", &sockets.control),
         listener("ssh-agent", &sockets.ssh_agent),
     ];
-    listeners.extend(sockets.gpg.as_ref().map(|s| listener("gpg-agent", s)));
 
     let mut tasks = JoinSet::new();
     let (handle, mut snapshots, account_task) = account::spawn(account, config.sync_interval);
@@ -271,7 +277,11 @@ async fn serve(
         agent,
         Arc::clone(&workers),
     ));
-    if let Some(gpg) = sockets.gpg {
+    // The SSH agent answers from here on; gpg's socket may still be coming.
+    let gpg = sockets.gpg.await.ok().flatten();
+    let gpg_socket = gpg.as_ref().filter(|s| s.owned).map(|s| s.path.clone());
+    listeners.extend(gpg.as_ref().map(|s| listener("gpg-agent", s)));
+    if let Some(gpg) = gpg {
         // Keys gpg makes or imports go to the account once gpg has
         // written their certificates.
         let (settle, wake) = tokio::sync::mpsc::unbounded_channel();
@@ -324,6 +334,7 @@ async fn serve(
             tracing::error!(?ended, "a task of meshd ended; stopping");
         }
     }
+    gpg_socket
 }
 
 fn listener(frontend: &str, socket: &Socket) -> mesh_ipc::control::Listener {

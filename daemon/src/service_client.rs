@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_protocol::keys::PrivateKey;
@@ -110,49 +110,76 @@ const MAX_ANSWER: usize = mesh_protocol::service::MAX_DOWNLOAD / 3 * 4 + 64 * 10
 const IDLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// HTTP(S) to a service, through reqwest with rustls (ring).
+///
+/// The reqwest client is made at the first call, not here: making it
+/// loads and parses the platform's root certificates (some 150, a few
+/// milliseconds), which meshd's start-up does not need before its first
+/// answer.
 #[derive(Debug)]
 pub struct Http {
-    http: reqwest::Client,
+    http: OnceLock<reqwest::Client>,
+    /// `MESH_SERVICE_CA`'s certificates, trusted besides the platform's.
+    ca: Option<Vec<reqwest::Certificate>>,
+    timeout: Duration,
     url: String,
 }
 
 impl Http {
     /// A client of `service`, trusting `ca` (PEM certificates) besides the
-    /// platform's roots when given; a call fails after `timeout`.
+    /// platform's roots when given; a call fails after `timeout`. A `ca`
+    /// that cannot be read is an error here; the platform's roots are read
+    /// at the first call.
     pub fn new(service: &str, ca: Option<&Path>, timeout: Duration) -> Result<Http, RemoteError> {
-        // TLS through rustls with ring, the one provider we build; a
-        // provider set before (by us) is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let unreachable = |detail: String| RemoteError::Unreachable {
             url: service.to_owned(),
             detail,
         };
+        // A service with its own CA (e.g. `mesh-service --self-signed`).
+        let ca = match ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    unreachable(format!(
+                        "cannot read MESH_SERVICE_CA {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    unreachable(format!("MESH_SERVICE_CA is not PEM certificates: {e}"))
+                })?)
+            }
+            None => None,
+        };
+        Ok(Http {
+            http: OnceLock::new(),
+            ca,
+            timeout,
+            url: endpoint(service),
+        })
+    }
+
+    /// The reqwest client, made at the first call.
+    fn client(&self) -> Result<&reqwest::Client, RemoteError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        // TLS through rustls with ring, the one provider we build; a
+        // provider set before (by us) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // Idle connections are dropped here before the service closes them
         // (its header timeout, 20 s by default), so that a request is not
         // sent on a connection the service is closing.
         let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
+            .timeout(self.timeout)
             .pool_idle_timeout(IDLE_CONNECTION);
-        // A service with its own CA (e.g. `mesh-service --self-signed`).
-        if let Some(path) = ca {
-            let pem = std::fs::read(path).map_err(|e| {
-                unreachable(format!(
-                    "cannot read MESH_SERVICE_CA {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                unreachable(format!("MESH_SERVICE_CA is not PEM certificates: {e}"))
-            })?;
-            builder = builder.tls_certs_merge(certs);
+        if let Some(certs) = &self.ca {
+            builder = builder.tls_certs_merge(certs.iter().cloned());
         }
-        let http = builder
-            .build()
-            .map_err(|err| unreachable(err.to_string()))?;
-        Ok(Http {
-            http,
-            url: endpoint(service),
-        })
+        let http = builder.build().map_err(|err| RemoteError::Unreachable {
+            url: self.url.clone(),
+            detail: err.to_string(),
+        })?;
+        // Two first calls at once both make one; either is kept.
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// A [`Connector`] making [`Http`] clients that trust `ca` and give
@@ -177,7 +204,7 @@ impl Transport for Http {
                 detail,
             };
             let mut post = self
-                .http
+                .client()?
                 .post(&self.url)
                 .header("content-type", "application/json");
             if let Some(auth) = auth {
