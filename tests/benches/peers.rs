@@ -104,7 +104,10 @@ fn main() {
     // meshd with an account holding the same keys.
     let host = TestEnv::new();
     let service = MeshService::start(&host);
-    let mesh = TestEnv::device(&service);
+    let mut mesh = TestEnv::device(&service);
+    // A user's sync interval (the tests' 200 ms would be five syncs a
+    // second beside every figure).
+    mesh.set_var("MESH_SYNC_INTERVAL_MS", "2000");
     mesh.mesh(&["account", "create", "alice@example.com", "--name", "bench"]);
     mesh.mesh(&[
         "ssh",
