@@ -154,7 +154,8 @@ impl std::fmt::Debug for Account {
     }
 }
 
-fn now_ms() -> u64 {
+/// Now, in ms since the epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

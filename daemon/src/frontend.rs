@@ -56,9 +56,7 @@ pub fn note_use(
     confirmed: bool,
 ) {
     let Some(log) = log else { return };
-    let time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let time_ms = crate::account::now_ms();
     let sent = log.try_send(Usage {
         time_ms,
         operation: operation.to_owned(),

@@ -253,6 +253,7 @@ impl Account {
         let me = self.own_udf()?;
         let (requests, answers) = self.approval_entries()?;
         let now = now_ms();
+        let names = self.device_names();
         let mut out = Approvals::default();
         for (id, (request, digest)) in requests {
             let answer = answers.get(&id);
@@ -262,7 +263,8 @@ impl Account {
                     out.answered.insert(id, answer.approved);
                 }
             } else if answer.is_none() && request.expires_ms > now {
-                let name = self.device_name(&request.device);
+                let name = names.get(&request.device).cloned();
+                let name = name.unwrap_or_else(|| request.device.clone());
                 out.waiting.push(row(id, request, name));
             }
         }
@@ -270,16 +272,20 @@ impl Account {
         Ok(out)
     }
 
+    /// Each device's name in the account, by UDF (the Device catalog
+    /// opened once).
+    fn device_names(&self) -> BTreeMap<String, String> {
+        self.devices()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, d)| (d.device_udf, name))
+            .collect()
+    }
+
     /// A device's name in the account (its UDF if it has none).
     fn device_name(&self, udf: &str) -> String {
-        self.devices()
-            .ok()
-            .and_then(|devices| {
-                devices
-                    .into_iter()
-                    .find(|(_, d)| d.device_udf == udf)
-                    .map(|(name, _)| name)
-            })
+        self.device_names()
+            .remove(udf)
             .unwrap_or_else(|| udf.to_owned())
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mesh_ipc::control::{ApprovalRow, Response};
 
-use crate::account::{Command, Handle, Question};
+use crate::account::{Command, Handle, Question, now_ms};
 use crate::keystore::confirm::Askpass;
 
 /// The account's other devices, as the ones to ask.
@@ -142,10 +142,4 @@ pub async fn answer_through(askpass: Askpass, account: Handle) {
             return;
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
