@@ -330,6 +330,10 @@ pub struct PinRecord {
 /// The keys of an account, from its seed. Only administrators hold this.
 pub struct AccountKeys {
     seed: Seed,
+    /// The profile key's fingerprint, worked out once: each sync names
+    /// the account, and a public key from a private one is a scalar
+    /// multiplication.
+    udf: Udf,
     /// The profile key.
     pub profile: PrivateKey,
     /// The administrator key.
@@ -374,8 +378,10 @@ impl AccountKeys {
         if seed.specifier().alg != KeyAlg::MeshProfileAccount {
             return Err(AccountError::Malformed("account seed"));
         }
+        let profile = derive(&seed, KeyAlg::Ed25519, "CompleteAccountProfile")?;
         Ok(AccountKeys {
-            profile: derive(&seed, KeyAlg::Ed25519, "CompleteAccountProfile")?,
+            udf: profile.public().fingerprint(),
+            profile,
             admin: derive(&seed, KeyAlg::Ed25519, "CompleteAccountAdminSign")?,
             encryption: derive(&seed, KeyAlg::X25519, "CompleteAccountEncrypt")?,
             signature: derive(&seed, KeyAlg::Ed25519, "CompleteAccountSign")?,
@@ -390,7 +396,7 @@ impl AccountKeys {
 
     /// The account's permanent name: its profile key's fingerprint.
     pub fn udf(&self) -> Udf {
-        self.profile.public().fingerprint()
+        self.udf.clone()
     }
 
     /// The key of a store in key epoch `epoch`. Epoch 0 is the reference's
@@ -619,6 +625,9 @@ impl AccountKeys {
 /// The keys of a device, from its seed.
 pub struct DeviceKeys {
     seed: Seed,
+    /// The profile key's fingerprint, worked out once (see
+    /// [`AccountKeys`]).
+    udf: Udf,
     /// The profile key.
     pub profile: PrivateKey,
     /// The base signature key.
@@ -648,8 +657,10 @@ impl DeviceKeys {
         if seed.specifier().alg != KeyAlg::MeshProfileDevice {
             return Err(AccountError::Malformed("device seed"));
         }
+        let profile = derive(&seed, KeyAlg::Ed25519, "BaseDeviceProfile")?;
         Ok(DeviceKeys {
-            profile: derive(&seed, KeyAlg::Ed25519, "BaseDeviceProfile")?,
+            udf: profile.public().fingerprint(),
+            profile,
             sign: derive(&seed, KeyAlg::Ed25519, "BaseDeviceSign")?,
             encrypt: derive(&seed, KeyAlg::X25519, "BaseDeviceEncrypt")?,
             seed,
@@ -663,7 +674,7 @@ impl DeviceKeys {
 
     /// The device's permanent name.
     pub fn udf(&self) -> Udf {
-        self.profile.public().fingerprint()
+        self.udf.clone()
     }
 
     /// The device's profile, signed by its profile key.
