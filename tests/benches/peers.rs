@@ -166,7 +166,8 @@ fn main() {
         );
         println!(
             "resident memory, KiB (total / private): ssh-agent {} / {}, gpg-agent {} / {}, \
-             together {} / {}; meshd {} / {} ({:.2} x / {:.2} x the two together)",
+             together {} / {}; meshd {} / {} ({:.2} x / {:.2} x the two together), \
+             of which its own program's pages {} (ssh-agent's {}, gpg-agent's {})",
             ssh.total,
             ssh.private,
             gpg_rss.total,
@@ -177,6 +178,9 @@ fn main() {
             ours.private,
             ours.total as f64 / (ssh.total + gpg_rss.total) as f64,
             ours.private as f64 / (ssh.private + gpg_rss.private) as f64,
+            ours.program,
+            ssh.program,
+            gpg_rss.program,
         );
 
         let patience = Duration::from_secs(30);

@@ -735,6 +735,10 @@ pub struct Resident {
     pub total: u64,
     /// Memory of this process alone (RssAnon: heap, stacks, written data).
     pub private: u64,
+    /// Pages of the program's own file mapped (its code and read-only
+    /// data): with `private`, what the process itself brings; the rest
+    /// of `total` is shared libraries.
+    pub program: u64,
 }
 
 impl Resident {
@@ -749,9 +753,33 @@ impl Resident {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
                 .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
         };
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("the process's program");
+        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).expect("the process's maps");
+        // A mapping's header line ends with its path; its Rss follows.
+        let mut ours = false;
+        let mut program = 0;
+        for line in smaps.lines() {
+            if let Some(kib) = line.strip_prefix("Rss:") {
+                if ours {
+                    program += kib
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0);
+                }
+            } else if line
+                .split_whitespace()
+                .next()
+                .is_some_and(|f| f.contains('-'))
+            {
+                ours = line.ends_with(exe.to_string_lossy().as_ref());
+            }
+        }
         Resident {
             total: field("VmRSS:"),
             private: field("RssAnon:"),
+            program,
         }
     }
 }
