@@ -132,7 +132,10 @@ impl Account {
     pub(super) fn catalog_list(&self, store: Store) -> Result<CatalogValues, AccountError> {
         let store = plain(store)?;
         let mut out = BTreeMap::new();
-        for (name, verified) in self.open_live(store)? {
+        // Only the catalog's own entries are opened: the Application
+        // catalog also holds every usage batch, which grow without end.
+        let entries = self.open_live_where(store, |live| live.message_type == CATALOG_ENTRY)?;
+        for (name, verified) in entries {
             if verified.head.message_type != CATALOG_ENTRY {
                 continue;
             }

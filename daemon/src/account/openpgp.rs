@@ -190,7 +190,9 @@ impl Account {
 
     fn openpgp_entries_in(&self, store: Store) -> Result<Vec<OpenpgpEntry>, AccountError> {
         let mut out = Vec::new();
-        for (name, verified) in self.open_live(store)? {
+        let entries =
+            self.open_live_where(store, |live| live.message_type == OPENPGP_MESSAGE_TYPE)?;
+        for (name, verified) in entries {
             if verified.head.message_type == OPENPGP_MESSAGE_TYPE {
                 out.push(verified.record().ok_or_else(|| {
                     AccountError::untrusted(store, format!("damaged entry {name:?}"))

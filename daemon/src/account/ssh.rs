@@ -185,7 +185,10 @@ impl Account {
     /// The account's SSH identities, checked, in name order.
     pub(super) fn ssh_entries(&self) -> Result<Vec<SshIdentity>, AccountError> {
         let mut out = Vec::new();
-        for (name, verified) in self.open_live(Store::Application)? {
+        let entries = self.open_live_where(Store::Application, |live| {
+            live.message_type == SSH_MESSAGE_TYPE
+        })?;
+        for (name, verified) in entries {
             if verified.head.message_type != SSH_MESSAGE_TYPE {
                 continue;
             }
@@ -216,7 +219,9 @@ impl Account {
         let id = format!("{SSH_ACCEPTED_PREFIX}{udf}");
         let live = self.live(Store::Application);
         let mut record = self
-            .open_live(Store::Application)?
+            .open_live_where(Store::Application, |live| {
+                live.message_type == SSH_ACCEPTED_MESSAGE_TYPE
+            })?
             .into_iter()
             .find(|(name, _)| *name == id)
             .and_then(|(_, v)| v.record::<SshAccepted>())
@@ -249,7 +254,9 @@ impl Account {
 
     /// Every device's `(host, key)` pairs.
     pub(super) fn ssh_accepted_pairs(&self) -> Vec<(String, String)> {
-        let Ok(entries) = self.open_live(Store::Application) else {
+        let Ok(entries) = self.open_live_where(Store::Application, |live| {
+            live.message_type == SSH_ACCEPTED_MESSAGE_TYPE
+        }) else {
             return Vec::new();
         };
         entries

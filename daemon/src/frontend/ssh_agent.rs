@@ -129,13 +129,10 @@ async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionE
         if buf.capacity() < end {
             grow(&mut buf, end);
         }
-        // Read into the spare room (at least up to `end`), no more.
+        // Into the spare room (at least up to `end`), no more: the
+        // buffer is never reallocated by a read, nor filled first.
         let start = buf.len();
-        let room = buf.capacity();
-        buf.resize(room, 0);
-        let read = stream.read(&mut buf[start..]).await;
-        buf.truncate(start + read.as_ref().map_or(0, |n| *n));
-        match read? {
+        match stream.read_buf(&mut *buf).await? {
             // A peer that leaves between frames (or inside a length) has
             // finished; inside a body, it broke off.
             0 if start < 4 => return Ok(()),
