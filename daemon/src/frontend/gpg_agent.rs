@@ -250,7 +250,11 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
             if buf.len() == buf.capacity() {
                 break Err(LineError::TooLong);
             }
-            if stream.read_buf(&mut *buf).await? == 0 {
+            let read = match crate::server::workers::follow_up(&stream, &mut buf)? {
+                Some(read) => read,
+                None => stream.read_buf(&mut *buf).await?,
+            };
+            if read == 0 {
                 return Ok(());
             }
         };

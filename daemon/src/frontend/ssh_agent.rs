@@ -132,7 +132,11 @@ async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionE
         // Into the spare room (at least up to `end`), no more: the
         // buffer is never reallocated by a read, nor filled first.
         let start = buf.len();
-        match stream.read_buf(&mut *buf).await? {
+        let read = match crate::server::workers::follow_up(&stream, &mut buf)? {
+            Some(read) => read,
+            None => stream.read_buf(&mut *buf).await?,
+        };
+        match read {
             // A peer that leaves between frames (or inside a length) has
             // finished; inside a body, it broke off.
             0 if start < 4 => return Ok(()),
