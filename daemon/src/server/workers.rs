@@ -187,3 +187,43 @@ pub fn follow_up(stream: &UnixStream, buf: &mut Vec<u8>) -> std::io::Result<Opti
         std::thread::yield_now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lone_connection_reads_what_comes_without_sleeping_and_others_never_wait() {
+        let (ours, mut client) = UnixStream::pair().expect("a socket pair");
+        let mut buf = Vec::with_capacity(64);
+        // Not an agent thread's connection: no waiting at all.
+        client.write_all(b"early").await.expect("written");
+        assert_eq!(follow_up(&ours, &mut buf).expect("reads"), None);
+        assert!(buf.is_empty());
+
+        let serving = Serving::start();
+        // What is there already is read, after what the buffer holds.
+        buf.extend_from_slice(b">");
+        assert_eq!(follow_up(&ours, &mut buf).expect("reads"), Some(5));
+        assert_eq!(buf, b">early");
+        // Nothing comes: given up after the wait, nothing read.
+        let started = Instant::now();
+        assert_eq!(follow_up(&ours, &mut buf).expect("reads"), None);
+        assert!(started.elapsed() >= FOLLOW_UP);
+        // A second connection on the thread: nobody waits on one, nor
+        // reads past the runtime (the bytes stay for its reactor).
+        let second = Serving::start();
+        client.write_all(b"later").await.expect("written");
+        assert_eq!(follow_up(&ours, &mut buf).expect("reads"), None);
+        assert_eq!(buf, b">early");
+        drop(second);
+        assert_eq!(follow_up(&ours, &mut buf).expect("reads"), Some(5));
+        assert_eq!(buf, b">earlylater");
+        // The client gone: the end of the stream.
+        drop(client);
+        assert_eq!(follow_up(&ours, &mut buf).expect("reads"), Some(0));
+        drop(serving);
+        assert_eq!(SERVING.get(), 0);
+    }
+}
