@@ -223,20 +223,14 @@ async fn serve(
     tasks.spawn(async move {
         while let Some(first) = uses.recv().await {
             tokio::time::sleep(USAGE_WINDOW).await;
+            // All that queued (the queue is bounded); the account writes
+            // it in as many entries as it takes.
             let mut batch = vec![first];
-            loop {
-                let more = uses.try_recv().ok();
-                let full = batch.len() == mesh_protocol::application::MAX_USAGE_BATCH;
-                if full || (more.is_none() && !batch.is_empty()) {
-                    let batch = std::mem::take(&mut batch);
-                    if let Err(e) = logger.run(account::Command::Usage(batch)).await {
-                        tracing::warn!(error = %e, "cannot write the usage log");
-                    }
-                }
-                match more {
-                    Some(more) => batch.push(more),
-                    None => break,
-                }
+            while let Ok(more) = uses.try_recv() {
+                batch.push(more);
+            }
+            if let Err(e) = logger.run(account::Command::Usage(batch)).await {
+                tracing::warn!(error = %e, "cannot write the usage log");
             }
         }
     });

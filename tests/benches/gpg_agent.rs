@@ -76,8 +76,11 @@ fn main() {
     });
 
     println!(
-        "{:<22} {:>7} {:>10} {:>10} {:>9} {:>9} {:>11}",
-        "PKSIGN", "clients", "agent", "ops/s", "p50 us", "p99 us", "x gpg-agent"
+        "{:<22} {:>7} {:>10} {}",
+        "PKSIGN",
+        "clients",
+        "agent",
+        Figures::header("x gpg-agent")
     );
     for (label, grip, clients, per_client) in [
         ("ed25519", &ed_grip, 1, 2000),
@@ -87,13 +90,7 @@ fn main() {
         let theirs = measure_pksign(&real_socket, grip, clients, per_client);
         let ours = measure_pksign(&mesh_socket, grip, clients, per_client);
         for (name, f) in [("gpg-agent", &theirs), ("meshd", &ours)] {
-            println!(
-                "{label:<22} {clients:>7} {name:>10} {:>10.0} {:>9.1} {:>9.1} {:>11.2}",
-                f.ops,
-                Figures::us(f.p50),
-                Figures::us(f.p99),
-                f.ops / theirs.ops
-            );
+            println!("{label:<22} {clients:>7} {name:>10} {}", f.cells(&theirs));
         }
     }
     println!();

@@ -59,13 +59,7 @@ const TARGETS: [&str; 9] = [
 
 fn row(label: &str, peer: &str, theirs: Figures, ours: Figures) {
     for (agent, f) in [(peer, theirs), ("meshd", ours)] {
-        println!(
-            "{label:<24} {agent:>10} {:>10.0} {:>9.1} {:>9.1} {:>8.2}",
-            f.ops,
-            Figures::us(f.p50),
-            Figures::us(f.p99),
-            f.ops / theirs.ops
-        );
+        println!("{label:<24} {agent:>10} {}", f.cells(&theirs));
     }
 }
 
@@ -128,10 +122,7 @@ fn main() {
     let mut met: Vec<[bool; TARGETS.len()]> = Vec::with_capacity(RUNS);
     for run in 0..RUNS {
         println!("\n== run {} of {RUNS}", run + 1);
-        println!(
-            "{:<24} {:>10} {:>10} {:>9} {:>9} {:>8}",
-            "", "agent", "ops/s", "p50 us", "p99 us", "x peer"
-        );
+        println!("{:<24} {:>10} {}", "", "agent", Figures::header("x peer"));
         let list = |socket: &Path| measure_ssh(socket, &[11], 12, 1, 4000);
         let (list_theirs, list_ours) = (list(&ssh_socket), list(&mesh_ssh));
         row("request-identities", "ssh-agent", list_theirs, list_ours);
@@ -143,13 +134,10 @@ fn main() {
         row("gpg PKSIGN ed25519", "gpg-agent", pk_theirs, pk_ours);
         let eight = sign(&mesh_ssh, 8);
         println!(
-            "{:<24} {:>10} {:>10.0} {:>9.1} {:>9.1} {:>8.2} x its one client",
+            "{:<24} {:>10} {} x its one client",
             "sign ed25519, 8 clients",
             "meshd",
-            eight.ops,
-            Figures::us(eight.p50),
-            Figures::us(eight.p99),
-            eight.ops / sign_ours.ops
+            eight.cells(&sign_ours)
         );
 
         let (start_theirs, start_ours) = (start_median("openssh"), start_median("meshd"));

@@ -93,21 +93,18 @@ fn main() {
         ),
     ];
     println!(
-        "{:<30} {:>7} {:>10} {:>12} {:>9} {:>9} {:>8}",
-        "workload", "clients", "agent", "ops/s", "p50 us", "p99 us", "x OpenSSH"
+        "{:<30} {:>7} {:>10} {}",
+        "workload",
+        "clients",
+        "agent",
+        Figures::header("x OpenSSH")
     );
     for (label, body, expect, per_client) in &workloads {
         for clients in [1, 8] {
             let theirs = measure_ssh(&openssh.socket, body, *expect, clients, *per_client);
             let ours = measure_ssh(&meshd.socket, body, *expect, clients, *per_client);
             for (agent, f) in [(openssh.name, &theirs), (meshd.name, &ours)] {
-                println!(
-                    "{label:<30} {clients:>7} {agent:>10} {:>12.0} {:>9.1} {:>9.1} {:>8.2}",
-                    f.ops,
-                    Figures::us(f.p50),
-                    Figures::us(f.p99),
-                    f.ops / theirs.ops
-                );
+                println!("{label:<30} {clients:>7} {agent:>10} {}", f.cells(&theirs));
             }
         }
     }

@@ -123,6 +123,26 @@ impl Figures {
     pub fn us(d: Duration) -> f64 {
         d.as_secs_f64() * 1e6
     }
+
+    /// Throughput, p50 and p99 in µs, and the multiple of `base`'s
+    /// throughput: the columns under [`Figures::header`].
+    pub fn cells(&self, base: &Figures) -> String {
+        format!(
+            "{:>12.0} {:>9.1} {:>9.1} {:>11.2}",
+            self.ops,
+            Self::us(self.p50),
+            Self::us(self.p99),
+            self.ops / base.ops
+        )
+    }
+
+    /// The headings of [`Figures::cells`], the multiple's last.
+    pub fn header(multiple: &str) -> String {
+        format!(
+            "{:>12} {:>9} {:>9} {multiple:>11}",
+            "ops/s", "p50 us", "p99 us"
+        )
+    }
 }
 
 /// Run `per_client` operations from each of `clients` threads at once

@@ -75,12 +75,17 @@ fn batches(uses: Vec<Usage>) -> Vec<Vec<Usage>> {
 impl Account {
     /// Write this device's key uses, in as many batches as they need,
     /// each an entry of its own (nothing for a device that does not read
-    /// the Application catalog: it holds no such keys).
+    /// the Application catalog: it holds no such keys). A batch that
+    /// cannot be written does not keep the others back; the first error
+    /// is returned.
     pub(super) async fn note_usage(&mut self, uses: Vec<Usage>) -> Result<(), AccountError> {
+        let mut first_error = None;
         for batch in batches(uses) {
-            self.note_batch(batch).await?;
+            if let Err(e) = self.note_batch(batch).await {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn note_batch(&mut self, uses: Vec<Usage>) -> Result<(), AccountError> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mesh_protocol::agent::assuan::{self, Line, LineError, code};
 use mesh_protocol::agent::keygrip::{self, Keygrip};
 use mesh_protocol::agent::sexp::Sexp;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
@@ -250,11 +250,7 @@ async fn drive(mut stream: UnixStream, server: &Server) -> std::io::Result<()> {
             if buf.len() == buf.capacity() {
                 break Err(LineError::TooLong);
             }
-            let read = match crate::server::workers::follow_up(&stream, &mut buf)? {
-                Some(read) => read,
-                None => stream.read_buf(&mut *buf).await?,
-            };
-            if read == 0 {
+            if crate::server::workers::read(&mut stream, &mut buf).await? == 0 {
                 return Ok(());
             }
         };
@@ -1347,7 +1343,6 @@ fn data(bytes: &[u8]) -> Step {
 
 #[cfg(test)]
 mod tests {
-
     #[test]
     fn the_s2k_count_is_a_count_gpg_can_use() {
         let count = calibrated_s2k_count();
@@ -1358,6 +1353,7 @@ mod tests {
     use super::*;
     use mesh_protocol::agent::assuan::Line;
     use sequoia_openpgp::cert::CipherSuite;
+    use tokio::io::AsyncReadExt as _;
 
     /// A server holding a Cv25519 certificate's signing and encryption
     /// subkeys, reporting gpg 2.2.40.

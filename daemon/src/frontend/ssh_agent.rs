@@ -23,7 +23,7 @@ use ssh_agent_lib::proto::{
     PublicCredential, Request, Response,
 };
 use ssh_agent_lib::ssh_encoding::Encode as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
 use zeroize::Zeroizing;
 
@@ -132,11 +132,7 @@ async fn handle(mut stream: UnixStream, agent: &Agent) -> Result<(), ConnectionE
         // Into the spare room (at least up to `end`), no more: the
         // buffer is never reallocated by a read, nor filled first.
         let start = buf.len();
-        let read = match crate::server::workers::follow_up(&stream, &mut buf)? {
-            Some(read) => read,
-            None => stream.read_buf(&mut *buf).await?,
-        };
-        match read {
+        match crate::server::workers::read(&mut stream, &mut buf).await? {
             // A peer that leaves between frames (or inside a length) has
             // finished; inside a body, it broke off.
             0 if start < 4 => return Ok(()),

@@ -151,6 +151,18 @@ impl Drop for Serving {
 /// of keys, then a signature), far shorter than anything a person sees.
 const FOLLOW_UP: Duration = Duration::from_micros(50);
 
+/// Read a connection's next bytes into `buf`'s spare room (it must have
+/// some; it is never reallocated): at once if they come within
+/// [`FOLLOW_UP`] (see [`follow_up`]), else when they come. The bytes
+/// read, 0 at the end of the stream.
+pub async fn read(stream: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt as _;
+    match follow_up(stream, buf)? {
+        Some(read) => Ok(read),
+        None => stream.read_buf(buf).await,
+    }
+}
+
 /// The client's next bytes, if they come within [`FOLLOW_UP`], read
 /// without the thread going to sleep: into `buf`'s spare room (it must
 /// have some; it is never reallocated). The bytes read (0 at the end of
@@ -164,7 +176,7 @@ const FOLLOW_UP: Duration = Duration::from_micros(50);
 /// polling (C echo server and client on two pinned cores, this machine);
 /// on one core, polling cost 1.7 us more. gpg signs in three round trips.
 /// The thread yields between tries, so a client on the same core runs.
-pub fn follow_up(stream: &UnixStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+fn follow_up(stream: &UnixStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
     use rustix::io::Errno;
     use rustix::net::{RecvFlags, recv};
     if SERVING.get() != 1 {
